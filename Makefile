@@ -81,6 +81,10 @@ test: deps
 	$(MAKE) SAN=tsan unit
 	@echo "all test suites passed"
 
+# Benchmarks of issue 5 (minutes; not part of `make test`): prints a table, see BENCHMARKS.md.
+bench: $(BIN)
+	/usr/bin/python3 test/bench/bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
+
 clean:
 	rm -rf build/release build/asan build/tsan
 

@@ -148,7 +148,7 @@ struct codec_reasm {
 };
 void codec_reasm_init(struct codec_reasm *r, size_t limit);
 void codec_reasm_free(struct codec_reasm *r);
-/* Returns 1 when a complete logical message is ready (*msg/*msg_len point either
+/* Returns 1 when a complete logical message is ready (*msg and *msg_len point either
  * into `data` when it was complete on its own, or into r->buf; valid until the next
  * feed), 0 when more pieces are needed, or a negative CODEC_E_* on a protocol error
  * (message shorter than 2 bytes, continuation without a start, too big). Allocation

@@ -1,5 +1,4 @@
 /* log: owns the process-wide log sink and its size-based rotation. */
-#define _GNU_SOURCE
 #include "log.h"
 
 #include <errno.h>

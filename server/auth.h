@@ -1,0 +1,59 @@
+/* auth: turns the id a client sends in INIT into a document id, user and permissions
+ * (PROTOCOL.md §5): a plain id, a token registered through the management API, or a
+ * JWT when JWTKey is configured.
+ *
+ * Order of resolution: a registered, unexpired token always wins; otherwise, with a
+ * JWT key configured, the id must be a valid JWT (plain ids are refused); otherwise the
+ * id is the document id itself, with read and write permission.
+ *
+ * Thread-safe: no shared state beyond the store, which is thread-safe.
+ */
+#ifndef ZW_AUTH_H
+#define ZW_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct app;
+struct config;
+
+enum auth_kind { AUTH_PLAIN, AUTH_TOKEN, AUTH_JWT };
+
+struct auth_result {
+    char *doc_id;        /* malloc'd, NUL-terminated (may hold other NULs; use doc_id_len) */
+    size_t doc_id_len;
+    char *user_id;       /* malloc'd, NUL-terminated; "" for plain ids */
+    char permissions[8]; /* letters of "rwa" */
+    enum auth_kind kind; /* how the id was resolved (for logs) */
+};
+
+/* Resolves `id`. Returns 0 and fills *out (free with auth_result_clear), or -1 when
+ * access is denied (the caller sends ERROR 4 `access denied` and closes), or -2 when
+ * the store failed (ERROR 0 with a storage message). A token or JWT whose permissions
+ * lack 'r' is refused here with -1, so a successful result always may read. The
+ * reason for a refusal is logged without the token itself. */
+int auth_resolve(const struct app *app, const uint8_t *id, size_t id_len,
+                 struct auth_result *out);
+void auth_result_clear(struct auth_result *r);
+
+static inline int auth_can(const struct auth_result *r, char perm)
+{
+    for (const char *p = r->permissions; *p; p++)
+        if (*p == perm) return 1;
+    return 0;
+}
+
+/* Applies §5's creation-mode rules for a resolved client, before the document is
+ * opened. `*mode` is INIT's creationMode (0 possibly create, 1 never, 2 always).
+ * Returns -1 when the client must be refused with ERROR 4 (mode 2 without 'w').
+ * Otherwise returns 0, possibly turning mode 0 into 1 (a client that cannot write
+ * cannot create), and sets *missing_error to the ERROR code to send if the document
+ * turns out to be missing: 1 `does not exist`, or 4 `access denied` for a client
+ * without 'w'. */
+int auth_open_mode(const struct auth_result *r, uint8_t *mode, uint16_t *missing_error);
+
+/* Checks the auth settings at start-up (a JWTKeyIsBase64 key that is not valid
+ * base64). Returns 0, or -1 with a message naming the key in err. */
+int auth_check_config(const struct config *cfg, char *err, size_t err_len);
+
+#endif

@@ -1,0 +1,185 @@
+/* http: owns the CivetWeb context and routes /socket requests: WebSocket upgrades to
+ * the session layer, plain HTTP to the text, health and management handlers. */
+#include "http.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "civetweb.h"
+#include "config.h"
+#include "cors.h"
+#include "hub.h"
+#include "log.h"
+#include "mgmt_api.h"
+#include "session.h"
+#include "store.h"
+
+struct http_server {
+    struct mg_context *ctx;
+    const struct app *app;
+};
+
+/* Connections beyond the configured maximum get 503 instead of waiting in CivetWeb's
+ * queue for a worker thread that may never come. */
+#define SPARE_THREADS 32
+
+static void send_text(struct mg_connection *conn, int status, const char *body)
+{
+    size_t n = strlen(body);
+    mg_response_header_start(conn, status);
+    mg_response_header_add(conn, "Content-Type", "text/plain; charset=utf-8", -1);
+    char len[32];
+    snprintf(len, sizeof len, "%zu", n);
+    mg_response_header_add(conn, "Content-Length", len, -1);
+    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+    cors_write_headers(conn);
+    mg_response_header_send(conn);
+    mg_write(conn, body, n);
+}
+
+static int handle_http(struct mg_connection *conn, void *arg)
+{
+    const struct app *app = arg;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (strcmp(ri->local_uri, "/socket") != 0) {
+        send_text(conn, 404, "Not found.");
+        return 404;
+    }
+    if (!strcmp(ri->request_method, "OPTIONS")) return cors_send_preflight(conn);
+    if (!strcmp(ri->request_method, "POST")) return mgmt_api_handle(conn, app);
+    if (strcmp(ri->request_method, "GET") && strcmp(ri->request_method, "HEAD")) {
+        send_text(conn, 405, "Method not allowed.");
+        return 405;
+    }
+    if (ri->query_string && (!strcmp(ri->query_string, "ping") || !strncmp(ri->query_string, "ping&", 5))) {
+        int rc = store_ping(app->store);
+        if (rc) {
+            log_warn("health check failed: %s", store_strerror(rc));
+            send_text(conn, 500, "storage unavailable");
+            return 500;
+        }
+        send_text(conn, 200, "OK");
+        return 200;
+    }
+    send_text(conn, 200, "Zwibbler collaboration Server is running.");
+    return 200;
+}
+
+static int ws_connect(const struct mg_connection *conn, void *arg)
+{
+    const struct app *app = arg;
+    struct hub_stats st;
+    hub_get_stats(app->hub, &st);
+    if (st.connections >= (uint64_t)app->cfg->max_connections) {
+        /* The upgrade has not been answered yet, so a plain HTTP reply is allowed. */
+        struct mg_connection *c = (struct mg_connection *)conn;
+        mg_printf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                     "Content-Length: 28\r\nRetry-After: 5\r\nConnection: close\r\n\r\n"
+                     "Too many connections; retry.");
+        log_warn("refused a connection: %llu connections, MaxConnections is %d",
+                 (unsigned long long)st.connections, app->cfg->max_connections);
+        return 1;
+    }
+    return 0;
+}
+
+static void ws_ready(struct mg_connection *conn, void *arg)
+{
+    struct hub_client *c = session_open(arg, conn);
+    if (!c) {
+        log_error("out of memory for a new connection");
+        return;
+    }
+    mg_set_user_connection_data(conn, c);
+}
+
+static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len, void *arg)
+{
+    struct hub_client *c = mg_get_user_connection_data(conn);
+    if (!c) return 0;
+    return session_frame(arg, c, bits, (const uint8_t *)data, len);
+}
+
+static void ws_close(const struct mg_connection *conn, void *arg)
+{
+    struct hub_client *c = mg_get_user_connection_data(conn);
+    if (c) session_close(arg, c);
+}
+
+static int log_civetweb(const struct mg_connection *conn, const char *message)
+{
+    (void)conn;
+    log_warn("http: %s", message);
+    return 1;
+}
+
+struct http_server *http_start(const struct app *app, char *err, size_t err_len)
+{
+    const struct config *cfg = app->cfg;
+    struct http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    s->app = app;
+    bool tls = cfg->cert_file && *cfg->cert_file && cfg->key_file && *cfg->key_file;
+    char ports[300], threads[16], request_timeout[16], ping[16];
+    const char *addr = cfg->bind_address && *cfg->bind_address ? cfg->bind_address : "0.0.0.0";
+    if (strchr(addr, ':'))
+        snprintf(ports, sizeof ports, "[%s]:%d%s", addr, cfg->port, tls ? "s" : "");
+    else
+        snprintf(ports, sizeof ports, "%s:%d%s", addr, cfg->port, tls ? "s" : "");
+    snprintf(threads, sizeof threads, "%d", cfg->max_connections + SPARE_THREADS);
+    snprintf(request_timeout, sizeof request_timeout, "%d", cfg->write_timeout_ms);
+    snprintf(ping, sizeof ping, "%d", cfg->ping_interval_ms);
+
+    const char *options[40];
+    int n = 0;
+#define OPT(k, v) (options[n++] = (k), options[n++] = (v))
+    OPT("listening_ports", ports);
+    OPT("num_threads", threads);
+    OPT("request_timeout_ms", request_timeout);
+    OPT("websocket_timeout_ms", ping);
+    OPT("enable_websocket_ping_pong", "yes");
+    OPT("max_request_size", "16384");
+    OPT("tcp_nodelay", "1");
+    OPT("connection_queue", "1024");
+    OPT("listen_backlog", "1024");
+    OPT("enable_keep_alive", "yes");
+    OPT("keep_alive_timeout_ms", "30000");
+    /* CORS is ours (cors.c), answering with the request's own origin (§6). */
+    OPT("access_control_allow_origin", "");
+    OPT("access_control_allow_methods", "");
+    OPT("access_control_allow_headers", "");
+    if (tls) {
+        OPT("ssl_certificate", cfg->cert_file);
+        OPT("ssl_protocol_version", "4"); /* TLS 1.2 and later only */
+        OPT("ssl_cipher_list", "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS");
+    }
+    options[n] = NULL;
+#undef OPT
+
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.log_message = log_civetweb;
+    struct mg_init_data init = {.callbacks = &cb, .user_data = s, .configuration_options = options};
+    struct mg_error_data error = {.text = err, .text_buffer_size = err_len};
+    s->ctx = mg_start2(&init, &error);
+    if (!s->ctx) {
+        free(s);
+        return NULL;
+    }
+    mg_set_request_handler(s->ctx, "/socket", handle_http, (void *)app);
+    mg_set_websocket_handler(s->ctx, "/socket", ws_connect, ws_ready, ws_data, ws_close, (void *)app);
+    return s;
+}
+
+void http_stop(struct http_server *s)
+{
+    if (!s) return;
+    mg_stop(s->ctx);
+    free(s);
+}

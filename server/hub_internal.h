@@ -1,0 +1,95 @@
+/* hub_internal: what the hub shares with the session logic (session.c): live
+ * documents, membership and fan-out. Not for other modules. */
+#ifndef ZW_HUB_INTERNAL_H
+#define ZW_HUB_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "client.h"
+#include "hub.h"
+#include "outq.h"
+
+struct message;
+
+/* A client key (PROTOCOL §4, lifetime 0): lives as long as its owner is connected. */
+struct client_key {
+    uint8_t *name;
+    size_t name_len;
+    uint8_t *value;
+    size_t value_len;
+    uint32_t version;
+    struct hub_client *owner;
+};
+
+struct doc {
+    char *id;
+    size_t id_len;
+    uint64_t hash;
+    int refs;              /* under the shard lock */
+    struct doc *shard_next;
+
+    /* Held across commit and fan-out, so every client sees commit order. */
+    pthread_mutex_t lock;
+    struct hub_client *clients;
+    int nclients;
+    struct client_key *keys;
+    size_t nkeys, keys_cap;
+};
+
+struct hub {
+    const struct config *cfg;
+    struct store *store;
+    struct hub_listener listener;
+    struct outq *outq;
+    struct outq_counters out;
+    atomic_uint_fast64_t next_client_id, connections, documents;
+    atomic_uint_fast64_t appends_accepted, appends_rejected, bytes_in;
+
+    pthread_mutex_t pending_lock; /* clients that have not sent INIT yet */
+    struct hub_client *pending;
+
+    struct shard *shards;
+};
+
+/* Finds or creates the live document, with one reference. NULL when out of memory. */
+struct doc *hub_doc_acquire(struct hub *h, const char *id, size_t id_len);
+/* Finds the live document if there is one (with a reference), else NULL. */
+struct doc *hub_doc_find(struct hub *h, const char *id, size_t id_len);
+void hub_doc_release(struct hub *h, struct doc *d);
+
+/* With d->lock held: adds c as a member whose bytes end at delivered_end. */
+void hub_doc_join(struct hub *h, struct doc *d, struct hub_client *c, uint64_t delivered_end);
+/* Takes d->lock itself: removes c, its client keys (announced to the others). */
+void hub_doc_leave(struct hub *h, struct hub_client *c);
+
+/* With d->lock held: relays an accepted append to every member but `writer`, in the
+ * layout of each member's protocol version, applying the delivery rule. */
+void hub_fanout_append(struct hub *h, struct doc *d, struct hub_client *writer,
+                       uint64_t offset, const uint8_t *data, size_t len);
+/* With d->lock held: queues m for every member but `except`. */
+void hub_send_others(struct hub *h, struct doc *d, struct hub_client *except, struct message *m);
+
+/* Queues m for c, taking over the caller's reference (exempt: not counted against
+ * the bound). A NULL m (failed encoding) disconnects c. */
+int hub_send(struct hub *h, struct hub_client *c, struct message *m, bool exempt);
+/* Queues ERROR and closes c once it has been sent. */
+void hub_send_error_and_close(struct hub *h, struct hub_client *c, uint16_t code, const char *text);
+
+/* Pending-INIT bookkeeping, for the INIT timeout. */
+void hub_pending_add(struct hub *h, struct hub_client *c);
+void hub_pending_remove(struct hub *h, struct hub_client *c);
+
+/* Encoders into new shared messages (NULL when out of memory). */
+struct message *msg_append(int version, uint64_t offset, const uint8_t *data, size_t len);
+struct message *msg_ack(uint16_t ack, uint64_t length);
+struct message *msg_error(uint16_t code, const char *text);
+struct message *msg_set_key_ack(uint16_t ack, uint16_t request_id);
+struct message *msg_key_info_one(uint32_t version, const uint8_t *name, size_t name_len,
+                                 const uint8_t *value, size_t value_len);
+
+void client_unref(struct hub_client *c);
+
+#endif

@@ -1,0 +1,197 @@
+/* main: the zwibbler command: parses the command line and config, opens the store,
+ * starts the hub and the HTTP server, and shuts everything down in order on SIGTERM
+ * or SIGINT. `--test` hands over to the bundled load tester. */
+#include <errno.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "app.h"
+#include "config.h"
+#include "http.h"
+#include "hub.h"
+#include "loadtest.h"
+#include "log.h"
+#include "maintenance.h"
+#include "store.h"
+#include "webhook.h"
+
+#define ZW_VERSION "0.1.0"
+#define DEFAULT_CONFIG "/etc/zwibbler.conf"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: zwibbler [--config PATH] [--port N]\n"
+            "       zwibbler --test URL --docid ID --teachers N --students M [--verbose] [...]\n"
+            "       zwibbler --version | --help\n"
+            "\n"
+            "Zwibbler collaboration server. Clients connect to ws://HOST:PORT/socket.\n"
+            "  --config PATH  configuration file (default " DEFAULT_CONFIG ", optional)\n"
+            "  --port N       listen on port N instead of ServerPort\n"
+            "  --test URL     run the load tester against URL (see README)\n"
+            "  --version      print the version and build date\n");
+}
+
+static void raise_open_files(long want)
+{
+    struct rlimit rl = {.rlim_cur = (rlim_t)want, .rlim_max = (rlim_t)want};
+    struct rlimit old;
+    getrlimit(RLIMIT_NOFILE, &old);
+    if (old.rlim_max > rl.rlim_max) rl.rlim_max = old.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        log_info("MaxFiles: open-file limit raised to %ld", want);
+        return;
+    }
+    int err = errno;
+    rl.rlim_cur = old.rlim_max < (rlim_t)want ? old.rlim_max : (rlim_t)want;
+    rl.rlim_max = old.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    log_warn("MaxFiles: cannot raise the open-file limit to %ld (%s); it is %llu", want,
+             strerror(err), (unsigned long long)rl.rlim_cur);
+}
+
+/* Each connection holds a socket, so the open-file limit bounds MaxConnections. */
+static void check_open_files(const struct config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < (rlim_t)cfg->max_connections + 256) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < (rlim_t)cfg->max_connections + 256)
+        log_warn("open-file limit %llu is below MaxConnections %d (+256); raise it with MaxFiles or ulimit -n",
+                 (unsigned long long)rl.rlim_cur, cfg->max_connections);
+}
+
+static int run_server(struct config *cfg)
+{
+    int rc = 1;
+    char err[512] = "";
+    struct app app = {.cfg = cfg};
+    struct http_server *http = NULL;
+    struct maintenance *maint = NULL;
+
+    if (cfg->log_file && *cfg->log_file && log_open(cfg->log_file, 40u << 20)) {
+        fprintf(stderr, "LogFile: cannot open %s: %s\n", cfg->log_file, strerror(errno));
+        return 1;
+    }
+    if (cfg->max_files) raise_open_files(cfg->max_files);
+    check_open_files(cfg);
+
+    struct store_config sc = {
+        .backend = cfg->database,
+        .data_dir = cfg->data_dir,
+        .server = cfg->db_server,
+        .user = cfg->db_user,
+        .password = cfg->db_password,
+        .max_readers = (size_t)cfg->max_connections + 256,
+        .nosync = !cfg->sync_commits,
+    };
+    app.store = store_open(&sc, err, sizeof err);
+    if (!app.store) {
+        log_error("Database=%s: %s", cfg->database, err);
+        goto out;
+    }
+    if (cfg->webhook && *cfg->webhook) {
+        app.webhook = webhook_start(cfg->webhook, cfg->secret_user, cfg->secret_password, cfg->webhook_delay_ms);
+        if (!app.webhook) {
+            log_error("Webhook: cannot start the webhook sender");
+            goto out;
+        }
+    }
+    struct hub_listener listener = {0};
+    if (app.webhook) webhook_listener(app.webhook, &listener);
+    app.hub = hub_create(cfg, app.store, &listener);
+    if (!app.hub) {
+        log_error("cannot start the hub (out of memory or threads)");
+        goto out;
+    }
+    maint = maintenance_start(app.store, cfg->expiration, 60, 3600);
+
+    /* Block the stop signals in every thread; this one waits for them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    http = http_start(&app, err, sizeof err);
+    if (!http) {
+        log_error("cannot listen on %s:%d: %s", cfg->bind_address, cfg->port, err);
+        goto out;
+    }
+    log_info("zwibbler %s listening on %s:%d (%s), Database=%s, up to %d connections", ZW_VERSION,
+             cfg->bind_address, cfg->port, cfg->cert_file && *cfg->cert_file ? "https/wss" : "http/ws",
+             cfg->database, cfg->max_connections);
+
+    int sig = 0;
+    sigwait(&stop, &sig);
+    log_info("received %s; shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    rc = 0;
+out:
+    http_stop(http); /* closes every connection; sessions leave their documents */
+    maintenance_stop(maint);
+    hub_destroy(app.hub);
+    if (app.webhook) webhook_stop(app.webhook);
+    store_close(app.store);
+    if (rc == 0) log_info("stopped cleanly");
+    log_close();
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = DEFAULT_CONFIG;
+    int config_given = 0;
+    long port = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--test")) return loadtest_main(argc, argv);
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--version")) {
+            printf("zwibbler %s (built %s %s)\n", ZW_VERSION, __DATE__, __TIME__);
+            return 0;
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--config") && i + 1 < argc) {
+            config_path = argv[++i];
+            config_given = 1;
+        } else if (!strcmp(a, "--port") && i + 1 < argc) {
+            char *end;
+            port = strtol(argv[++i], &end, 10);
+            if (*end || port < 1 || port > 65535) {
+                fprintf(stderr, "--port: '%s' is not a port number 1-65535\n", argv[i]);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    /* Thousands of worker threads would otherwise spread over 8 arenas per core,
+     * each holding memory of its own. */
+    mallopt(M_ARENA_MAX, 4);
+
+    struct config cfg;
+    config_defaults(&cfg);
+    char err[512];
+    if (config_load(&cfg, config_path, config_given, err, sizeof err)) {
+        fprintf(stderr, "config: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    }
+    if (port) cfg.port = (int)port;
+    int rc = run_server(&cfg);
+    config_free(&cfg);
+    return rc;
+}
