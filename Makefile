@@ -23,7 +23,7 @@ LIBS := -llmdb -lcjson -lsqlite3 -lhiredis -lcurl -lssl -lcrypto -lz -ldl -lm
 # CivetWeb 1.15 from Debian's source package (scripts/deps.sh), built with what we
 # need and nothing more: no zlib (see README), small thread stacks.
 CW_FLAGS := -DUSE_WEBSOCKET -DUSE_IPV6 -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI \
-            -DUSE_STACK_SIZE=131072 \
+            -DUSE_STACK_SIZE=131072 -DSTOP_FLAG_NEEDS_LOCK \
             -I$(CW)/include -I$(CW)/src
 
 LIB_SRCS := $(wildcard protocol/*.c storage/*.c) $(filter-out server/main.c server/civetweb_build.c,$(wildcard server/*.c))
@@ -41,8 +41,9 @@ all: $(BIN)
 deps:
 	@bash scripts/deps.sh
 
-$(CW)/src/civetweb.c:
+$(CW)/src/civetweb.c: scripts/civetweb.patch
 	@bash scripts/deps.sh
+	@touch $@
 
 $(B)/%.o: %.c $(CW)/src/civetweb.c
 	@mkdir -p $(dir $@)
@@ -57,8 +58,23 @@ $(LIB): $(LIB_OBJS) $(CW_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# The /socket/test and /socket/demo pages (server/web/), embedded as byte arrays.
+WEB_FILES := $(sort $(wildcard server/web/*.html))
+WEB_OBJ := $(B)/gen/web_assets.o
+$(B)/gen/web_assets.c: $(WEB_FILES) scripts/embed.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed.sh $@ $(WEB_FILES)
+$(WEB_OBJ): $(B)/gen/web_assets.c
+	$(CC) $(CFLAGS) -c $< -o $@
+$(LIB): $(WEB_OBJ)
+
 $(BIN): $(B)/server/main.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# Storage tests share one backend-independent conformance suite.
+$(B)/test/unit/test_store_%: test/unit/test_store_%.c test/unit/store_conformance.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itest/unit -o $@ $< test/unit/store_conformance.c $(LIB) $(LIBS) -lcmocka
 
 $(B)/test/unit/%: test/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
@@ -77,6 +93,7 @@ integration: deps $(BIN)
 # The full suite: release, then ASan+UBSan (everything), then TSan (hub and sessions).
 test: deps
 	$(MAKE) unit integration
+	$(MAKE) browser-test
 	$(MAKE) SAN=asan unit integration
 	$(MAKE) SAN=tsan unit
 	@echo "all test suites passed"
@@ -89,3 +106,25 @@ clean:
 	rm -rf build/release build/asan build/tsan
 
 -include $(LIB_OBJS:.o=.d) $(B)/server/main.d
+
+# conf/zwibbler.service as a C string for `zwibbler --install` (server/service.c), so
+# the unit it writes is the one the package ships.
+$(B)/gen/zwibbler_service.inc: conf/zwibbler.service
+	@mkdir -p $(dir $@)
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@
+$(B)/server/service.o: $(B)/gen/zwibbler_service.inc
+$(B)/server/service.o: CFLAGS += -I$(B)/gen
+
+# Debian package (issue 6): build/zwibbler_<version>_<arch>.deb, see scripts/mkdeb.sh.
+.PHONY: deb
+deb: $(BIN)
+	BIN=$(abspath $(BIN)) OUT=$(abspath build) bash scripts/mkdeb.sh
+
+# Browser tests (issue 9): /socket/test and /socket/demo in Debian's Chromium, driven
+# by playwright-core from npm (never Playwright's own browser download). Bounded: a
+# hung browser or server cannot hold up `make test` for more than 10 minutes.
+.PHONY: browser-test
+browser-test: deps $(BIN)
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "browser-test: needs Node.js 20+ and npm" >&2; exit 1; }
+	@cd test/browser && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund; }
+	cd test/browser && ZWIBBLER_BIN=$(abspath $(BIN)) timeout -k 10 600 node --test --test-reporter=spec --test-concurrency=1 --test-timeout=180000 *.test.mjs

@@ -8,15 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "app.h"
+#include "cluster.h"
 #include "config.h"
 #include "http.h"
 #include "hub.h"
 #include "loadtest.h"
 #include "log.h"
 #include "maintenance.h"
+#include "privs.h"
+#include "service.h"
 #include "store.h"
+#include "tls.h"
 #include "webhook.h"
 
 #define ZW_VERSION "0.1.0"
@@ -27,12 +32,15 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: zwibbler [--config PATH] [--port N]\n"
             "       zwibbler --test URL --docid ID --teachers N --students M [--verbose] [...]\n"
+            "       zwibbler --install [--config PATH] | --uninstall\n"
             "       zwibbler --version | --help\n"
             "\n"
             "Zwibbler collaboration server. Clients connect to ws://HOST:PORT/socket.\n"
             "  --config PATH  configuration file (default " DEFAULT_CONFIG ", optional)\n"
             "  --port N       listen on port N instead of ServerPort\n"
             "  --test URL     run the load tester against URL (see README)\n"
+            "  --install      install, enable and start the systemd service (as root)\n"
+            "  --uninstall    stop, disable and remove the systemd service (as root)\n"
             "  --version      print the version and build date\n");
 }
 
@@ -68,6 +76,31 @@ static void check_open_files(const struct config *cfg)
                  (unsigned long long)rl.rlim_cur, cfg->max_connections);
 }
 
+/* Started as root: decides whether to become User. Returns 1 with *p filled when the
+ * server will switch, 0 when it stays as it is, -1 on a lookup error. A missing user
+ * is not fatal, so that `sudo zwibbler` works on a machine without the package; it is
+ * logged, and the .deb and --install create the user. */
+static int choose_user(const struct config *cfg, struct privs *p)
+{
+    if (geteuid() != 0) return 0;
+    if (!cfg->run_as_user || !*cfg->run_as_user) {
+        log_info("User is empty: running as root");
+        return 0;
+    }
+    char err[256];
+    int rc = privs_lookup(cfg->run_as_user, p, err, sizeof err);
+    if (rc < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (rc > 0) {
+        log_warn("User: no user '%s' on this machine; running as root (create it, or set User= "
+                 "to silence this)", cfg->run_as_user);
+        return 0;
+    }
+    return p->uid == 0 ? 0 : 1;
+}
+
 static int run_server(struct config *cfg)
 {
     int rc = 1;
@@ -75,13 +108,41 @@ static int run_server(struct config *cfg)
     struct app app = {.cfg = cfg};
     struct http_server *http = NULL;
     struct maintenance *maint = NULL;
+    struct cluster *cluster = NULL;
+    struct privs user;
 
-    if (cfg->log_file && *cfg->log_file && log_open(cfg->log_file, 40u << 20)) {
-        fprintf(stderr, "LogFile: cannot open %s: %s\n", cfg->log_file, strerror(errno));
-        return 1;
-    }
+    /* Block the stop signals before any thread exists (threads inherit the mask), so
+     * that only this thread's sigwait takes them: a store or sender thread left
+     * unblocked would receive SIGTERM and die by its default action, uncleanly. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* As root: raising the hard limit needs it. */
     if (cfg->max_files) raise_open_files(cfg->max_files);
     check_open_files(cfg);
+    /* Before anything is opened, so a bad certificate or key fails fast. */
+    if (((cfg->cert_file && *cfg->cert_file) || (cfg->key_file && *cfg->key_file)) &&
+        tls_check_files(cfg->cert_file, cfg->key_file, err, sizeof err)) {
+        log_error("%s", err);
+        return 1;
+    }
+    int switching = choose_user(cfg, &user);
+    if (switching < 0) return 1;
+    /* The store and the log are opened as User, so their files belong to it and a
+     * directory it cannot write fails now rather than after the switch. */
+    if (switching && privs_enter(&user)) {
+        log_error("User: cannot switch to %s: %s", user.name, strerror(errno));
+        return 1;
+    }
+    if (cfg->log_file && *cfg->log_file && log_open(cfg->log_file, 40u << 20)) {
+        log_error("LogFile: cannot open %s: %s%s%s", cfg->log_file, strerror(errno),
+                  switching ? " as user " : "", switching ? user.name : "");
+        return 1;
+    }
 
     struct store_config sc = {
         .backend = cfg->database,
@@ -91,10 +152,13 @@ static int run_server(struct config *cfg)
         .password = cfg->db_password,
         .max_readers = (size_t)cfg->max_connections + 256,
         .nosync = !cfg->sync_commits,
+        .expiration = cfg->expiration,
     };
     app.store = store_open(&sc, err, sizeof err);
     if (!app.store) {
-        log_error("Database=%s: %s", cfg->database, err);
+        log_error("Database=%s: %s%s%s", cfg->database, err, switching ? " (as user " : "",
+                  switching ? user.name : "");
+        if (switching) log_error("DataDir %s must be writable by user %s", cfg->data_dir, user.name);
         goto out;
     }
     if (cfg->webhook && *cfg->webhook) {
@@ -104,27 +168,46 @@ static int run_server(struct config *cfg)
             goto out;
         }
     }
+    /* Several servers on one Redis share live sessions (cluster.h); from here on the
+     * cluster's store announces what is committed, and owns the Redis store. */
+    if (cfg->cluster && !strcmp(cfg->database, "redis")) {
+        cluster = cluster_start(cfg, &sc, app.store, err, sizeof err);
+        if (!cluster) {
+            log_error("Cluster: %s", err);
+            goto out;
+        }
+        app.store = cluster_store(cluster);
+    }
     struct hub_listener listener = {0};
-    if (app.webhook) webhook_listener(app.webhook, &listener);
+    if (cluster) cluster_listener(cluster, app.webhook, &listener);
+    else if (app.webhook) webhook_listener(app.webhook, &listener);
     app.hub = hub_create(cfg, app.store, &listener);
     if (!app.hub) {
         log_error("cannot start the hub (out of memory or threads)");
         goto out;
     }
+    if (cluster && cluster_run(cluster, app.hub)) {
+        log_error("Cluster: cannot start its threads");
+        goto out;
+    }
     maint = maintenance_start(app.store, cfg->expiration, 60, 3600);
 
-    /* Block the stop signals in every thread; this one waits for them. */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
+    /* Root again to bind (ports below 1024) and read the key, then User for good. */
+    if (switching && privs_leave()) {
+        log_error("User: cannot return to root to bind the port: %s", strerror(errno));
+        goto out;
+    }
     http = http_start(&app, err, sizeof err);
     if (!http) {
         log_error("cannot listen on %s:%d: %s", cfg->bind_address, cfg->port, err);
         goto out;
+    }
+    if (switching) {
+        if (privs_drop(&user, err, sizeof err)) {
+            log_error("%s", err);
+            goto out;
+        }
+        log_info("running as user %s (uid %ld)", user.name, (long)user.uid);
     }
     log_info("zwibbler %s listening on %s:%d (%s), Database=%s, up to %d connections", ZW_VERSION,
              cfg->bind_address, cfg->port, cfg->cert_file && *cfg->cert_file ? "https/wss" : "http/ws",
@@ -136,6 +219,7 @@ static int run_server(struct config *cfg)
     rc = 0;
 out:
     http_stop(http); /* closes every connection; sessions leave their documents */
+    cluster_stop(cluster);
     maintenance_stop(maint);
     hub_destroy(app.hub);
     if (app.webhook) webhook_stop(app.webhook);
@@ -148,7 +232,7 @@ out:
 int main(int argc, char **argv)
 {
     const char *config_path = DEFAULT_CONFIG;
-    int config_given = 0;
+    int config_given = 0, install = 0, uninstall = 0;
     long port = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--test")) return loadtest_main(argc, argv);
@@ -161,6 +245,10 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(a, "--install")) {
+            install = 1;
+        } else if (!strcmp(a, "--uninstall")) {
+            uninstall = 1;
         } else if (!strcmp(a, "--config") && i + 1 < argc) {
             config_path = argv[++i];
             config_given = 1;
@@ -191,7 +279,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (port) cfg.port = (int)port;
-    int rc = run_server(&cfg);
+    int rc;
+    if (install || uninstall)
+        rc = install ? service_install(&cfg, config_path) : service_uninstall();
+    else
+        rc = run_server(&cfg);
     config_free(&cfg);
     return rc;
 }

@@ -135,6 +135,8 @@ struct store_config {
     const char *password;
     size_t max_readers;    /* LMDB: concurrent reading threads */
     int nosync;            /* 1: skip fsync (tests/benchmarks only) */
+    int64_t expiration;    /* Redis: idle seconds before a document expires through its
+                              TTL, refreshed on each access (0 = never) */
 };
 
 /* Opens the backend named by cfg->backend. On failure returns NULL and writes a
@@ -143,6 +145,8 @@ struct store *store_open(const struct store_config *cfg, char *err, size_t err_l
 
 /* Backend constructors, for programs that pick one themselves. */
 struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t err_len);
+struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_t err_len);
+struct store *store_redis_open(const struct store_config *cfg, char *err, size_t err_len);
 
 void store_token_clear(struct store_token *t);
 
