@@ -21,6 +21,7 @@ struct hub_client {
     struct hub *hub;
     struct mg_connection *conn; /* never touched once `closed` is set */
     int fd;
+    bool tls;          /* only CivetWeb can write to a TLS connection */
     uint64_t id;       /* for log lines */
     char addr[48];     /* peer address, for log lines */
     atomic_int refs;   /* the connection holds one; a scheduled sender holds one */

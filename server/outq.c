@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "civetweb.h"
@@ -30,6 +31,7 @@ struct outq {
     struct hub_client *ready_head, *ready_tail;
     bool stopping;
     size_t bound;
+    int write_timeout_ms;
     struct outq_counters *counters;
     int epfd;
     void (*tick)(void *);
@@ -101,14 +103,23 @@ static void supersede_key(struct hub_client *c, const struct message *m)
     }
 }
 
-static size_t live_bytes(const struct hub_client *c)
+/* How far behind the client would be with a message of m_len bytes added: its
+ * queued bytes that are not exempt, minus the oldest such message — a client is
+ * behind by what waits *after* the message it is being sent, so one message larger
+ * than the bound (an append may be up to MaxMessageBytes) does not by itself
+ * disconnect a client that keeps up. Memory per client stays within the bound plus
+ * one message. */
+static size_t lag_bytes(const struct hub_client *c, size_t m_len)
 {
-    size_t exempt = 0;
+    size_t exempt = 0, oldest = 0;
     for (size_t i = 0; i < c->count; i++) {
         struct message *s = c->ring[(c->head + i) % c->cap];
-        if (s && slot_exempt(s)) exempt += slot_msg(s)->len;
+        if (!s) continue;
+        if (slot_exempt(s)) exempt += slot_msg(s)->len;
+        else if (!oldest) oldest = slot_msg(s)->len;
     }
-    return c->queued_bytes - exempt;
+    if (!oldest) return 0; /* the new message would be the oldest */
+    return c->queued_bytes - exempt - oldest + m_len;
 }
 
 int outq_push(struct outq *q, struct hub_client *c, struct message *m, bool exempt)
@@ -120,7 +131,7 @@ int outq_push(struct outq *q, struct hub_client *c, struct message *m, bool exem
     }
     if (m->key_name) supersede_key(c, m);
     /* The exact live count is only needed when the total is already past the bound. */
-    if (!exempt && c->queued_bytes + m->len > q->bound && live_bytes(c) + m->len > q->bound) {
+    if (!exempt && c->queued_bytes + m->len > q->bound && lag_bytes(c, m->len) > q->bound) {
         size_t queued = c->queued_bytes;
         c->killed = true;
         drop_queue(c);
@@ -199,10 +210,11 @@ void outq_client_closed(struct outq *q, struct hub_client *c)
     if (release) client_unref(c);
 }
 
-/* Writes one logical message, split at the client's maxMessageSize (PROTOCOL §1.1).
+/* Writes one logical message through CivetWeb, split at the client's maxMessageSize
+ * (PROTOCOL §1.1). Used for TLS connections, whose bytes only CivetWeb can encrypt.
  * Returns 0, or -1 when the connection failed. */
-static int write_message(struct hub_client *c, const struct message *m, uint8_t **scratch,
-                         size_t *scratch_cap)
+static int write_message_tls(struct hub_client *c, const struct message *m, uint8_t **scratch,
+                             size_t *scratch_cap)
 {
     size_t pieces = codec_split_count(m->len, c->max_message);
     if (pieces <= 1)
@@ -224,13 +236,120 @@ static int write_message(struct hub_client *c, const struct message *m, uint8_t 
     return 0;
 }
 
+/* ---- plain connections: we frame the batch ourselves ----
+ * One sendmsg for a whole batch instead of CivetWeb's two writes per message. The
+ * frames are written under CivetWeb's connection lock, which its own ping, pong and
+ * close frames also take, so frames never interleave. */
+
+#define FRAMES_PER_CALL 128
+
+struct framer {
+    struct iovec iov[FRAMES_PER_CALL * 3];
+    uint8_t hdr[FRAMES_PER_CALL][12]; /* WebSocket header (≤ 10) + piece header (2) */
+    int niov, nframes;
+};
+
+/* Sends everything in iov, waiting for room up to timeout_ms at a time. */
+static int send_all(int fd, struct iovec *iov, int cnt, int timeout_ms)
+{
+    while (cnt > 0) {
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            int r = poll(&p, 1, timeout_ms);
+            if (r <= 0 || (p.revents & (POLLERR | POLLHUP))) return -1;
+            continue;
+        }
+        while (cnt > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+static int framer_flush(struct framer *f, int fd, int timeout_ms)
+{
+    int rc = f->niov ? send_all(fd, f->iov, f->niov, timeout_ms) : 0;
+    f->niov = f->nframes = 0;
+    return rc;
+}
+
+/* Adds one binary frame: optional 2-byte piece header, then body. */
+static int framer_add(struct framer *f, int fd, int timeout_ms, const uint8_t *piece_hdr,
+                      const uint8_t *body, size_t body_len)
+{
+    if (f->nframes == FRAMES_PER_CALL && framer_flush(f, fd, timeout_ms)) return -1;
+    uint8_t *h = f->hdr[f->nframes++];
+    size_t payload = body_len + (piece_hdr ? 2 : 0), hl;
+    h[0] = 0x80 | MG_WEBSOCKET_OPCODE_BINARY;
+    if (payload < 126) {
+        h[1] = (uint8_t)payload;
+        hl = 2;
+    } else if (payload <= 0xFFFF) {
+        h[1] = 126;
+        codec_put16(h + 2, (uint16_t)payload);
+        hl = 4;
+    } else {
+        h[1] = 127;
+        codec_put64(h + 2, payload);
+        hl = 10;
+    }
+    if (piece_hdr) {
+        memcpy(h + hl, piece_hdr, 2);
+        hl += 2;
+    }
+    f->iov[f->niov++] = (struct iovec){.iov_base = h, .iov_len = hl};
+    if (body_len) f->iov[f->niov++] = (struct iovec){.iov_base = (void *)body, .iov_len = body_len};
+    return 0;
+}
+
+static int write_batch_plain(struct outq *q, struct hub_client *c, struct message **batch, size_t n,
+                             struct framer *f)
+{
+    int rc = 0;
+    f->niov = f->nframes = 0;
+    mg_lock_connection(c->conn);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct message *m = batch[i];
+        size_t pieces = codec_split_count(m->len, c->max_message);
+        if (pieces <= 1) {
+            rc = framer_add(f, c->fd, q->write_timeout_ms, NULL, m->data, m->len);
+            continue;
+        }
+        for (size_t k = 0; k < pieces && rc == 0; k++) {
+            struct codec_piece p;
+            codec_split_piece(m->data, m->len, c->max_message, k, &p);
+            rc = framer_add(f, c->fd, q->write_timeout_ms, p.hdr, p.body, p.body_len);
+        }
+    }
+    if (rc == 0) rc = framer_flush(f, c->fd, q->write_timeout_ms);
+    mg_unlock_connection(c->conn);
+    return rc;
+}
+
 static bool has_room(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLOUT};
     return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
 }
 
-static void serve_client(struct outq *q, struct hub_client *c, uint8_t **scratch, size_t *scratch_cap)
+/* A sender thread's reusable buffers. */
+struct sender_buffers {
+    uint8_t *scratch;
+    size_t scratch_cap;
+    struct framer framer;
+};
+
+static void serve_client(struct outq *q, struct hub_client *c, struct sender_buffers *w)
 {
     struct message *batch[BATCH_MESSAGES];
     size_t n = 0, bytes = 0;
@@ -267,15 +386,17 @@ static void serve_client(struct outq *q, struct hub_client *c, uint8_t **scratch
     pthread_mutex_unlock(&c->lock);
 
     int failed = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!failed && write_message(c, batch[i], scratch, scratch_cap) == 0) {
-            atomic_fetch_add_explicit(&q->counters->messages_out, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&q->counters->bytes_out, batch[i]->len, memory_order_relaxed);
-        } else {
-            failed = 1;
-        }
-        message_unref(batch[i]);
+    if (c->tls) {
+        for (size_t i = 0; i < n && !failed; i++)
+            failed = write_message_tls(c, batch[i], &w->scratch, &w->scratch_cap) != 0;
+    } else {
+        failed = write_batch_plain(q, c, batch, n, &w->framer) != 0;
     }
+    if (!failed) {
+        atomic_fetch_add_explicit(&q->counters->messages_out, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&q->counters->bytes_out, bytes, memory_order_relaxed);
+    }
+    for (size_t i = 0; i < n; i++) message_unref(batch[i]);
     if (closing && !failed) {
         static const char normal_close[2] = {0x03, (char)0xE8}; /* 1000 */
         mg_websocket_write(c->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, normal_close, 2);
@@ -299,8 +420,11 @@ static void serve_client(struct outq *q, struct hub_client *c, uint8_t **scratch
 static void *sender_main(void *arg)
 {
     struct outq *q = arg;
-    uint8_t *scratch = NULL;
-    size_t scratch_cap = 0;
+    struct sender_buffers *w = calloc(1, sizeof *w);
+    if (!w) {
+        log_error("sender thread: out of memory");
+        return NULL;
+    }
     for (;;) {
         pthread_mutex_lock(&q->lock);
         while (!q->ready_head && !q->stopping) pthread_cond_wait(&q->wake, &q->lock);
@@ -312,9 +436,10 @@ static void *sender_main(void *arg)
         q->ready_head = c->ready_next;
         if (!q->ready_head) q->ready_tail = NULL;
         pthread_mutex_unlock(&q->lock);
-        serve_client(q, c, &scratch, &scratch_cap);
+        serve_client(q, c, w);
     }
-    free(scratch);
+    free(w->scratch);
+    free(w);
     return NULL;
 }
 
@@ -344,7 +469,7 @@ static void *watcher_main(void *arg)
     return NULL;
 }
 
-struct outq *outq_start(int threads, size_t bound, struct outq_counters *counters,
+struct outq *outq_start(int threads, size_t bound, int write_timeout_ms, struct outq_counters *counters,
                         void (*tick)(void *arg), void *tick_arg)
 {
     struct outq *q = calloc(1, sizeof *q);
@@ -352,6 +477,7 @@ struct outq *outq_start(int threads, size_t bound, struct outq_counters *counter
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
     q->bound = bound;
+    q->write_timeout_ms = write_timeout_ms;
     q->counters = counters;
     q->tick = tick;
     q->tick_arg = tick_arg;
