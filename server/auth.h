@@ -43,17 +43,9 @@ static inline int auth_can(const struct auth_result *r, char perm)
     return 0;
 }
 
-/* Applies §5's creation-mode rules for a resolved client, before the document is
- * opened. `*mode` is INIT's creationMode (0 possibly create, 1 never, 2 always).
- * Returns -1 when the client must be refused with ERROR 4 (mode 2 without 'w').
- * Otherwise returns 0, possibly turning mode 0 into 1 (a client that cannot write
- * cannot create), and sets *missing_error to the ERROR code to send if the document
- * turns out to be missing: 1 `does not exist`, or 4 `access denied` for a client
- * without 'w'. */
-int auth_open_mode(const struct auth_result *r, uint8_t *mode, uint16_t *missing_error);
-
 /* Checks the auth settings at start-up (a JWTKeyIsBase64 key that is not valid
- * base64). Returns 0, or -1 with a message naming the key in err. */
+ * base64), so that a bad key is a start-up error rather than every JWT refused.
+ * Returns 0, or -1 with a message naming the key in err. */
 int auth_check_config(const struct config *cfg, char *err, size_t err_len);
 
 #endif
