@@ -23,7 +23,8 @@ LIBS := -llmdb -lcjson -lsqlite3 -lhiredis -lcurl -lssl -lcrypto -lz -ldl -lm
 # CivetWeb 1.15 from Debian's source package (scripts/deps.sh), built with what we
 # need and nothing more: no zlib (see README), small thread stacks.
 CW_FLAGS := -DUSE_WEBSOCKET -DUSE_IPV6 -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI \
-            -DUSE_STACK_SIZE=131072 -DSTOP_FLAG_NEEDS_LOCK \
+            -DUSE_STACK_SIZE=131072 -DSTOP_FLAG_NEEDS_LOCK -DREENTRANT_TIME \
+            -DSOCKET_TIMEOUT_QUANTUM=500 \
             -I$(CW)/include -I$(CW)/src
 
 LIB_SRCS := $(wildcard protocol/*.c storage/*.c) $(filter-out server/main.c server/civetweb_build.c,$(wildcard server/*.c))
@@ -33,6 +34,7 @@ LIB := $(B)/libzwibbler.a
 BIN := $(B)/zwibbler
 
 UNIT_SRCS := $(wildcard test/unit/test_*.c)
+EMBED_EXAMPLE := $(B)/test/embed/example
 UNIT_BINS := $(UNIT_SRCS:%.c=$(B)/%)
 
 .PHONY: all deps run test unit integration sanitize clean bench fuzz
@@ -64,7 +66,7 @@ WEB_OBJ := $(B)/gen/web_assets.o
 $(B)/gen/web_assets.c: $(WEB_FILES) scripts/embed.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed.sh $@ $(WEB_FILES)
-$(WEB_OBJ): $(B)/gen/web_assets.c
+$(WEB_OBJ): $(B)/gen/web_assets.c server/web.h
 	$(CC) $(CFLAGS) -c $< -o $@
 $(LIB): $(WEB_OBJ)
 
@@ -80,6 +82,11 @@ $(B)/test/unit/%: test/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itest/unit -o $@ $< $(LIB) $(LIBS) -lcmocka
 
+# The embedding example (README: Embedding), linked the way a user's program is.
+$(EMBED_EXAMPLE): test/embed/example.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LIBS)
+
 run: deps $(BIN)
 	@mkdir -p data
 	$(BIN) --config conf/local.conf
@@ -87,15 +94,25 @@ run: deps $(BIN)
 unit: deps $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-integration: deps $(BIN)
-	ZWIBBLER_BIN=$(abspath $(BIN)) /usr/bin/python3 -m pytest -q -p no:cacheprovider test/integration
+integration: deps $(BIN) $(EMBED_EXAMPLE)
+	ZWIBBLER_BIN=$(abspath $(BIN)) EMBED_EXAMPLE=$(abspath $(EMBED_EXAMPLE)) /usr/bin/python3 -m pytest -q -p no:cacheprovider test/integration
 
-# The full suite: release, then ASan+UBSan (everything), then TSan (hub and sessions).
+# The hub and session integration tests against the TSan server (`make SAN=tsan
+# integration-tsan`). A report makes the server exit 66, which the fixture fails on.
+TSAN_TESTS := test_session.py test_race.py test_keys.py test_hostile.py
+integration-tsan: deps $(BIN)
+	TSAN_OPTIONS="exitcode=66 halt_on_error=0 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
+	ZWIBBLER_BIN=$(abspath $(BIN)) /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+	  $(TSAN_TESTS:%=test/integration/%)
+
+# The full suite: release, then ASan+UBSan (everything), then TSan (hub and sessions),
+# then each fuzz target for a short while (test/fuzz/fuzz.mk).
 test: deps
 	$(MAKE) unit integration
 	$(MAKE) browser-test
 	$(MAKE) SAN=asan unit integration
-	$(MAKE) SAN=tsan unit
+	$(MAKE) SAN=tsan unit integration-tsan
+	$(MAKE) fuzz-short
 	@echo "all test suites passed"
 
 # Benchmarks of issue 5 (minutes; not part of `make test`): prints a table, see BENCHMARKS.md.
@@ -106,6 +123,7 @@ clean:
 	rm -rf build/release build/asan build/tsan
 
 -include $(LIB_OBJS:.o=.d) $(B)/server/main.d
+include test/fuzz/fuzz.mk
 
 # conf/zwibbler.service as a C string for `zwibbler --install` (server/service.c), so
 # the unit it writes is the one the package ships.

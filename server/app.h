@@ -1,5 +1,5 @@
 /* app: the parts of one running server that the HTTP, WebSocket and management
- * handlers share. Built by main, read-only afterwards. */
+ * handlers share. Built by zwibbler.c, read-only once mounted. */
 #ifndef ZW_APP_H
 #define ZW_APP_H
 
@@ -13,6 +13,7 @@ struct app {
     struct store *store;
     struct hub *hub;
     struct webhook *webhook; /* NULL when no Webhook is configured */
+    char *path;              /* where the endpoint is mounted, e.g. "/socket" */
 };
 
 #endif

@@ -9,17 +9,25 @@
 
 #include "app.h"
 #include "civetweb.h"
+#include "client.h"
 #include "config.h"
 #include "cors.h"
 #include "hub.h"
 #include "log.h"
+#include "metrics.h"
 #include "mgmt_api.h"
 #include "session.h"
 #include "store.h"
+#include "tls.h"
+#include "web.h"
+
+/* civetweb_build.c: limits on inbound frames, set before CivetWeb starts. */
+void mg_zw_set_ws_limits(size_t max_frame, unsigned frame_timeout_ms);
 
 struct http_server {
     struct mg_context *ctx;
     const struct app *app;
+    char tls_err[512]; /* why init_ssl failed, for http_start's caller */
 };
 
 /* Connections beyond the configured maximum get 503 instead of waiting in CivetWeb's
@@ -44,7 +52,11 @@ static int handle_http(struct mg_connection *conn, void *arg)
 {
     const struct app *app = arg;
     const struct mg_request_info *ri = mg_get_request_info(conn);
-    if (strcmp(ri->local_uri, "/socket") != 0) {
+    size_t plen = strlen(app->path);
+    const char *rest = ri->local_uri + plen; /* CivetWeb routed it here by prefix */
+    if (strncmp(ri->local_uri, app->path, plen) || *rest) {
+        int page = *rest == '/' ? web_handle(conn, app, rest) : 0; /* /test, /demo */
+        if (page) return page;
         send_text(conn, 404, "Not found.");
         return 404;
     }
@@ -65,6 +77,37 @@ static int handle_http(struct mg_connection *conn, void *arg)
         return 200;
     }
     send_text(conn, 200, "Zwibbler collaboration Server is running.");
+    return 200;
+}
+
+/* The Prometheus endpoint (MetricsPath). */
+static int handle_metrics(struct mg_connection *conn, void *arg)
+{
+    const struct app *app = arg;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (strcmp(ri->local_uri, app->cfg->metrics_path) != 0) {
+        send_text(conn, 404, "Not found.");
+        return 404;
+    }
+    if (strcmp(ri->request_method, "GET") && strcmp(ri->request_method, "HEAD")) {
+        send_text(conn, 405, "Method not allowed.");
+        return 405;
+    }
+    size_t n;
+    char *body = metrics_render(app, &n);
+    if (!body) {
+        send_text(conn, 500, "out of memory");
+        return 500;
+    }
+    char len[32];
+    snprintf(len, sizeof len, "%zu", n);
+    mg_response_header_start(conn, 200);
+    mg_response_header_add(conn, "Content-Type", METRICS_CONTENT_TYPE, -1);
+    mg_response_header_add(conn, "Content-Length", len, -1);
+    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+    mg_response_header_send(conn);
+    if (strcmp(ri->request_method, "HEAD")) mg_write(conn, body, n);
+    free(body);
     return 200;
 }
 
@@ -109,14 +152,33 @@ static void ws_close(const struct mg_connection *conn, void *arg)
     if (c) session_close(arg, c);
 }
 
-static int log_civetweb(const struct mg_connection *conn, const char *message)
+/* CivetWeb's init_ssl: we configure the SSL_CTX ourselves (tls.c), because CivetWeb
+ * wants certificate and key in one file and we take them separately. */
+static int init_ssl(void *ssl_ctx, void *user_data)
 {
-    (void)conn;
-    log_warn("http: %s", message);
+    struct http_server *s = user_data;
+    const struct config *cfg = s->app->cfg;
+    if (tls_configure(ssl_ctx, cfg->cert_file, cfg->key_file, s->tls_err, sizeof s->tls_err))
+        return -1;
     return 1;
 }
 
-struct http_server *http_start(const struct app *app, char *err, size_t err_len)
+/* CivetWeb's own complaints (a refused frame, a failed read) name the connection
+ * the way session.c does, so a closed connection's log lines can be matched. */
+static int log_civetweb(const struct mg_connection *conn, const char *message)
+{
+    const struct hub_client *c = conn ? mg_get_user_connection_data(conn) : NULL;
+    const struct mg_request_info *ri = conn ? mg_get_request_info(conn) : NULL;
+    if (c)
+        log_warn("client %llu (%s): http: %s", (unsigned long long)c->id, c->addr, message);
+    else if (ri)
+        log_warn("http (%s:%d): %s", ri->remote_addr, ri->remote_port, message);
+    else
+        log_warn("http: %s", message);
+    return 1;
+}
+
+struct http_server *http_start(struct app *app, char *err, size_t err_len)
 {
     const struct config *cfg = app->cfg;
     struct http_server *s = calloc(1, sizeof *s);
@@ -125,7 +187,18 @@ struct http_server *http_start(const struct app *app, char *err, size_t err_len)
         return NULL;
     }
     s->app = app;
-    bool tls = cfg->cert_file && *cfg->cert_file && cfg->key_file && *cfg->key_file;
+    /* Either key alone is a mistake that tls_check_files names, not plain HTTP. */
+    bool tls = (cfg->cert_file && *cfg->cert_file) || (cfg->key_file && *cfg->key_file);
+    if (tls && tls_check_files(cfg->cert_file, cfg->key_file, err, err_len)) {
+        free(s);
+        return NULL;
+    }
+    const char *mpath = cfg->metrics_path;
+    if (mpath && *mpath && (mpath[0] != '/' || !strncmp(mpath, "/socket", 7))) {
+        snprintf(err, err_len, "MetricsPath: '%s' must start with / and lie outside /socket", mpath);
+        free(s);
+        return NULL;
+    }
     char ports[300], threads[16], request_timeout[16], ping[16];
     const char *addr = cfg->bind_address && *cfg->bind_address ? cfg->bind_address : "0.0.0.0";
     if (strchr(addr, ':'))
@@ -154,27 +227,45 @@ struct http_server *http_start(const struct app *app, char *err, size_t err_len)
     OPT("access_control_allow_origin", "");
     OPT("access_control_allow_methods", "");
     OPT("access_control_allow_headers", "");
-    if (tls) {
-        OPT("ssl_certificate", cfg->cert_file);
-        OPT("ssl_protocol_version", "4"); /* TLS 1.2 and later only */
-        OPT("ssl_cipher_list", "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:!aNULL:!MD5:!DSS");
-    }
+    /* TLS 1.2 and later; the rest of the TLS set-up is init_ssl's (tls.c). */
+    if (tls) OPT("ssl_protocol_version", "4");
     options[n] = NULL;
 #undef OPT
+
 
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_civetweb;
+    if (tls) cb.init_ssl = init_ssl;
     struct mg_init_data init = {.callbacks = &cb, .user_data = s, .configuration_options = options};
     struct mg_error_data error = {.text = err, .text_buffer_size = err_len};
     s->ctx = mg_start2(&init, &error);
     if (!s->ctx) {
+        if (s->tls_err[0]) snprintf(err, err_len, "%s", s->tls_err);
         free(s);
         return NULL;
     }
-    mg_set_request_handler(s->ctx, "/socket", handle_http, (void *)app);
-    mg_set_websocket_handler(s->ctx, "/socket", ws_connect, ws_ready, ws_data, ws_close, (void *)app);
+    if (http_mount(s->ctx, app, "/socket")) {
+        snprintf(err, err_len, "out of memory");
+        mg_stop(s->ctx);
+        free(s);
+        return NULL;
+    }
+    if (mpath && *mpath) mg_set_request_handler(s->ctx, mpath, handle_metrics, (void *)app);
     return s;
+}
+
+int http_mount(struct mg_context *ctx, struct app *app, const char *path)
+{
+    if (!path || path[0] != '/' || app->path) return -1;
+    app->path = strdup(path);
+    if (!app->path) return -1;
+    /* No frame can be larger than the largest logical message it belongs to, so a
+     * larger one is refused from its header, before its payload is allocated. */
+    mg_zw_set_ws_limits(app->cfg->max_message_bytes, (unsigned)app->cfg->read_timeout_ms);
+    mg_set_request_handler(ctx, path, handle_http, app);
+    mg_set_websocket_handler(ctx, path, ws_connect, ws_ready, ws_data, ws_close, app);
+    return 0;
 }
 
 void http_stop(struct http_server *s)

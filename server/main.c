@@ -10,19 +10,15 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "app.h"
-#include "cluster.h"
+#include "auth.h"
 #include "config.h"
-#include "http.h"
-#include "hub.h"
 #include "loadtest.h"
 #include "log.h"
-#include "maintenance.h"
 #include "privs.h"
 #include "service.h"
-#include "store.h"
 #include "tls.h"
-#include "webhook.h"
+#include "zwibbler.h"
+#include "zwibbler_core.h"
 
 #define ZW_VERSION "0.1.0"
 #define DEFAULT_CONFIG "/etc/zwibbler.conf"
@@ -77,27 +73,19 @@ static void check_open_files(const struct config *cfg)
 }
 
 /* Started as root: decides whether to become User. Returns 1 with *p filled when the
- * server will switch, 0 when it stays as it is, -1 on a lookup error. A missing user
- * is not fatal, so that `sudo zwibbler` works on a machine without the package; it is
- * logged, and the .deb and --install create the user. */
+ * server will switch, 0 when it stays as it is, 2 when the user does not exist, -1 on
+ * a lookup error. A missing user is not fatal, so that `sudo zwibbler` works on a
+ * machine without the package (the .deb and --install create the user). */
 static int choose_user(const struct config *cfg, struct privs *p)
 {
-    if (geteuid() != 0) return 0;
-    if (!cfg->run_as_user || !*cfg->run_as_user) {
-        log_info("User is empty: running as root");
-        return 0;
-    }
+    if (geteuid() != 0 || !cfg->run_as_user || !*cfg->run_as_user) return 0;
     char err[256];
     int rc = privs_lookup(cfg->run_as_user, p, err, sizeof err);
     if (rc < 0) {
         log_error("%s", err);
         return -1;
     }
-    if (rc > 0) {
-        log_warn("User: no user '%s' on this machine; running as root (create it, or set User= "
-                 "to silence this)", cfg->run_as_user);
-        return 0;
-    }
+    if (rc > 0) return 2;
     return p->uid == 0 ? 0 : 1;
 }
 
@@ -105,10 +93,7 @@ static int run_server(struct config *cfg)
 {
     int rc = 1;
     char err[512] = "";
-    struct app app = {.cfg = cfg};
-    struct http_server *http = NULL;
-    struct maintenance *maint = NULL;
-    struct cluster *cluster = NULL;
+    struct zwibbler *zw = NULL;
     struct privs user;
 
     /* Block the stop signals before any thread exists (threads inherit the mask), so
@@ -121,6 +106,10 @@ static int run_server(struct config *cfg)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (auth_check_config(cfg, err, sizeof err)) {
+        log_error("%s", err);
+        return 1;
+    }
     /* As root: raising the hard limit needs it. */
     if (cfg->max_files) raise_open_files(cfg->max_files);
     check_open_files(cfg);
@@ -130,8 +119,9 @@ static int run_server(struct config *cfg)
         log_error("%s", err);
         return 1;
     }
-    int switching = choose_user(cfg, &user);
-    if (switching < 0) return 1;
+    int choice = choose_user(cfg, &user);
+    if (choice < 0) return 1;
+    int switching = choice == 1;
     /* The store and the log are opened as User, so their files belong to it and a
      * directory it cannot write fails now rather than after the switch. */
     if (switching && privs_enter(&user)) {
@@ -143,62 +133,26 @@ static int run_server(struct config *cfg)
                   switching ? " as user " : "", switching ? user.name : "");
         return 1;
     }
+    /* Logged once the log file is open, where the operator will look. */
+    if (choice == 2)
+        log_warn("User: no user '%s' on this machine; running as root (create it, or set "
+                 "User= to run as root without this warning)", cfg->run_as_user);
+    else if (geteuid() == 0 && !switching)
+        log_info("running as root (User is empty)");
 
-    struct store_config sc = {
-        .backend = cfg->database,
-        .data_dir = cfg->data_dir,
-        .server = cfg->db_server,
-        .user = cfg->db_user,
-        .password = cfg->db_password,
-        .max_readers = (size_t)cfg->max_connections + 256,
-        .nosync = !cfg->sync_commits,
-        .expiration = cfg->expiration,
-    };
-    app.store = store_open(&sc, err, sizeof err);
-    if (!app.store) {
-        log_error("Database=%s: %s%s%s", cfg->database, err, switching ? " (as user " : "",
-                  switching ? user.name : "");
+    zw = zwibbler_start(cfg, NULL, err, sizeof err);
+    if (!zw) {
+        log_error("%s%s%s", err, switching ? " (as user " : "", switching ? user.name : "");
         if (switching) log_error("DataDir %s must be writable by user %s", cfg->data_dir, user.name);
         goto out;
     }
-    if (cfg->webhook && *cfg->webhook) {
-        app.webhook = webhook_start(cfg->webhook, cfg->secret_user, cfg->secret_password, cfg->webhook_delay_ms);
-        if (!app.webhook) {
-            log_error("Webhook: cannot start the webhook sender");
-            goto out;
-        }
-    }
-    /* Several servers on one Redis share live sessions (cluster.h); from here on the
-     * cluster's store announces what is committed, and owns the Redis store. */
-    if (cfg->cluster && !strcmp(cfg->database, "redis")) {
-        cluster = cluster_start(cfg, &sc, app.store, err, sizeof err);
-        if (!cluster) {
-            log_error("Cluster: %s", err);
-            goto out;
-        }
-        app.store = cluster_store(cluster);
-    }
-    struct hub_listener listener = {0};
-    if (cluster) cluster_listener(cluster, app.webhook, &listener);
-    else if (app.webhook) webhook_listener(app.webhook, &listener);
-    app.hub = hub_create(cfg, app.store, &listener);
-    if (!app.hub) {
-        log_error("cannot start the hub (out of memory or threads)");
-        goto out;
-    }
-    if (cluster && cluster_run(cluster, app.hub)) {
-        log_error("Cluster: cannot start its threads");
-        goto out;
-    }
-    maint = maintenance_start(app.store, cfg->expiration, 60, 3600);
 
     /* Root again to bind (ports below 1024) and read the key, then User for good. */
     if (switching && privs_leave()) {
         log_error("User: cannot return to root to bind the port: %s", strerror(errno));
         goto out;
     }
-    http = http_start(&app, err, sizeof err);
-    if (!http) {
+    if (zwibbler_listen(zw, err, sizeof err)) {
         log_error("cannot listen on %s:%d: %s", cfg->bind_address, cfg->port, err);
         goto out;
     }
@@ -218,12 +172,7 @@ static int run_server(struct config *cfg)
     log_info("received %s; shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
     rc = 0;
 out:
-    http_stop(http); /* closes every connection; sessions leave their documents */
-    cluster_stop(cluster);
-    maintenance_stop(maint);
-    hub_destroy(app.hub);
-    if (app.webhook) webhook_stop(app.webhook);
-    store_close(app.store);
+    zwibbler_destroy(zw); /* closes every connection first, then the store */
     if (rc == 0) log_info("stopped cleanly");
     log_close();
     return rc;

@@ -29,9 +29,9 @@ const struct web_asset *web_find(const char *name)
 int web_handle(struct mg_connection *conn, const struct app *app, const char *path)
 {
     const char *file;
-    if (!strcmp(path, "/socket/test") && app->cfg->test_page)
+    if (!strcmp(path, "/test") && app->cfg->test_page)
         file = "test.html";
-    else if (!strcmp(path, "/socket/demo") && app->cfg->demo_page)
+    else if (!strcmp(path, "/demo") && app->cfg->demo_page)
         file = "demo.html";
     else
         return 0;

@@ -22,10 +22,10 @@ extern const size_t web_assets_count;
 /* Looks up an embedded file by name; NULL when there is none. */
 const struct web_asset *web_find(const char *name);
 
-/* Answers a GET or HEAD for `path` ("/socket/test", "/socket/demo") when it is one of
- * the pages and the configuration serves it. Returns the HTTP status sent, or 0 when
- * `path` is not a page this server serves, or the method is not GET or HEAD (the
- * caller answers 404 then). */
+/* Answers a GET or HEAD for `path`, the part after the mount point ("/test",
+ * "/demo"), when it is one of the pages and the configuration serves it. Returns the
+ * HTTP status sent, or 0 when `path` is not a page this server serves, or the method
+ * is not GET or HEAD (the caller answers 404 then). */
 int web_handle(struct mg_connection *conn, const struct app *app, const char *path);
 
 #endif
