@@ -54,10 +54,14 @@ static void ready_push(struct outq *q, struct hub_client *c)
 {
     pthread_mutex_lock(&q->lock);
     c->ready_next = NULL;
+    /* Only an empty list can have every sender asleep; a sender that takes work
+     * from a longer one wakes the next (sender_main). Fan-out to thousands of
+     * clients so costs a few wake-ups, not one each. */
+    bool was_empty = !q->ready_head;
     if (q->ready_tail) q->ready_tail->ready_next = c;
     else q->ready_head = c;
     q->ready_tail = c;
-    pthread_cond_signal(&q->wake);
+    if (was_empty) pthread_cond_signal(&q->wake);
     pthread_mutex_unlock(&q->lock);
 }
 
@@ -247,22 +251,27 @@ struct framer {
     struct iovec iov[FRAMES_PER_CALL * 3];
     uint8_t hdr[FRAMES_PER_CALL][12]; /* WebSocket header (≤ 10) + piece header (2) */
     int niov, nframes;
+    bool sent_any; /* once part of the batch is out, the rest must follow */
 };
 
-/* Sends everything in iov, waiting for room up to timeout_ms at a time. */
-static int send_all(int fd, struct iovec *iov, int cnt, int timeout_ms)
+/* Sends everything in iov, waiting for room up to timeout_ms at a time. With
+ * `decline`, a socket that takes nothing at all on the first try is left alone and
+ * 1 is returned, so the sender can park the client instead of waiting on it. */
+static int send_all(int fd, struct iovec *iov, int cnt, int timeout_ms, bool decline)
 {
     while (cnt > 0) {
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
+            if (decline) return 1;
             struct pollfd p = {.fd = fd, .events = POLLOUT};
             int r = poll(&p, 1, timeout_ms);
             if (r <= 0 || (p.revents & (POLLERR | POLLHUP))) return -1;
             continue;
         }
+        decline = false;
         while (cnt > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
             iov++;
@@ -276,9 +285,11 @@ static int send_all(int fd, struct iovec *iov, int cnt, int timeout_ms)
     return 0;
 }
 
+/* Returns 0, -1 on failure, or 1 when nothing of the batch could be sent yet. */
 static int framer_flush(struct framer *f, int fd, int timeout_ms)
 {
-    int rc = f->niov ? send_all(fd, f->iov, f->niov, timeout_ms) : 0;
+    int rc = f->niov ? send_all(fd, f->iov, f->niov, timeout_ms, !f->sent_any) : 0;
+    if (rc == 0) f->sent_any = true;
     f->niov = f->nframes = 0;
     return rc;
 }
@@ -287,7 +298,10 @@ static int framer_flush(struct framer *f, int fd, int timeout_ms)
 static int framer_add(struct framer *f, int fd, int timeout_ms, const uint8_t *piece_hdr,
                       const uint8_t *body, size_t body_len)
 {
-    if (f->nframes == FRAMES_PER_CALL && framer_flush(f, fd, timeout_ms)) return -1;
+    if (f->nframes == FRAMES_PER_CALL) {
+        int rc = framer_flush(f, fd, timeout_ms);
+        if (rc) return rc;
+    }
     uint8_t *h = f->hdr[f->nframes++];
     size_t payload = body_len + (piece_hdr ? 2 : 0), hl;
     h[0] = 0x80 | MG_WEBSOCKET_OPCODE_BINARY;
@@ -312,14 +326,17 @@ static int framer_add(struct framer *f, int fd, int timeout_ms, const uint8_t *p
     return 0;
 }
 
+/* Returns 0, -1 when the connection failed, or 1 when its socket had no room for
+ * any of it (nothing was sent). */
 static int write_batch_plain(struct outq *q, struct hub_client *c, struct message **batch, size_t n,
-                             struct framer *f)
+                             struct framer *f, bool may_decline)
 {
     int rc = 0;
     f->niov = f->nframes = 0;
+    f->sent_any = !may_decline;
     mg_lock_connection(c->conn);
     for (size_t i = 0; i < n && rc == 0; i++) {
-        const struct message *m = batch[i];
+        const struct message *m = slot_msg(batch[i]);
         size_t pieces = codec_split_count(m->len, c->max_message);
         if (pieces <= 1) {
             rc = framer_add(f, c->fd, q->write_timeout_ms, NULL, m->data, m->len);
@@ -349,9 +366,36 @@ struct sender_buffers {
     struct framer framer;
 };
 
+/* Called with c->lock held: waits in the watcher's epoll set for room. Returns false
+ * when the client could not be parked. */
+static bool park(struct outq *q, struct hub_client *c)
+{
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLONESHOT, .data.ptr = c};
+    if (epoll_ctl(q->epfd, EPOLL_CTL_ADD, c->fd, &ev) == 0 ||
+        (errno == EEXIST && epoll_ctl(q->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)) {
+        c->parked = true;
+        return true;
+    }
+    return false;
+}
+
+/* Called with c->lock held: puts an unsent batch back at the front of the queue. */
+static int unshift_batch(struct hub_client *c, struct message **batch, size_t n)
+{
+    while (c->count + n > c->cap)
+        if (ring_grow(c)) return -1;
+    for (size_t i = n; i-- > 0;) {
+        c->head = (c->head + c->cap - 1) % c->cap;
+        c->ring[c->head] = batch[i];
+        c->count++;
+        c->queued_bytes += slot_msg(batch[i])->len;
+    }
+    return 0;
+}
+
 static void serve_client(struct outq *q, struct hub_client *c, struct sender_buffers *w)
 {
-    struct message *batch[BATCH_MESSAGES];
+    struct message *batch[BATCH_MESSAGES]; /* ring slots, exemption bit included */
     size_t n = 0, bytes = 0;
 
     pthread_mutex_lock(&c->lock);
@@ -361,42 +405,58 @@ static void serve_client(struct outq *q, struct hub_client *c, struct sender_buf
         client_unref(c);
         return;
     }
-    if (c->count && !has_room(c->fd)) {
-        struct epoll_event ev = {.events = EPOLLOUT | EPOLLONESHOT, .data.ptr = c};
-        if (epoll_ctl(q->epfd, EPOLL_CTL_ADD, c->fd, &ev) == 0 ||
-            (errno == EEXIST && epoll_ctl(q->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)) {
-            c->parked = true;
-            pthread_mutex_unlock(&c->lock);
-            return;
-        }
-        /* Could not park: fall through and let the write block (bounded by the
-         * write timeout) rather than lose the client. */
+    /* Plain connections find out by trying (one system call instead of two); a TLS
+     * write cannot be taken back, so there we ask first. If parking fails, the write
+     * blocks instead, bounded by the write timeout, rather than losing the client. */
+    if (c->tls && c->count && !has_room(c->fd) && park(q, c)) {
+        pthread_mutex_unlock(&c->lock);
+        return;
     }
     while (c->count && n < BATCH_MESSAGES && bytes < BATCH_BYTES) {
-        struct message *m = slot_msg(c->ring[c->head]);
+        struct message *slot = c->ring[c->head];
         c->head = (c->head + 1) % c->cap;
         c->count--;
-        if (!m) continue;
-        c->queued_bytes -= m->len;
-        bytes += m->len;
-        batch[n++] = m;
+        if (!slot) continue;
+        c->queued_bytes -= slot_msg(slot)->len;
+        bytes += slot_msg(slot)->len;
+        batch[n++] = slot;
     }
     bool closing = c->close_after && c->count == 0;
     c->writing = true;
     pthread_mutex_unlock(&c->lock);
 
-    int failed = 0;
+    int rc = 0;
     if (c->tls) {
-        for (size_t i = 0; i < n && !failed; i++)
-            failed = write_message_tls(c, batch[i], &w->scratch, &w->scratch_cap) != 0;
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = write_message_tls(c, slot_msg(batch[i]), &w->scratch, &w->scratch_cap);
     } else {
-        failed = write_batch_plain(q, c, batch, n, &w->framer) != 0;
+        rc = write_batch_plain(q, c, batch, n, &w->framer, true);
     }
+    if (rc == 1) { /* no room at all: back to the queue, and wait for room */
+        pthread_mutex_lock(&c->lock);
+        bool gone = c->closed || c->killed, parked = false;
+        if (!gone && park(q, c)) {
+            parked = unshift_batch(c, batch, n) == 0;
+            if (!parked) { /* keep the batch and write it the slow way */
+                epoll_ctl(q->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+                c->parked = false;
+            }
+        }
+        if (parked) {
+            c->writing = false;
+            pthread_cond_broadcast(&c->idle);
+            pthread_mutex_unlock(&c->lock);
+            return;
+        }
+        pthread_mutex_unlock(&c->lock);
+        rc = gone ? -1 : write_batch_plain(q, c, batch, n, &w->framer, false);
+    }
+    bool failed = rc != 0;
     if (!failed) {
         atomic_fetch_add_explicit(&q->counters->messages_out, n, memory_order_relaxed);
         atomic_fetch_add_explicit(&q->counters->bytes_out, bytes, memory_order_relaxed);
     }
-    for (size_t i = 0; i < n; i++) message_unref(batch[i]);
+    for (size_t i = 0; i < n; i++) message_unref(slot_msg(batch[i]));
     if (closing && !failed) {
         static const char normal_close[2] = {0x03, (char)0xE8}; /* 1000 */
         mg_websocket_write(c->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, normal_close, 2);
@@ -435,6 +495,7 @@ static void *sender_main(void *arg)
         }
         q->ready_head = c->ready_next;
         if (!q->ready_head) q->ready_tail = NULL;
+        else pthread_cond_signal(&q->wake);
         pthread_mutex_unlock(&q->lock);
         serve_client(q, c, w);
     }
