@@ -9,7 +9,7 @@ PKGS="build-essential pkg-config dpkg-dev ca-certificates openssl
  liblmdb-dev lmdb-utils libcjson-dev libsqlite3-dev sqlite3 libhiredis-dev
  libssl-dev zlib1g-dev libcurl4-openssl-dev libcmocka-dev
  redis-server nginx apache2 clang libclang-rt-14-dev
- python3 python3-pytest python3-websockets curl procps"
+ python3 python3-pytest python3-websockets curl procps chromium"
 if [ "${ZW_DEPS_EXTRA:-}" != "" ]; then PKGS="$PKGS $ZW_DEPS_EXTRA"; fi
 
 missing=""
@@ -40,4 +40,13 @@ if [ ! -f "$CW/src/civetweb.c" ]; then
   (cd "$CW.tmp" && apt-get "${opts[@]}" source --download-only -qq civetweb && dpkg-source -x --no-check civetweb_*.dsc src >/dev/null)
   rm -rf "$CW"; mv "$CW.tmp/src" "$CW"; rm -rf "$CW.tmp"
   grep -q 'CIVETWEB_VERSION "1.15' "$CW/include/civetweb.h" || { echo "deps: expected CivetWeb 1.15" >&2; exit 1; }
+fi
+
+# Our own patch to CivetWeb (frame size limit and frame deadline, see the patch's
+# comment). The applied copy is kept beside the tree so a changed patch replaces it.
+PATCH=scripts/civetweb.patch
+if ! cmp -s "$PATCH" "$CW/.zw-civetweb.patch"; then
+  if [ -f "$CW/.zw-civetweb.patch" ]; then patch -s -R -p1 -d "$CW" < "$CW/.zw-civetweb.patch"; fi
+  patch -s -p1 -d "$CW" < "$PATCH"
+  cp "$PATCH" "$CW/.zw-civetweb.patch"
 fi

@@ -27,6 +27,7 @@ void config_defaults(struct config *c)
     c->max_key_value_bytes = 65536;
     c->max_api_body_bytes = 64u << 20;
     c->init_timeout_ms = 30000;
+    c->read_timeout_ms = 30000;
     c->ping_interval_ms = 30000;
     c->write_timeout_ms = 10000;
     c->sender_threads = 4;
@@ -35,6 +36,8 @@ void config_defaults(struct config *c)
     c->test_page = 1;
     c->demo_page = 1;
     c->run_as_user = strdup("zwibbler");
+    c->cluster = 1;
+    c->cluster_key_ttl_ms = 15000;
 }
 
 static int parse_bool(const char *v, int *out)
@@ -121,6 +124,7 @@ static const struct key_spec keys[] = {
     {"MaxKeyValueBytes", K_SIZE, F(max_key_value_bytes), 0, 16 << 20, "0-16M"},
     {"MaxApiBodyBytes", K_SIZE, F(max_api_body_bytes), 1024, 1LL << 31, "1K-2G"},
     {"InitTimeoutMs", K_INT, F(init_timeout_ms), 100, 3600000, "100-3600000"},
+    {"ReadTimeoutMs", K_INT, F(read_timeout_ms), 100, 3600000, "100-3600000"},
     {"PingIntervalMs", K_INT, F(ping_interval_ms), 1000, 3600000, "1000-3600000"},
     {"WriteTimeoutMs", K_INT, F(write_timeout_ms), 100, 600000, "100-600000"},
     {"SenderThreads", K_INT, F(sender_threads), 1, 256, "1-256"},
@@ -131,6 +135,8 @@ static const struct key_spec keys[] = {
     {"DemoPage", K_BOOL, F(demo_page), 0, 0, "true or false"},
     {"MetricsPath", K_STR, F(metrics_path), 0, 0, NULL},
     {"User", K_STR, F(run_as_user), 0, 0, NULL},
+    {"Cluster", K_BOOL, F(cluster), 0, 0, "true or false"},
+    {"ClusterKeyTtlMs", K_INT, F(cluster_key_ttl_ms), 1000, 3600000, "1000-3600000"},
 };
 #undef F
 

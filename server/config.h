@@ -35,6 +35,8 @@ struct config {
     size_t max_key_value_bytes;/* MaxKeyValueBytes: 65536 */
     size_t max_api_body_bytes; /* MaxApiBodyBytes: 64 MiB (createDocument contents) */
     int init_timeout_ms;       /* InitTimeoutMs: 30000 */
+    int read_timeout_ms;       /* ReadTimeoutMs: a started frame must arrive within this
+                                  (+1 s per 16 KiB of payload), 30000 */
     int ping_interval_ms;      /* PingIntervalMs: WebSocket ping after this much silence, 30000 */
     int write_timeout_ms;      /* WriteTimeoutMs: a blocked send gives up, 10000 */
     int sender_threads;        /* SenderThreads: 4 */
@@ -45,6 +47,10 @@ struct config {
     int demo_page;             /* DemoPage: serve /socket/demo, 1 */
     char *metrics_path;        /* MetricsPath: empty = off */
     char *run_as_user;         /* User: drop to this user when started as root, "zwibbler" */
+    int cluster;               /* Cluster: with Database=redis, share live sessions with the
+                                  other servers of that Redis (cluster.h), 1 */
+    int cluster_key_ttl_ms;    /* ClusterKeyTtlMs: a dead server's client keys vanish
+                                  within this, 15000 */
 };
 
 /* Fills every field with its default. */

@@ -278,6 +278,8 @@ void hub_doc_leave(struct hub *h, struct hub_client *c)
     bool idle = d->nclients == 0;
     if (idle && h->listener.doc_idle) h->listener.doc_idle(h->listener.arg, d->id, d->id_len);
     pthread_mutex_unlock(&d->lock);
+    /* Cluster mode: its client keys live in the shared store, not in d->keys. */
+    if (hub_clustered(h)) h->relay.client_left(h->relay.arg, d->id, d->id_len, c->id);
     c->doc = NULL;
     hub_doc_release(h, d);
 }
@@ -409,7 +411,7 @@ struct hub *hub_create(const struct config *cfg, struct store *store, const stru
     h->shards = calloc(SHARD_COUNT, sizeof *h->shards);
     if (!h->shards) goto fail;
     for (int i = 0; i < SHARD_COUNT; i++) pthread_mutex_init(&h->shards[i].lock, NULL);
-    h->outq = outq_start(cfg->sender_threads, cfg->send_queue_bytes, &h->out, hub_tick, h);
+    h->outq = outq_start(cfg->sender_threads, cfg->send_queue_bytes, cfg->write_timeout_ms, &h->out, hub_tick, h);
     if (!h->outq) goto fail;
     return h;
 fail:

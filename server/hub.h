@@ -43,4 +43,53 @@ struct hub_stats {
 };
 void hub_get_stats(struct hub *h, struct hub_stats *out);
 
+/* ---- Cluster mode (cluster.c; implemented in hub_relay.c) ----
+ * With a relay set, the hub stops fanning a document's appends, broadcasts and key
+ * changes out itself: the relay publishes them to every server sharing the store (this
+ * one included), and each server hands them back through hub_deliver_*() in the order
+ * the store committed them. Client ids in these calls are hub client ids (never 0;
+ * 0 means "no client"). */
+typedef int (*hub_key_fn)(void *arg, const uint8_t *name, size_t name_len,
+                          const uint8_t *value, size_t value_len, uint32_t version);
+struct hub_relay {
+    void *arg;
+    /* Publishes BROADCAST data sent by local client `from`. */
+    void (*broadcast)(void *arg, const char *id, size_t id_len, uint64_t from,
+                      const uint8_t *data, size_t len);
+    /* Compare-version-and-set of a client key (lifetime 0) now owned by `from`,
+     * published when accepted. Returns 1 accepted, 0 rejected (or unavailable). */
+    int (*client_key_set)(void *arg, const char *id, size_t id_len, uint64_t from,
+                          const uint8_t *name, size_t name_len, const uint8_t *value,
+                          size_t value_len, uint32_t old_version, uint32_t new_version);
+    /* A session key (stored) was just set by `from`: announce it. */
+    void (*session_key_set)(void *arg, const char *id, size_t id_len, uint64_t from,
+                            const uint8_t *name, size_t name_len, uint32_t version);
+    /* Local client `from` left the document: its client keys go (announced). */
+    void (*client_left)(void *arg, const char *id, size_t id_len, uint64_t from);
+    /* Calls fn for every client key of the document (for a joining client). */
+    int (*client_keys_get)(void *arg, const char *id, size_t id_len, hub_key_fn fn, void *fnarg);
+};
+
+/* Switches the hub to cluster mode; call before any client connects. */
+void hub_set_relay(struct hub *h, const struct hub_relay *r);
+
+/* An announced append: each local member gets the bytes it lacks, in order (a member
+ * that is behind is first caught up from the store; one that has them is skipped).
+ * Returns 1 when a member could not be caught up because the store is unavailable:
+ * it stays behind (never with a hole); call hub_catch_up_document later. */
+int hub_deliver_append(struct hub *h, const char *id, size_t id_len, uint64_t offset,
+                       const uint8_t *data, size_t len);
+/* An announced broadcast, to every local member but client `except`. */
+void hub_deliver_broadcast(struct hub *h, const char *id, size_t id_len, uint64_t except,
+                           const uint8_t *data, size_t len);
+/* An announced key change, to every local member but client `except`. */
+void hub_deliver_key(struct hub *h, const char *id, size_t id_len, uint64_t except,
+                     uint32_t version, const uint8_t *name, size_t name_len,
+                     const uint8_t *value, size_t value_len);
+/* Catches every local member up from the store (after announcements may have been
+ * missed: a new subscription, a reconnect). Returns 0 when the document has no local
+ * member, 1 when all are caught up, -1 when some could not be (store unavailable:
+ * call it again later). */
+int hub_catch_up_document(struct hub *h, const char *id, size_t id_len);
+
 #endif

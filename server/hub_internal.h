@@ -52,6 +52,8 @@ struct hub {
     struct hub_client *pending;
 
     struct shard *shards;
+
+    struct hub_relay relay; /* cluster mode when relay.arg is set (hub_relay.c) */
 };
 
 /* Finds or creates the live document, with one reference. NULL when out of memory. */
@@ -91,5 +93,25 @@ struct message *msg_key_info_one(uint32_t version, const uint8_t *name, size_t n
                                  const uint8_t *value, size_t value_len);
 
 void client_unref(struct hub_client *c);
+
+/* ---- Session hooks that differ in cluster mode (hub_relay.c) ---- */
+struct codec_set_key;
+static inline bool hub_clustered(const struct hub *h) { return h->relay.arg != NULL; }
+/* With d->lock held, after c's append [offset, new_len) was committed: ACK to c (first
+ * catching c up on bytes committed before it that it has not been sent), then fan-out
+ * (single server) or nothing (cluster: the subscription delivers it). */
+void hub_append_committed(struct hub *h, struct doc *d, struct hub_client *c, uint64_t offset,
+                          const uint8_t *data, size_t len, uint64_t new_len);
+/* BROADCAST m (data: its payload) from c to the document's other clients. */
+void hub_broadcast(struct hub *h, struct doc *d, struct hub_client *c, struct message *m,
+                   const uint8_t *data, size_t len);
+/* With d->lock held: a client key write in cluster mode. 1 accepted, 0 rejected. */
+int hub_cluster_client_key_set(struct hub *h, struct doc *d, struct hub_client *c,
+                               const struct codec_set_key *k);
+/* With d->lock held: an accepted key write, announced to the document's other clients. */
+void hub_key_accepted(struct hub *h, struct doc *d, struct hub_client *c,
+                      const struct codec_set_key *k);
+/* Cluster mode: calls fn for every client key of d. */
+void hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg);
 
 #endif

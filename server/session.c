@@ -53,6 +53,7 @@ struct hub_client *session_open(const struct app *app, struct mg_connection *con
     c->id = atomic_fetch_add(&h->next_client_id, 1) + 1;
     const struct mg_request_info *ri = mg_get_request_info(conn);
     snprintf(c->addr, sizeof c->addr, "%s", ri && ri->remote_addr[0] ? ri->remote_addr : "?");
+    c->tls = ri && ri->is_ssl;
     atomic_init(&c->refs, 1);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->idle, NULL);
@@ -122,6 +123,7 @@ static void send_initial_keys(struct hub *h, struct doc *d, struct hub_client *c
     for (size_t i = 0; i < d->nkeys; i++)
         collect_key(&k, d->keys[i].name, d->keys[i].name_len, d->keys[i].value,
                     d->keys[i].value_len, d->keys[i].version);
+    if (hub_clustered(h)) hub_cluster_client_keys(h, d, collect_key, &k);
     int rc = store_keys_get(h->store, d->id, d->id_len, collect_key, &k);
     if (rc) log_error("document keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
     if (!k.failed && k.len > CODEC_KEY_INFO_HEADER) {
@@ -250,9 +252,7 @@ static int on_append(const struct app *app, struct hub_client *c, const uint8_t 
         rc = store_doc_append(h->store, d->id, d->id_len, a.offset, a.data, a.data_len, &length);
         if (rc == STORE_OK) {
             atomic_fetch_add(&h->appends_accepted, 1);
-            c->delivered_end = length;
-            hub_send(h, c, msg_ack(1, length), false);
-            hub_fanout_append(h, d, c, a.offset, a.data, a.data_len);
+            hub_append_committed(h, d, c, a.offset, a.data, a.data_len, length);
         } else if (rc == STORE_EMISMATCH) {
             atomic_fetch_add(&h->appends_rejected, 1);
             hub_send(h, c, msg_ack(0, length), false);
@@ -334,7 +334,7 @@ static int on_set_key(const struct app *app, struct hub_client *c, const uint8_t
     } else if (k.name_len >= 6 && !memcmp(k.name, "admin:", 6) && !auth_can(&c->auth, 'a')) {
         accepted = 0;
     } else if (k.lifetime == 0) {
-        accepted = set_client_key(d, c, &k);
+        accepted = hub_clustered(h) ? hub_cluster_client_key_set(h, d, c, &k) : set_client_key(d, c, &k);
     } else {
         rc = store_key_set(h->store, d->id, d->id_len, k.name, k.name_len, k.value, k.value_len,
                            k.old_version, k.new_version);
@@ -343,11 +343,7 @@ static int on_set_key(const struct app *app, struct hub_client *c, const uint8_t
             log_error("client %llu (%s): session key on %.*s: %s", (unsigned long long)c->id, c->addr,
                       (int)d->id_len, d->id, store_strerror(rc));
     }
-    if (accepted) {
-        struct message *m = msg_key_info_one(k.new_version, k.name, k.name_len, k.value, k.value_len);
-        hub_send_others(h, d, c, m);
-        message_unref(m);
-    }
+    if (accepted) hub_key_accepted(h, d, c, &k);
     if (!accepted || k.old_version != k.new_version)
         hub_send(h, c, msg_set_key_ack(accepted ? 1 : 0, k.request_id), false);
     pthread_mutex_unlock(&d->lock);
@@ -365,10 +361,7 @@ static int on_broadcast(const struct app *app, struct hub_client *c, const uint8
     struct message *m = message_new(codec_broadcast_size(b.data_len));
     if (!m) return KEEP;
     codec_encode_broadcast(m->data, b.data, b.data_len);
-    struct doc *d = c->doc;
-    pthread_mutex_lock(&d->lock);
-    hub_send_others(app->hub, d, c, m);
-    pthread_mutex_unlock(&d->lock);
+    hub_broadcast(app->hub, c->doc, c, m, b.data, b.data_len);
     message_unref(m);
     return KEEP;
 }
