@@ -9,8 +9,11 @@ PKGS="build-essential pkg-config dpkg-dev ca-certificates openssl
  liblmdb-dev lmdb-utils libcjson-dev libsqlite3-dev sqlite3 libhiredis-dev
  libssl-dev zlib1g-dev libcurl4-openssl-dev libcmocka-dev
  redis-server nginx apache2 clang libclang-rt-14-dev
- python3 python3-pytest python3-websockets curl procps chromium"
+ python3 python3-pytest python3-websockets curl procps chromium patch"
 if [ "${ZW_DEPS_EXTRA:-}" != "" ]; then PKGS="$PKGS $ZW_DEPS_EXTRA"; fi
+# The browser tests run on Node.js; machines of this project's kind come with it,
+# others get Debian's.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
 
 missing=""
 for p in $PKGS; do
@@ -42,8 +45,10 @@ if [ ! -f "$CW/src/civetweb.c" ]; then
   grep -q 'CIVETWEB_VERSION "1.15' "$CW/include/civetweb.h" || { echo "deps: expected CivetWeb 1.15" >&2; exit 1; }
 fi
 
-# Our own patch to CivetWeb (frame size limit and frame deadline, see the patch's
-# comment). The applied copy is kept beside the tree so a changed patch replaces it.
+# Our own patch to CivetWeb (scripts/civetweb.patch): a frame larger than the
+# embedder's limit is refused from its header, a started frame has a deadline, and the
+# stop flag is read atomically. The applied copy is kept beside the tree, so a changed
+# patch replaces the old one (reverse, then apply) without fetching the source again.
 PATCH=scripts/civetweb.patch
 if ! cmp -s "$PATCH" "$CW/.zw-civetweb.patch"; then
   if [ -f "$CW/.zw-civetweb.patch" ]; then patch -s -R -p1 -d "$CW" < "$CW/.zw-civetweb.patch"; fi

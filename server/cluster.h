@@ -9,9 +9,10 @@
  *    new subscription, a reconnect) is first caught up from the stored document.
  *  - Broadcasts, session-key and client-key changes go through the same channel.
  *  - Client keys live in the hash `zwibbler-ckeys:<docId>`, each tagged with its
- *    owner's server id; a server renews `zwibbler-server:<id>` (TTL ClusterKeyTtlMs)
- *    and the others remove the keys of a server whose liveness key expired, announcing
- *    them empty with version + 1, once (one Lua script).
+ *    owner's server id; a server renews `zwibbler-server:<id>` and the others remove
+ *    the keys of a server whose liveness key expired, announcing them empty with
+ *    version + 1, once (one Lua script), within ClusterKeyTtlMs.
+ *  - deleteDocument and updateUser reach the clients of every server.
  *  - A server subscribes only to documents it has clients for.
  *  - The idle webhook fires once per document, from the server whose departure left
  *    the set `zwibbler-members:<docId>` empty; a first joiner anywhere cancels it.

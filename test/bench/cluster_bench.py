@@ -10,7 +10,7 @@ Redis is the difference to the "1 server" row. Everything is stopped at the end;
 stay under --out.
 
   test/bench/cluster_bench.py [--bin PATH] [--quick] [--teachers N] [--students M]
-                              [--duration S] [--out DIR]
+                              [--duration S] [--delay-ms D] [--out DIR]
 """
 
 import argparse
@@ -141,7 +141,8 @@ def run_case(args, name, n_servers, cluster, out):
         procs.append(nginx)
         cmd = [args.bin, "--test", "ws://127.0.0.1:%d/socket" % nport, "--json",
                "--docid", "bench-cluster", "--teachers", str(args.teachers),
-               "--students", str(args.students), "--duration", str(args.duration)]
+               "--students", str(args.students), "--duration", str(args.duration),
+               "--delay-ms", str(args.delay_ms)]
         with open(d / "tester.log", "wb") as log:
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log,
                                timeout=args.duration + 120)
@@ -160,6 +161,8 @@ def main():
     ap.add_argument("--teachers", type=int, default=2)
     ap.add_argument("--students", type=int, default=600)
     ap.add_argument("--duration", type=int, default=20)
+    ap.add_argument("--delay-ms", type=int, default=250,
+                    help="teachers' average interval between changes")
     ap.add_argument("--out", default=str(REPO / "test" / "artifacts" / "bench-cluster"))
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
@@ -183,8 +186,8 @@ def main():
             res = None
         rows.append((name, res))
     print()
-    print("Fan-out through Redis: %d teachers, %d students on one document, nginx round robin"
-          % (args.teachers, args.students))
+    print("Fan-out through Redis: %d teachers (a change every %d ms on average), %d students "
+          "on one document, nginx round robin" % (args.teachers, args.delay_ms, args.students))
     print("%-24s %10s %12s %9s %9s %9s %6s" % ("case", "connected", "deliveries/s", "s2s p50",
                                               "s2s p99", "s2s max", "ok"))
     ok = True

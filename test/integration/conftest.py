@@ -163,10 +163,15 @@ class Server:
 _pending_exits = []  # (Popen, time SIGTERM was sent, test id, Server)
 
 
-def _reap_pending():
+def _reap_pending(block=True):
+    """Checks servers stopped with stop_deferred; with block=False only those that
+    have exited (or overrun STOP_TIMEOUT) already."""
     problems = []
-    while _pending_exits:
-        p, t0, label, srv = _pending_exits.pop(0)
+    for entry in list(_pending_exits):
+        p, t0, label, srv = entry
+        if not block and p.poll() is None and time.monotonic() - t0 < STOP_TIMEOUT:
+            continue
+        _pending_exits.remove(entry)
         left = max(0.1, STOP_TIMEOUT - (time.monotonic() - t0))
         try:
             p.wait(left)
@@ -218,6 +223,8 @@ def server_factory(request, tmp_path):
     for s in servers:
         s.stop_deferred(request.node.nodeid)
         problems += ["%s: %s" % (s.dir.name, p) for p in s.problems]
+    # servers of earlier tests that have finished stopping (reported here, by name)
+    problems += ["earlier test " + p for p in _reap_pending(block=False)]
     rep = getattr(request.node, "rep_call", None)
     if problems or (rep is not None and rep.failed):
         for s in servers:

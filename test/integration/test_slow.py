@@ -196,10 +196,10 @@ async def test_stalled_client_memory_is_bounded(server_factory):
     await reader.ws.close()
 
 
-@pytest.mark.xfail(strict=False, reason="known: a sender thread blocks in CivetWeb's write "
-                   "for up to WriteTimeoutMs on a client whose socket is full (outq.c "
-                   "parks a client only between messages); SenderThreads such clients "
-                   "stall every other client. Needs non-blocking writes.")
+@pytest.mark.xfail(strict=False, reason="known: once a sender has written part of a batch "
+                   "to a client whose socket then fills (a large catch-up), it finishes the "
+                   "batch blocking, for up to WriteTimeoutMs (outq.c write_batch_plain); "
+                   "SenderThreads such clients stall every other client meanwhile")
 @aiotest(timeout=60)
 async def test_stalled_joiners_do_not_block_other_documents(server_factory):
     """More stalled clients than sender threads, each joining a large document from
