@@ -420,7 +420,7 @@ static int add_fragment(const struct app *app, struct hub_client *c, const uint8
         c->frag = b;
         c->frag_cap = cap;
     }
-    memcpy(c->frag + c->frag_len, data, len);
+    if (len) memcpy(c->frag + c->frag_len, data, len); /* c->frag may still be NULL */
     c->frag_len += len;
     return KEEP;
 }
