@@ -32,6 +32,7 @@ struct hub_client {
     struct message **ring;  /* FIFO of queued messages; NULL slots were superseded */
     size_t head, count, cap;
     size_t queued_bytes;
+    size_t sent_off;  /* framed bytes of the first queued message already sent */
     bool scheduled;   /* in the ready list, parked, or being written */
     bool parked;      /* waiting in the watcher's epoll for room to write */
     bool writing;     /* a sender is inside mg_websocket_write */

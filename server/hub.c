@@ -411,7 +411,7 @@ struct hub *hub_create(const struct config *cfg, struct store *store, const stru
     h->shards = calloc(SHARD_COUNT, sizeof *h->shards);
     if (!h->shards) goto fail;
     for (int i = 0; i < SHARD_COUNT; i++) pthread_mutex_init(&h->shards[i].lock, NULL);
-    h->outq = outq_start(cfg->sender_threads, cfg->send_queue_bytes, cfg->write_timeout_ms, &h->out, hub_tick, h);
+    h->outq = outq_start(cfg->sender_threads, cfg->send_queue_bytes, &h->out, hub_tick, h);
     if (!h->outq) goto fail;
     return h;
 fail:

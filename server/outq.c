@@ -31,7 +31,6 @@ struct outq {
     struct hub_client *ready_head, *ready_tail;
     bool stopping;
     size_t bound;
-    int write_timeout_ms;
     struct outq_counters *counters;
     int epfd;
     void (*tick)(void *);
@@ -71,6 +70,7 @@ static void drop_queue(struct hub_client *c)
     for (size_t i = 0; i < c->count; i++) message_unref(slot_msg(c->ring[(c->head + i) % c->cap]));
     c->head = c->count = 0;
     c->queued_bytes = 0;
+    c->sent_off = 0;
 }
 
 /* Called with c->lock held; the conn is still valid because `closed` is false. */
@@ -95,7 +95,8 @@ static int ring_grow(struct hub_client *c)
 /* A newer KEY INFORMATION about the same key makes a queued older one pointless. */
 static void supersede_key(struct hub_client *c, const struct message *m)
 {
-    for (size_t i = 0; i < c->count; i++) {
+    /* The first message may be partly on the wire already (sent_off). */
+    for (size_t i = c->sent_off ? 1 : 0; i < c->count; i++) {
         struct message **slot = &c->ring[(c->head + i) % c->cap];
         struct message *old = slot_msg(*slot);
         if (old && old->key_name && old->key_name_len == m->key_name_len &&
@@ -135,15 +136,15 @@ int outq_push(struct outq *q, struct hub_client *c, struct message *m, bool exem
     }
     if (m->key_name) supersede_key(c, m);
     /* The exact live count is only needed when the total is already past the bound. */
-    if (!exempt && c->queued_bytes + m->len > q->bound && lag_bytes(c, m->len) > q->bound) {
-        size_t queued = c->queued_bytes;
+    size_t lag = 0;
+    if (!exempt && c->queued_bytes + m->len > q->bound && (lag = lag_bytes(c, m->len)) > q->bound) {
         c->killed = true;
         drop_queue(c);
         shut_down(c);
         pthread_mutex_unlock(&c->lock);
         atomic_fetch_add(&q->counters->slow_disconnects, 1);
         log_warn("client %llu (%s): send queue %zu bytes passed its bound of %zu; disconnecting slow client",
-                 (unsigned long long)c->id, c->addr, queued + m->len, q->bound);
+                 (unsigned long long)c->id, c->addr, lag, q->bound);
         return -1;
     }
     if (c->count == c->cap && ring_grow(c)) {
@@ -241,37 +242,97 @@ static int write_message_tls(struct hub_client *c, const struct message *m, uint
 }
 
 /* ---- plain connections: we frame the batch ourselves ----
- * One sendmsg for a whole batch instead of CivetWeb's two writes per message. The
- * frames are written under CivetWeb's connection lock, which its own ping, pong and
- * close frames also take, so frames never interleave. */
+ * One sendmsg for a whole batch instead of CivetWeb's two writes per message, and
+ * never a wait: what the socket does not take stays queued, the client is parked,
+ * and c->sent_off remembers how much of the queue's first message (in its framed
+ * form) is already out. The frames are written under CivetWeb's connection lock,
+ * which its own ping, pong and close frames also take, so frames never interleave. */
 
 #define FRAMES_PER_CALL 128
+
+/* The part of one message that an iovec range covers, in framed bytes. */
+struct segment {
+    size_t msg, start, end;
+    bool last; /* end is the end of the message */
+};
 
 struct framer {
     struct iovec iov[FRAMES_PER_CALL * 3];
     uint8_t hdr[FRAMES_PER_CALL][12]; /* WebSocket header (≤ 10) + piece header (2) */
-    int niov, nframes;
-    bool sent_any; /* once part of the batch is out, the rest must follow */
+    struct segment seg[FRAMES_PER_CALL];
+    int niov, nframes, nseg;
 };
 
-/* Sends everything in iov, waiting for room up to timeout_ms at a time. With
- * `decline`, a socket that takes nothing at all on the first try is left alone and
- * 1 is returned, so the sender can park the client instead of waiting on it. */
-static int send_all(int fd, struct iovec *iov, int cnt, int timeout_ms, bool decline)
+static size_t ws_header(uint8_t *h, size_t payload)
 {
+    h[0] = 0x80 | MG_WEBSOCKET_OPCODE_BINARY;
+    if (payload < 126) {
+        h[1] = (uint8_t)payload;
+        return 2;
+    }
+    if (payload <= 0xFFFF) {
+        h[1] = 126;
+        codec_put16(h + 2, (uint16_t)payload);
+        return 4;
+    }
+    h[1] = 127;
+    codec_put64(h + 2, payload);
+    return 10;
+}
+
+static void add_iov(struct framer *f, const uint8_t *p, size_t len, size_t skip)
+{
+    if (skip < len) f->iov[f->niov++] = (struct iovec){.iov_base = (void *)(p + skip), .iov_len = len - skip};
+}
+
+/* Adds iovecs for message m's framed bytes from `skip` on (split at the client's
+ * maxMessageSize, PROTOCOL §1.1), as many pieces as the framer holds. Returns the
+ * framed offset reached; *total gets the framed size. */
+static size_t add_frames(struct framer *f, const struct message *m, uint32_t max, size_t skip,
+                         size_t *total)
+{
+    size_t pieces = codec_split_count(m->len, max), pos = 0, reached = skip;
+    bool split = pieces > 1;
+    for (size_t k = 0; k < pieces; k++) {
+        struct codec_piece p;
+        const uint8_t *body = m->data;
+        size_t body_len = m->len;
+        if (split) {
+            codec_split_piece(m->data, m->len, max, k, &p);
+            body = p.body;
+            body_len = p.body_len;
+        }
+        uint8_t h[12];
+        size_t hl = ws_header(h, body_len + (split ? 2 : 0));
+        if (split) memcpy(h + hl, p.hdr, 2), hl += 2;
+        size_t end = pos + hl + body_len;
+        if (end > skip && f->nframes < FRAMES_PER_CALL) {
+            size_t from = skip > pos ? skip - pos : 0;
+            uint8_t *dst = f->hdr[f->nframes++];
+            memcpy(dst, h, hl);
+            add_iov(f, dst, hl, from);
+            add_iov(f, body, body_len, from > hl ? from - hl : 0);
+            reached = end;
+        }
+        pos = end;
+    }
+    *total = pos;
+    return reached;
+}
+
+/* Sends what the socket takes now. Returns 0 when all went, 1 when the socket is
+ * full, -1 on failure; *sent counts the bytes that went either way. */
+static int send_now(int fd, struct iovec *iov, int cnt, size_t *sent)
+{
+    *sent = 0;
     while (cnt > 0) {
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
         ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
             if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-            if (decline) return 1;
-            struct pollfd p = {.fd = fd, .events = POLLOUT};
-            int r = poll(&p, 1, timeout_ms);
-            if (r <= 0 || (p.revents & (POLLERR | POLLHUP))) return -1;
-            continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
         }
-        decline = false;
+        *sent += (size_t)w;
         while (cnt > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
             iov++;
@@ -285,71 +346,43 @@ static int send_all(int fd, struct iovec *iov, int cnt, int timeout_ms, bool dec
     return 0;
 }
 
-/* Returns 0, -1 on failure, or 1 when nothing of the batch could be sent yet. */
-static int framer_flush(struct framer *f, int fd, int timeout_ms)
+/* Writes batch[0..n) starting c->sent_off framed bytes into batch[0]. Returns 0 when
+ * all of it went, 1 when the socket filled up, -1 when the connection failed. *done
+ * gets the number of messages sent in full; c->sent_off then says how much of
+ * batch[*done] went. */
+static int write_batch_plain(struct hub_client *c, struct message **batch, size_t n,
+                             struct framer *f, size_t *done)
 {
-    int rc = f->niov ? send_all(fd, f->iov, f->niov, timeout_ms, !f->sent_any) : 0;
-    if (rc == 0) f->sent_any = true;
-    f->niov = f->nframes = 0;
-    return rc;
-}
-
-/* Adds one binary frame: optional 2-byte piece header, then body. */
-static int framer_add(struct framer *f, int fd, int timeout_ms, const uint8_t *piece_hdr,
-                      const uint8_t *body, size_t body_len)
-{
-    if (f->nframes == FRAMES_PER_CALL) {
-        int rc = framer_flush(f, fd, timeout_ms);
-        if (rc) return rc;
-    }
-    uint8_t *h = f->hdr[f->nframes++];
-    size_t payload = body_len + (piece_hdr ? 2 : 0), hl;
-    h[0] = 0x80 | MG_WEBSOCKET_OPCODE_BINARY;
-    if (payload < 126) {
-        h[1] = (uint8_t)payload;
-        hl = 2;
-    } else if (payload <= 0xFFFF) {
-        h[1] = 126;
-        codec_put16(h + 2, (uint16_t)payload);
-        hl = 4;
-    } else {
-        h[1] = 127;
-        codec_put64(h + 2, payload);
-        hl = 10;
-    }
-    if (piece_hdr) {
-        memcpy(h + hl, piece_hdr, 2);
-        hl += 2;
-    }
-    f->iov[f->niov++] = (struct iovec){.iov_base = h, .iov_len = hl};
-    if (body_len) f->iov[f->niov++] = (struct iovec){.iov_base = (void *)body, .iov_len = body_len};
-    return 0;
-}
-
-/* Returns 0, -1 when the connection failed, or 1 when its socket had no room for
- * any of it (nothing was sent). */
-static int write_batch_plain(struct outq *q, struct hub_client *c, struct message **batch, size_t n,
-                             struct framer *f, bool may_decline)
-{
+    size_t i = 0, off = c->sent_off;
     int rc = 0;
-    f->niov = f->nframes = 0;
-    f->sent_any = !may_decline;
     mg_lock_connection(c->conn);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const struct message *m = slot_msg(batch[i]);
-        size_t pieces = codec_split_count(m->len, c->max_message);
-        if (pieces <= 1) {
-            rc = framer_add(f, c->fd, q->write_timeout_ms, NULL, m->data, m->len);
-            continue;
+    while (i < n && rc == 0) {
+        f->niov = f->nframes = f->nseg = 0;
+        for (size_t j = i, o = off; j < n && f->nframes < FRAMES_PER_CALL;) {
+            size_t total, reached = add_frames(f, slot_msg(batch[j]), c->max_message, o, &total);
+            f->seg[f->nseg++] = (struct segment){.msg = j, .start = o, .end = reached, .last = reached == total};
+            if (reached < total) break; /* the framer is full inside this message */
+            j++;
+            o = 0;
         }
-        for (size_t k = 0; k < pieces && rc == 0; k++) {
-            struct codec_piece p;
-            codec_split_piece(m->data, m->len, c->max_message, k, &p);
-            rc = framer_add(f, c->fd, q->write_timeout_ms, p.hdr, p.body, p.body_len);
+        size_t sent;
+        rc = send_now(c->fd, f->iov, f->niov, &sent);
+        for (int k = 0; k < f->nseg; k++) { /* advance (i, off) by what went */
+            struct segment *g = &f->seg[k];
+            size_t len = g->end - g->start;
+            if (sent < len) {
+                i = g->msg;
+                off = g->start + sent;
+                break;
+            }
+            sent -= len;
+            i = g->last ? g->msg + 1 : g->msg;
+            off = g->last ? 0 : g->end;
         }
     }
-    if (rc == 0) rc = framer_flush(f, c->fd, q->write_timeout_ms);
     mg_unlock_connection(c->conn);
+    *done = i;
+    c->sent_off = i < n ? off : 0;
     return rc;
 }
 
@@ -406,8 +439,9 @@ static void serve_client(struct outq *q, struct hub_client *c, struct sender_buf
         return;
     }
     /* Plain connections find out by trying (one system call instead of two); a TLS
-     * write cannot be taken back, so there we ask first. If parking fails, the write
-     * blocks instead, bounded by the write timeout, rather than losing the client. */
+     * write goes through CivetWeb and cannot stop halfway, so there we ask first, and
+     * a write that still blocks is bounded by WriteTimeoutMs (CivetWeb's
+     * request_timeout_ms). */
     if (c->tls && c->count && !has_room(c->fd) && park(q, c)) {
         pthread_mutex_unlock(&c->lock);
         return;
@@ -426,30 +460,40 @@ static void serve_client(struct outq *q, struct hub_client *c, struct sender_buf
     pthread_mutex_unlock(&c->lock);
 
     int rc = 0;
+    size_t done = n;
     if (c->tls) {
         for (size_t i = 0; i < n && rc == 0; i++)
             rc = write_message_tls(c, slot_msg(batch[i]), &w->scratch, &w->scratch_cap);
     } else {
-        rc = write_batch_plain(q, c, batch, n, &w->framer, true);
+        rc = write_batch_plain(c, batch, n, &w->framer, &done);
     }
-    if (rc == 1) { /* no room at all: back to the queue, and wait for room */
-        pthread_mutex_lock(&c->lock);
-        bool gone = c->closed || c->killed, parked = false;
-        if (!gone && park(q, c)) {
-            parked = unshift_batch(c, batch, n) == 0;
-            if (!parked) { /* keep the batch and write it the slow way */
-                epoll_ctl(q->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-                c->parked = false;
-            }
+    if (rc == 1) { /* the socket is full: the rest goes back, and we wait for room */
+        size_t sent_bytes = 0;
+        for (size_t i = 0; i < done; i++) {
+            sent_bytes += slot_msg(batch[i])->len;
+            message_unref(slot_msg(batch[i]));
         }
-        if (parked) {
-            c->writing = false;
-            pthread_cond_broadcast(&c->idle);
-            pthread_mutex_unlock(&c->lock);
-            return;
+        atomic_fetch_add_explicit(&q->counters->messages_out, done, memory_order_relaxed);
+        atomic_fetch_add_explicit(&q->counters->bytes_out, sent_bytes, memory_order_relaxed);
+        pthread_mutex_lock(&c->lock);
+        c->writing = false;
+        pthread_cond_broadcast(&c->idle);
+        bool parked = !c->closed && !c->killed && unshift_batch(c, batch + done, n - done) == 0 &&
+                      park(q, c);
+        if (!parked && !c->closed && !c->killed) {
+            c->killed = true;
+            drop_queue(c);
+            shutdown(c->fd, SHUT_RDWR);
+            log_warn("client %llu (%s): cannot wait for room to write; disconnecting",
+                     (unsigned long long)c->id, c->addr);
+        }
+        if (!parked) {
+            c->scheduled = false;
+            for (size_t i = done; i < n; i++) message_unref(slot_msg(batch[i]));
         }
         pthread_mutex_unlock(&c->lock);
-        rc = gone ? -1 : write_batch_plain(q, c, batch, n, &w->framer, false);
+        if (!parked) client_unref(c);
+        return;
     }
     bool failed = rc != 0;
     if (!failed) {
@@ -530,7 +574,7 @@ static void *watcher_main(void *arg)
     return NULL;
 }
 
-struct outq *outq_start(int threads, size_t bound, int write_timeout_ms, struct outq_counters *counters,
+struct outq *outq_start(int threads, size_t bound, struct outq_counters *counters,
                         void (*tick)(void *arg), void *tick_arg)
 {
     struct outq *q = calloc(1, sizeof *q);
@@ -538,7 +582,6 @@ struct outq *outq_start(int threads, size_t bound, int write_timeout_ms, struct 
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
     q->bound = bound;
-    q->write_timeout_ms = write_timeout_ms;
     q->counters = counters;
     q->tick = tick;
     q->tick_arg = tick_arg;

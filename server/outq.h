@@ -18,10 +18,9 @@ struct outq_counters {
     atomic_uint_fast64_t bytes_out, messages_out, slow_disconnects;
 };
 
-/* Starts `threads` senders and the watcher. A send waits at most write_timeout_ms for
- * room before the client is dropped. `tick` (may be NULL) runs on the watcher about
- * every 250 ms. Returns NULL on failure. */
-struct outq *outq_start(int threads, size_t bound, int write_timeout_ms, struct outq_counters *counters,
+/* Starts `threads` senders and the watcher. `tick` (may be NULL) runs on the watcher
+ * about every 250 ms. Returns NULL on failure. */
+struct outq *outq_start(int threads, size_t bound, struct outq_counters *counters,
                         void (*tick)(void *arg), void *tick_arg);
 /* Stops the threads. Clients must have been closed first. */
 void outq_stop(struct outq *q);

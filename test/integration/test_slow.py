@@ -151,13 +151,13 @@ async def test_stalled_client_harms_no_one(server_factory):
     print("screen-to-screen median: %.2f ms without, %.2f ms with a stalled client; "
           "peak RSS %d kB without, %d kB with" % (baseline, with_stall, base_rss, peak))
     # The others did not notice (2x the baseline median, with 10 ms of slack for
-    # scheduling noise on a small machine). Memory: the stalled client's catch-up (a
-    # 4 MB read and the 4 MB message, freed into the allocator's pools) is the only
-    # difference from the run without it (test_stalled_client_memory_is_bounded
-    # checks the bound itself).
+    # scheduling noise on a small machine). Memory: the stalled client's catch-up (the
+    # document's LMDB pages, a 4 MB read and the 4 MB message, freed into the
+    # allocator's pools) is the only difference from the run without it
+    # (test_stalled_client_memory_is_bounded checks the bound itself).
     assert with_stall <= max(2 * baseline, baseline + 10), (baseline, with_stall)
     if not sanitizer():  # shadow memory and quarantines make RSS meaningless there
-        assert peak - base_rss < 3 * BIG // 1024 + 8 * 1024, \
+        assert peak - base_rss < 4 * BIG // 1024 + 8 * 1024, \
             "peak RSS %d kB without, %d kB with" % (base_rss, peak)
 
 
@@ -196,10 +196,6 @@ async def test_stalled_client_memory_is_bounded(server_factory):
     await reader.ws.close()
 
 
-@pytest.mark.xfail(strict=False, reason="known: once a sender has written part of a batch "
-                   "to a client whose socket then fills (a large catch-up), it finishes the "
-                   "batch blocking, for up to WriteTimeoutMs (outq.c write_batch_plain); "
-                   "SenderThreads such clients stall every other client meanwhile")
 @aiotest(timeout=60)
 async def test_stalled_joiners_do_not_block_other_documents(server_factory):
     """More stalled clients than sender threads, each joining a large document from
