@@ -42,7 +42,6 @@ static void batch_histogram(FILE *f, const struct store_lmdb_stats *st)
             (unsigned long long)st->commits);
 }
 
-#ifdef STORE_LMDB_LAT_HIST
 /* Latency: commit_hist[i] counts commits faster than 2^i microseconds (the last
  * entry: the rest), as cumulative buckets in seconds. */
 static void latency_histogram(FILE *f, const struct store_lmdb_stats *st)
@@ -59,7 +58,6 @@ static void latency_histogram(FILE *f, const struct store_lmdb_stats *st)
     fprintf(f, "%s_sum %.9f\n%s_count %llu\n", name, (double)st->commit_ns / 1e9, name,
             (unsigned long long)st->commits);
 }
-#endif
 
 static void storage_metrics(FILE *f, const struct app *app)
 {
@@ -75,9 +73,7 @@ static void storage_metrics(FILE *f, const struct app *app)
     metric_u64(f, "zwibbler_storage_map_resizes_total", "counter", "Times the LMDB map was grown.",
                st.map_resizes);
     batch_histogram(f, &st);
-#ifdef STORE_LMDB_LAT_HIST
     latency_histogram(f, &st);
-#endif
 }
 
 static uint64_t count_open_fds(void)

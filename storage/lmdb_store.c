@@ -675,6 +675,10 @@ static void record_commit(struct lmdb_store *ls, size_t n, uint64_t ns)
     int b = 0;
     while (b < STORE_LMDB_HIST - 1 && (n >> (b + 1)) != 0) b++;
     st->batch_hist[b]++;
+    uint64_t us = ns / 1000;
+    int l = 0;
+    while (l < STORE_LMDB_LAT_HIST - 1 && (us >> l) != 0) l++;
+    st->commit_hist[l]++;
     pthread_mutex_unlock(&ls->stats_lock);
 }
 

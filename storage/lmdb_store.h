@@ -27,6 +27,7 @@
 #include "store.h"
 
 #define STORE_LMDB_HIST 16
+#define STORE_LMDB_LAT_HIST 24
 
 /* Counters since open. Thread-safe snapshot. */
 struct store_lmdb_stats {
@@ -40,6 +41,9 @@ struct store_lmdb_stats {
     uint64_t map_size;       /* current map size in bytes */
     /* batch_hist[i]: commits of 2^i .. 2^(i+1)-1 operations (last bucket: and more) */
     uint64_t batch_hist[STORE_LMDB_HIST];
+    /* commit_hist[i]: commits that took less than 2^i microseconds (and at least
+     * 2^(i-1)); the last bucket: the rest. Same span as commit_ns. */
+    uint64_t commit_hist[STORE_LMDB_LAT_HIST];
 };
 
 /* Fills *out. When s is not an LMDB store, *out is zeroed. */

@@ -340,3 +340,29 @@ async def test_ping_and_pong_frames_are_harmless(hserver):
     f = await ws.read_frame()
     assert f[0] == OP_BINARY and f[1][0] == zw.ACK, f
     await ws.close()
+
+
+@pytest.mark.parametrize("what", ["huge-header", "huge-request-line", "bad-ws-version",
+                                  "no-key"])
+@aiotest(timeout=30)
+async def test_hostile_upgrade_requests(hserver, what):
+    """Hostile HTTP before any WebSocket: answered with an error or closed, never
+    upgraded, and the server carries on."""
+    by = await Bystanders().start(hserver)
+    ws = await RawWS.connect(hserver.port, upgrade=False)
+    if what == "huge-header":
+        req = (b"GET /socket HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100000 + b"\r\n\r\n")
+    elif what == "huge-request-line":
+        req = b"GET /socket?" + b"q" * 100000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    elif what == "bad-ws-version":
+        req = ws.handshake_bytes().replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 99")
+    else:
+        req = re.sub(rb"Sec-WebSocket-Key: [^\r]*\r\n", b"", ws.handshake_bytes())
+    try:
+        await ws.send(req)
+        head = await asyncio.wait_for(ws.reader.read(4096), 10)
+    except ConnectionError:
+        head = b""
+    assert not head.startswith(b"HTTP/1.1 101"), head[:200]
+    await ws.close()
+    await by.check(what)
