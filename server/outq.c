@@ -346,14 +346,13 @@ static int send_now(int fd, struct iovec *iov, int cnt, size_t *sent)
     return 0;
 }
 
-/* Writes batch[0..n) starting c->sent_off framed bytes into batch[0]. Returns 0 when
- * all of it went, 1 when the socket filled up, -1 when the connection failed. *done
- * gets the number of messages sent in full; c->sent_off then says how much of
- * batch[*done] went. */
+/* Writes batch[0..n) starting *off framed bytes into batch[0]. Returns 0 when all of
+ * it went, 1 when the socket filled up, -1 when the connection failed. *done gets the
+ * number of messages sent in full, and *off how much of batch[*done] went. */
 static int write_batch_plain(struct hub_client *c, struct message **batch, size_t n,
-                             struct framer *f, size_t *done)
+                             struct framer *f, size_t *done, size_t *sent_off)
 {
-    size_t i = 0, off = c->sent_off;
+    size_t i = 0, off = *sent_off;
     int rc = 0;
     mg_lock_connection(c->conn);
     while (i < n && rc == 0) {
@@ -382,7 +381,7 @@ static int write_batch_plain(struct hub_client *c, struct message **batch, size_
     }
     mg_unlock_connection(c->conn);
     *done = i;
-    c->sent_off = i < n ? off : 0;
+    *sent_off = i < n ? off : 0;
     return rc;
 }
 
@@ -456,6 +455,8 @@ static void serve_client(struct outq *q, struct hub_client *c, struct sender_buf
         batch[n++] = slot;
     }
     bool closing = c->close_after && c->count == 0;
+    size_t sent_off = c->sent_off; /* under the lock: a kill resets it */
+    c->sent_off = 0;
     c->writing = true;
     pthread_mutex_unlock(&c->lock);
 
@@ -465,7 +466,7 @@ static void serve_client(struct outq *q, struct hub_client *c, struct sender_buf
         for (size_t i = 0; i < n && rc == 0; i++)
             rc = write_message_tls(c, slot_msg(batch[i]), &w->scratch, &w->scratch_cap);
     } else {
-        rc = write_batch_plain(c, batch, n, &w->framer, &done);
+        rc = write_batch_plain(c, batch, n, &w->framer, &done, &sent_off);
     }
     if (rc == 1) { /* the socket is full: the rest goes back, and we wait for room */
         size_t sent_bytes = 0;
@@ -480,6 +481,7 @@ static void serve_client(struct outq *q, struct hub_client *c, struct sender_buf
         pthread_cond_broadcast(&c->idle);
         bool parked = !c->closed && !c->killed && unshift_batch(c, batch + done, n - done) == 0 &&
                       park(q, c);
+        if (parked) c->sent_off = sent_off;
         if (!parked && !c->closed && !c->killed) {
             c->killed = true;
             drop_queue(c);
