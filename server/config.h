@@ -38,7 +38,7 @@ struct config {
     int read_timeout_ms;       /* ReadTimeoutMs: a started frame must arrive within this
                                   (+1 s per 16 KiB of payload), 30000 */
     int ping_interval_ms;      /* PingIntervalMs: WebSocket ping after this much silence, 30000 */
-    int write_timeout_ms;      /* WriteTimeoutMs: a blocked send gives up, 10000 */
+    int write_timeout_ms;      /* WriteTimeoutMs: a blocked TLS write gives up, 10000 */
     int sender_threads;        /* SenderThreads: 4 */
     int sync_commits;          /* SyncCommits: 1 = fsync each commit (durable) */
     char *log_file;            /* LogFile: empty = stderr only */
