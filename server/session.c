@@ -64,6 +64,15 @@ struct hub_client *session_open(const struct app *app, struct mg_connection *con
     return c;
 }
 
+/* A message too short for its fields or with a length past its end closes only this
+ * connection (PROTOCOL §3.10). */
+static int bad_message(const struct hub_client *c, const char *what, int rc)
+{
+    log_warn("client %llu (%s): bad %s: %s; closing", (unsigned long long)c->id, c->addr, what,
+             codec_strerror(rc));
+    return CLOSE;
+}
+
 /* During INIT nothing is queued yet, so the error can go straight out on this
  * thread before CivetWeb closes the connection. */
 static int refuse(struct hub_client *c, uint16_t code, const char *text)
@@ -139,10 +148,7 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     struct hub *h = app->hub;
     struct codec_init in;
     int rc = codec_decode_init(msg, len, &in);
-    if (rc) {
-        log_warn("client %llu (%s): bad INIT: %s; closing", (unsigned long long)c->id, c->addr, codec_strerror(rc));
-        return CLOSE;
-    }
+    if (rc) return bad_message(c, "INIT", rc);
     if (in.creation_mode > 2) {
         log_warn("client %llu (%s): INIT with unknown creation mode %u; closing",
                  (unsigned long long)c->id, c->addr, in.creation_mode);
@@ -237,10 +243,7 @@ static int on_append(const struct app *app, struct hub_client *c, const uint8_t 
     struct hub *h = app->hub;
     struct codec_append a;
     int rc = codec_decode_append(msg, len, &a);
-    if (rc) {
-        log_warn("client %llu (%s): bad APPEND: %s; closing", (unsigned long long)c->id, c->addr, codec_strerror(rc));
-        return CLOSE;
-    }
+    if (rc) return bad_message(c, "APPEND", rc);
     struct doc *d = c->doc;
     pthread_mutex_lock(&d->lock);
     uint64_t length = 0;
@@ -321,10 +324,7 @@ static int on_set_key(const struct app *app, struct hub_client *c, const uint8_t
     struct hub *h = app->hub;
     struct codec_set_key k;
     int rc = codec_decode_set_key(msg, len, &k);
-    if (rc) {
-        log_warn("client %llu (%s): bad SET KEY: %s; closing", (unsigned long long)c->id, c->addr, codec_strerror(rc));
-        return CLOSE;
-    }
+    if (rc) return bad_message(c, "SET KEY", rc);
     struct doc *d = c->doc;
     pthread_mutex_lock(&d->lock);
     int accepted = 0;
@@ -354,10 +354,7 @@ static int on_broadcast(const struct app *app, struct hub_client *c, const uint8
 {
     struct codec_broadcast b;
     int rc = codec_decode_broadcast(msg, len, &b);
-    if (rc) {
-        log_warn("client %llu (%s): bad BROADCAST: %s; closing", (unsigned long long)c->id, c->addr, codec_strerror(rc));
-        return CLOSE;
-    }
+    if (rc) return bad_message(c, "BROADCAST", rc);
     struct message *m = message_new(codec_broadcast_size(b.data_len));
     if (!m) return KEEP;
     codec_encode_broadcast(m->data, b.data, b.data_len);
