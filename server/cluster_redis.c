@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "redis_store.h"
 
 #define CONNECT_TIMEOUT_MS 2000
 #define COMMAND_TIMEOUT_MS 5000
@@ -127,39 +128,12 @@ static int64_t now_ms(void)
 
 static struct timeval ms_tv(int ms) { return (struct timeval){ms / 1000, (ms % 1000) * 1000}; }
 
-/* host:port, [v6]:port, host, unix:/path or /path; the Redis store accepts the same. */
-static int parse_server(struct cl_redis *r, const char *server)
-{
-    if (!server || !*server) server = "localhost:6379";
-    if (!strncmp(server, "unix:", 5) || server[0] == '/') {
-        r->unix_socket = true;
-        r->host = strdup(server[0] == '/' ? server : server + 5);
-        return r->host ? 0 : -1;
-    }
-    const char *host = server, *colon;
-    size_t hlen;
-    if (server[0] == '[') {
-        const char *close = strchr(server, ']');
-        if (!close) return -1;
-        host = server + 1;
-        hlen = (size_t)(close - host);
-        colon = close[1] == ':' ? close + 1 : NULL;
-    } else {
-        colon = strrchr(server, ':');
-        hlen = colon ? (size_t)(colon - server) : strlen(server);
-    }
-    r->port = colon ? atoi(colon + 1) : 6379;
-    if (r->port <= 0 || r->port > 65535) return -1;
-    r->host = strndup(host, hlen);
-    return r->host ? 0 : -1;
-}
-
 int clr_init(struct cl_redis *r, const struct store_config *sc, char *err, size_t err_len)
 {
     memset(r, 0, sizeof *r);
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
-    if (parse_server(r, sc->server)) {
+    if (redis_parse_server(sc->server, &r->host, &r->port, &r->unix_socket)) {
         snprintf(err, err_len, "cluster: bad Redis address '%s'", sc->server ? sc->server : "");
         return -1;
     }

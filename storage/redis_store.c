@@ -18,6 +18,7 @@
  * a growing delay between attempts, and all pooled connections are renewed. Opening
  * the store sets SIGPIPE to SIG_IGN when it was left at its default (see open).
  */
+#include "redis_store.h"
 #include "store.h"
 #include "log.h"
 
@@ -1296,15 +1297,14 @@ static const struct store_methods rd_methods = {
     .sweep = rd_sweep,
 };
 
-/* Splits "host:port", "[v6]:port", "host" or a Unix socket path ("/…" or
- * "unix:/…"). Returns 0, or -1 for a bad port. */
-static int parse_server(struct rd_store *rd, const char *server)
+int redis_parse_server(const char *server, char **host_out, int *port, bool *unix_socket)
 {
     if (!server || !*server) server = "localhost:6379";
-    if (!strncmp(server, "unix:", 5) || server[0] == '/') {
-        rd->unix = true;
-        rd->host = strdup(server[0] == '/' ? server : server + 5);
-        return rd->host ? 0 : -1;
+    *port = 6379;
+    *unix_socket = !strncmp(server, "unix:", 5) || server[0] == '/';
+    if (*unix_socket) {
+        *host_out = strdup(server[0] == '/' ? server : server + 5);
+        return *host_out ? 0 : -1;
     }
     const char *host = server, *colon;
     size_t hlen;
@@ -1319,15 +1319,14 @@ static int parse_server(struct rd_store *rd, const char *server)
         colon = strrchr(server, ':');
         hlen = colon ? (size_t)(colon - server) : strlen(server);
     }
-    rd->port = 6379;
     if (colon) {
         char *end;
         long p = strtol(colon + 1, &end, 10);
         if (*end || p <= 0 || p > 65535) return -1;
-        rd->port = (int)p;
+        *port = (int)p;
     }
-    rd->host = dup_bytes(host, hlen);
-    return rd->host ? 0 : -1;
+    *host_out = dup_bytes(host, hlen);
+    return *host_out ? 0 : -1;
 }
 
 /* Connects to cfg->server (default localhost:6379), authenticates with cfg->password
@@ -1350,7 +1349,7 @@ struct store *store_redis_open(const struct store_config *cfg, char *err, size_t
     for (int i = 0; i < POOL_SIZE; i++) rd->free_conns[rd->nfree++] = POOL_SIZE - 1 - i;
     rd->backoff_ms = BACKOFF_MIN_MS;
     rd->expiration = cfg->expiration > 0 ? cfg->expiration : 0;
-    if (parse_server(rd, cfg->server) != 0) {
+    if (redis_parse_server(cfg->server, &rd->host, &rd->port, &rd->unix) != 0) {
         snprintf(err, err_len, "redis: bad server address '%s' (want host:port)", cfg->server);
         goto fail;
     }
