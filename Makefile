@@ -15,7 +15,12 @@ OPT_release := -O2 -g
 OPT_asan := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 OPT_tsan := -O1 -g -fsanitize=thread
 OPT := $(OPT_$(VARIANT))
-INCLUDES := -Iprotocol -Istorage -Iserver -I$(CW)/include
+# Every room's folder is on the include path, so a file names a header by its module
+# name ("hub.h"), and the folder tree alone says where a module lives.
+ROOMS := protocol storage storage/lmdb storage/sqlite storage/redis \
+         server/core server/http server/auth server/cluster server/app
+BIN_ROOMS := server/cmd server/loadtest
+INCLUDES := $(ROOMS:%=-I%) -I$(CW)/include
 CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -pthread $(INCLUDES) $(EXTRA_CFLAGS)
 LDFLAGS := $(OPT) -pthread $(EXTRA_LDFLAGS)
 LIBS := -llmdb -lcjson -lsqlite3 -lhiredis -lcurl -lssl -lcrypto -lz -ldl -lm
@@ -29,9 +34,14 @@ CW_FLAGS := -DUSE_WEBSOCKET -DUSE_IPV6 -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI \
             -DSOCKET_TIMEOUT_QUANTUM=500 \
             -I$(CW)/include -I$(CW)/src
 
-LIB_SRCS := $(wildcard protocol/*.c storage/*.c) $(filter-out server/main.c server/civetweb_build.c,$(wildcard server/*.c))
+# libzwibbler.a: the rooms an embedder links. The command line, the service installer,
+# privilege dropping and the load tester are linked into the binary only.
+LIB_SRCS := $(filter-out server/http/civetweb_build.c,$(foreach r,$(ROOMS),$(wildcard $(r)/*.c)))
+BIN_SRCS := $(foreach r,$(BIN_ROOMS),$(wildcard $(r)/*.c))
+BIN_OBJS := $(BIN_SRCS:%.c=$(B)/%.o)
+$(BIN_OBJS): CFLAGS += $(BIN_ROOMS:%=-I%)
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
-CW_OBJ := $(B)/server/civetweb_build.o
+CW_OBJ := $(B)/server/http/civetweb_build.o
 LIB := $(B)/libzwibbler.a
 BIN := $(B)/zwibbler
 
@@ -54,7 +64,7 @@ $(B)/%.o: %.c $(CW)/src/civetweb.c
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # Our wrapper includes civetweb.c (third-party warnings are not ours to fix).
-$(CW_OBJ): server/civetweb_build.c $(CW)/src/civetweb.c
+$(CW_OBJ): server/http/civetweb_build.c $(CW)/src/civetweb.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -D_GNU_SOURCE $(OPT) -pthread -w $(CW_FLAGS) -c $< -o $@
 
@@ -62,17 +72,17 @@ $(LIB): $(LIB_OBJS) $(CW_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-# The /socket/test and /socket/demo pages (server/web/), embedded as byte arrays.
-WEB_FILES := $(sort $(wildcard server/web/*.html))
+# The /socket/test and /socket/demo pages (server/http/web/), embedded as byte arrays.
+WEB_FILES := $(sort $(wildcard server/http/web/*.html))
 WEB_OBJ := $(B)/gen/web_assets.o
 $(B)/gen/web_assets.c: $(WEB_FILES) scripts/embed.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed.sh $@ $(WEB_FILES)
-$(WEB_OBJ): $(B)/gen/web_assets.c server/web.h
+$(WEB_OBJ): $(B)/gen/web_assets.c server/http/web.h
 	$(CC) $(CFLAGS) -c $< -o $@
 $(LIB): $(WEB_OBJ)
 
-$(BIN): $(B)/server/main.o $(LIB)
+$(BIN): $(BIN_OBJS) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # Storage tests share one backend-independent conformance suite.
@@ -125,16 +135,16 @@ bench: $(BIN)
 clean:
 	rm -rf build/release build/asan build/tsan build/fuzz
 
--include $(LIB_OBJS:.o=.d) $(B)/server/main.d
+-include $(LIB_OBJS:.o=.d) $(BIN_OBJS:.o=.d)
 include test/fuzz/fuzz.mk
 
-# conf/zwibbler.service as a C string for `zwibbler --install` (server/service.c), so
+# conf/zwibbler.service as a C string for `zwibbler --install` (server/cmd/service.c), so
 # the unit it writes is the one the package ships.
 $(B)/gen/zwibbler_service.inc: conf/zwibbler.service
 	@mkdir -p $(dir $@)
 	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@
-$(B)/server/service.o: $(B)/gen/zwibbler_service.inc
-$(B)/server/service.o: CFLAGS += -I$(B)/gen
+$(B)/server/cmd/service.o: $(B)/gen/zwibbler_service.inc
+$(B)/server/cmd/service.o: CFLAGS += -I$(B)/gen
 
 # Debian package (issue 6): build/zwibbler_<version>_<arch>.deb, see scripts/mkdeb.sh.
 .PHONY: deb

@@ -14,10 +14,10 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wext
                -pthread $(INCLUDES) $(FUZZ_SAN) -fsanitize=fuzzer-no-link
 # Each target links only the code it exercises (fuzz_form stubs the hub it never calls).
 FUZZ_DEPS_codec := protocol/codec.o
-FUZZ_DEPS_config := server/config.o
-FUZZ_DEPS_jwt := server/jwt.o
-FUZZ_DEPS_form := server/mgmt_api.o server/jwt.o server/log.o server/cors.o \
-                  $(patsubst %.c,%.o,$(wildcard storage/*.c)) server/civetweb_build.o
+FUZZ_DEPS_config := server/app/config.o
+FUZZ_DEPS_jwt := server/auth/jwt.o
+FUZZ_DEPS_form := server/http/mgmt_api.o server/auth/jwt.o server/app/log.o server/http/cors.o \
+                  $(patsubst %.c,%.o,$(wildcard storage/*.c storage/*/*.c)) server/http/civetweb_build.o
 FUZZ_OBJS := $(sort $(foreach t,$(FUZZ_TARGETS),$(FUZZ_DEPS_$(t):%=$(FZ)/%)))
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
 FUZZ_TIME ?= 300
@@ -27,7 +27,7 @@ $(FZ)/%.o: %.c $(CW)/src/civetweb.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
 
-$(FZ)/server/civetweb_build.o: server/civetweb_build.c $(CW)/src/civetweb.c
+$(FZ)/server/http/civetweb_build.o: server/http/civetweb_build.c $(CW)/src/civetweb.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -g -O1 -pthread -w $(CW_FLAGS) $(FUZZ_SAN) \
 	  -fsanitize=fuzzer-no-link -c $< -o $@

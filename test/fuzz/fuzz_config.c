@@ -1,4 +1,4 @@
-/* fuzz_config: libFuzzer target for server/config.c — config_parse_line on every line
+/* fuzz_config: libFuzzer target for server/app/config.c — config_parse_line on every line
  * of the input, and config_load on the input as a whole file. Whatever the input, the
  * parser must not overrun, leak, or leave a field outside its documented range. */
 #include <fcntl.h>

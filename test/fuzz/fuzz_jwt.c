@@ -1,4 +1,4 @@
-/* fuzz_jwt: libFuzzer target for server/jwt.c — jwt_verify on arbitrary tokens (under
+/* fuzz_jwt: libFuzzer target for server/auth/jwt.c — jwt_verify on arbitrary tokens (under
  * a fixed key, at a fixed time), the two strict base64 decoders and jwt_key_decode.
  * A token the fuzzer cannot sign (it does not know the key... unless it finds it in
  * the seed corpus, which holds valid tokens) must be refused; an accepted one must

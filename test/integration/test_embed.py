@@ -1,4 +1,4 @@
-"""The embedding API (server/zwibbler.h): the example program in test/embed/ runs its
+"""The embedding API (server/app/zwibbler.h): the example program in test/embed/ runs its
 own CivetWeb server, mounts the endpoint at /collab and stores documents in a backend
 it implements itself. A whole session goes through it."""
 import os

@@ -1,4 +1,4 @@
-/* test_auth: unit tests for server/auth.c over a real LMDB store in a temporary
+/* test_auth: unit tests for server/auth/auth.c over a real LMDB store in a temporary
  * directory — plain ids, registered tokens (and their expiry), JWTs with raw and base64
  * keys, the order between them, refusals without 'r', and the start-up key check. */
 #include <stdarg.h>

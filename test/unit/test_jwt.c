@@ -1,4 +1,4 @@
-/* test_jwt: unit tests for server/jwt.c — valid HS256 tokens minted here with OpenSSL,
+/* test_jwt: unit tests for server/auth/jwt.c — valid HS256 tokens minted here with OpenSSL,
  * and every way a token can be wrong: algorithm, signature, segments, base64url,
  * JSON, claims, time. Also the strict base64 decoders and JWTKey decoding.
  *

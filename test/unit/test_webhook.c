@@ -1,4 +1,4 @@
-/* test_webhook: unit tests for server/webhook.c — delivery of one event to an
+/* test_webhook: unit tests for server/app/webhook.c — delivery of one event to an
  * in-process HTTP listener (body, Basic auth), cancellation by a rejoin, the bound on
  * pending events, shutdown with events pending, and many threads scheduling and
  * cancelling at once (run under TSan by `make test`). */
