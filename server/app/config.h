@@ -27,7 +27,8 @@ struct config {
     int swarm_count;
 
     /* ours */
-    int max_connections;       /* MaxConnections: simultaneous WebSockets, 10000 */
+    int max_connections;       /* MaxConnections: simultaneous WebSockets; 0 = auto, what
+                                  the open-file limit allows (config_connection_limit) */
     size_t send_queue_bytes;   /* SendQueueBytes: per-client bound, 4 MiB */
     size_t max_message_bytes;  /* MaxMessageBytes: inbound logical message, 16 MiB */
     size_t max_doc_id_bytes;   /* MaxDocIdBytes: 480 */
@@ -39,7 +40,9 @@ struct config {
                                   (+1 s per 16 KiB of payload), 30000 */
     int ping_interval_ms;      /* PingIntervalMs: WebSocket ping after this much silence, 30000 */
     int write_timeout_ms;      /* WriteTimeoutMs: a blocked TLS write gives up, 10000 */
-    int sender_threads;        /* SenderThreads: 4 */
+    int io_threads;            /* IoThreads: event loops owning the WebSockets; 0 = one per core */
+    int http_threads;          /* HttpThreads: CivetWeb workers for HTTP and upgrades, 8 */
+    int session_threads;       /* SessionThreads: workers running sessions' messages, 4 */
     int sync_commits;          /* SyncCommits: 1 = fsync each commit (durable) */
     char *log_file;            /* LogFile: empty = stderr only */
     int webhook_delay_ms;      /* WebhookDelayMs: 10000 */
@@ -63,6 +66,12 @@ int config_load(struct config *c, const char *path, int must_exist, char *err, s
 /* Parses one "Key=Value" line (comments and blank lines are accepted and ignored).
  * Returns 0, 1 for an unknown key (warning text in err), or -1 on a bad value. */
 int config_parse_line(struct config *c, const char *line, char *err, size_t err_len);
+
+/* The connection limit in force: MaxConnections, or with 'auto' the open-file limit
+ * less what storage, logs, the HTTP workers and the listeners need. */
+int config_connection_limit(const struct config *c);
+/* IoThreads in force (one per core when 0). */
+int config_io_threads(const struct config *c);
 
 void config_free(struct config *c);
 

@@ -32,16 +32,20 @@ struct zwibbler;
  * keys of the configuration file (README: Configuration). `store` is a backend you
  * opened or wrote yourself, which the server uses but does not close; NULL opens the
  * one the configuration names (Database, DataDir, ...), closed by zwibbler_destroy.
- * Starts the hub's sender threads, the expiry sweep and the webhook sender.
+ * Starts the connection layer's event loops, the session workers, the expiry sweep
+ * and the webhook sender.
  * Returns NULL with a one-line reason in err (naming the bad key, if any). */
 struct zwibbler *zwibbler_create(const char *config_path, const char *const *settings,
                                  struct store *store, char *err, size_t err_len);
 
 /* Serves the collaboration endpoint at `path` (e.g. "/socket") of a CivetWeb context
  * you started: WebSocket upgrades, GET (text and ?ping), CORS, the management API
- * (POST) and the test and demo pages under path/test and path/demo. Each WebSocket
- * holds one of the context's worker threads for its life, so the context's
- * num_threads bounds the connections. Call once, before clients arrive.
+ * (POST) and the test and demo pages under path/test and path/demo. An upgraded
+ * WebSocket leaves the context's worker thread at once: the server's own event loops
+ * (IoThreads) own it from then on, so the context's num_threads only bounds the HTTP
+ * requests and handshakes in progress, not the open connections (MaxConnections
+ * does). The context must be the CivetWeb inside libzwibbler.a, which this hand-over
+ * relies on. Call once, before clients arrive.
  * Returns 0, or -1 when the path is not "/..." or memory ran out. */
 int zwibbler_mount(struct zwibbler *z, struct mg_context *ctx, const char *path);
 

@@ -58,16 +58,19 @@ static void raise_open_files(long want)
              strerror(err), (unsigned long long)rl.rlim_cur);
 }
 
-/* Each connection holds a socket, so the open-file limit bounds MaxConnections. */
+/* Each connection holds a socket, so the open-file limit bounds MaxConnections: the
+ * soft limit goes up to the hard one, and with MaxConnections=auto the limit that
+ * results is the connection limit. */
 static void check_open_files(const struct config *cfg)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl)) return;
-    if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < (rlim_t)cfg->max_connections + 256) {
+    if (rl.rlim_cur < rl.rlim_max && !cfg->max_files) { /* MaxFiles, when set, decides */
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (rl.rlim_cur < (rlim_t)cfg->max_connections + 256)
+    if (cfg->max_connections > 0 && rl.rlim_cur < (rlim_t)cfg->max_connections + 256)
         log_warn("open-file limit %llu is below MaxConnections %d (+256); raise it with MaxFiles or ulimit -n",
                  (unsigned long long)rl.rlim_cur, cfg->max_connections);
 }
@@ -165,7 +168,7 @@ static int run_server(struct config *cfg)
     }
     log_info("zwibbler %s listening on %s:%d (%s), Database=%s, up to %d connections", ZW_VERSION,
              cfg->bind_address, cfg->port, cfg->cert_file && *cfg->cert_file ? "https/wss" : "http/ws",
-             cfg->database, cfg->max_connections);
+             cfg->database, config_connection_limit(cfg));
 
     int sig = 0;
     sigwait(&stop, &sig);

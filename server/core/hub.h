@@ -1,7 +1,6 @@
 /* hub: live documents and their clients. Owns the document table (sharded by id
- * under separate mutexes), each client's bounded send queue, the sender threads that
- * drain those queues to CivetWeb, and the ordering of fan-out (DESIGN.md invariant 1).
- * Thread-safe throughout. */
+ * under separate mutexes), membership, client keys and the ordering of fan-out: a
+ * document's appends reach every client in commit order. Thread-safe throughout. */
 #ifndef ZW_HUB_H
 #define ZW_HUB_H
 
@@ -11,6 +10,7 @@
 struct mg_connection;
 struct store;
 struct config;
+struct outq;
 struct hub;
 struct hub_client;
 
@@ -21,9 +21,10 @@ struct hub_listener {
     void *arg;
 };
 
-struct hub *hub_create(const struct config *cfg, struct store *store,
+/* A hub whose clients' messages go into `outq` (the connection layer's). */
+struct hub *hub_create(const struct config *cfg, struct store *store, const struct outq *outq,
                        const struct hub_listener *listener);
-/* Closes every client and stops the sender threads. */
+/* Frees the hub; every client must have left. */
 void hub_destroy(struct hub *h);
 
 /* Sends ERROR `code` with `text` to every client of the document, then closes them

@@ -43,13 +43,9 @@ struct hub {
     const struct config *cfg;
     struct store *store;
     struct hub_listener listener;
-    struct outq *outq;
-    struct outq_counters out;
-    atomic_uint_fast64_t next_client_id, connections, documents;
+    const struct outq *outq; /* the connection layer's send queues */
+    atomic_uint_fast64_t connections, documents;
     atomic_uint_fast64_t appends_accepted, appends_rejected, bytes_in;
-
-    pthread_mutex_t pending_lock; /* clients that have not sent INIT yet */
-    struct hub_client *pending;
 
     struct shard *shards;
 
@@ -79,20 +75,6 @@ void hub_send_others(struct hub *h, struct doc *d, struct hub_client *except, st
 int hub_send(struct hub *h, struct hub_client *c, struct message *m, bool exempt);
 /* Queues ERROR and closes c once it has been sent. */
 void hub_send_error_and_close(struct hub *h, struct hub_client *c, uint16_t code, const char *text);
-
-/* Pending-INIT bookkeeping, for the INIT timeout. */
-void hub_pending_add(struct hub *h, struct hub_client *c);
-void hub_pending_remove(struct hub *h, struct hub_client *c);
-
-/* Encoders into new shared messages (NULL when out of memory). */
-struct message *msg_append(int version, uint64_t offset, const uint8_t *data, size_t len);
-struct message *msg_ack(uint16_t ack, uint64_t length);
-struct message *msg_error(uint16_t code, const char *text);
-struct message *msg_set_key_ack(uint16_t ack, uint16_t request_id);
-struct message *msg_key_info_one(uint32_t version, const uint8_t *name, size_t name_len,
-                                 const uint8_t *value, size_t value_len);
-
-void client_unref(struct hub_client *c);
 
 /* ---- Session hooks that differ in cluster mode (hub_relay.c) ---- */
 struct codec_set_key;

@@ -115,7 +115,7 @@ char *metrics_render(const struct app *app, size_t *len)
     hub_get_stats(app->hub, &hs);
     metric_u64(f, "zwibbler_connections", "gauge", "Open WebSocket connections.", hs.connections);
     metric_u64(f, "zwibbler_connections_max", "gauge", "MaxConnections: the configured limit.",
-               (uint64_t)app->cfg->max_connections);
+               (uint64_t)app->max_connections);
     metric_u64(f, "zwibbler_documents", "gauge", "Documents with at least one connected client.",
                hs.documents);
     metric_u64(f, "zwibbler_appends_accepted_total", "counter", "APPENDs stored and acknowledged.",

@@ -88,14 +88,26 @@ async def test_upgrade_with_compression_0(server):
 
 
 @aiotest()
-async def test_upgrade_offering_deflate_is_not_negotiated(server):
-    # §1: permessage-deflate is not offered; a client that asks for it still connects.
+async def test_deflate_is_negotiated_unless_the_url_turns_it_off(server):
+    # permessage-deflate is taken when offered, without context takeover either way.
     c = await zw.Client.open(server.url, name="deflate", compression="deflate")
-    assert not c.ws.extensions, "server negotiated %r" % (c.ws.extensions,)
+    [ext] = c.ws.extensions
+    assert ext.name == "permessage-deflate"
+    assert ext.local_no_context_takeover and ext.remote_no_context_takeover
     m = await c.join("http-deflate", version=2, mode=0, initial=b"xy")
     assert m.raw == zw.exp_append(2, 2, b"")
+    # ?compression=0 on the URL keeps the reference's meaning: no compression.
     c2 = await zw.Client.open(server.url + "?compression=0", name="deflate2",
                               compression="deflate")
     assert not c2.ws.extensions
     m = await c2.join("http-deflate", version=2, mode=1)
     assert m.raw == zw.exp_append(2, 0, b"xy")
+
+
+@aiotest()
+async def test_compression_0_in_the_config_turns_deflate_off(server_factory):
+    server = server_factory(Compression="0")
+    c = await zw.Client.open(server.url, name="deflate", compression="deflate")
+    assert not c.ws.extensions
+    m = await c.join("http-deflate-off", version=2, mode=0, initial=b"xy")
+    assert m.raw == zw.exp_append(2, 2, b"")
