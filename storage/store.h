@@ -22,6 +22,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Marks the library's public API. libzwibbler.a is built with every other symbol
+ * hidden and made local, so an embedder can link to these names and no others. */
+#ifndef ZW_PUBLIC
+#define ZW_PUBLIC __attribute__((visibility("default")))
+#endif
+
 #define STORE_METHODS_VERSION 1
 
 enum {
@@ -36,7 +42,7 @@ enum {
     STORE_EUNAVAILABLE = -8, /* backend unreachable for now (e.g. Redis down); retry later */
 };
 
-const char *store_strerror(int err);
+ZW_PUBLIC const char *store_strerror(int err);
 
 struct store_methods;
 
@@ -141,14 +147,14 @@ struct store_config {
 
 /* Opens the backend named by cfg->backend. On failure returns NULL and writes a
  * one-line reason into err. */
-struct store *store_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_open(const struct store_config *cfg, char *err, size_t err_len);
 
 /* Backend constructors, for programs that pick one themselves. */
-struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t err_len);
-struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_t err_len);
-struct store *store_redis_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_redis_open(const struct store_config *cfg, char *err, size_t err_len);
 
-void store_token_clear(struct store_token *t);
+ZW_PUBLIC void store_token_clear(struct store_token *t);
 
 /* Call wrappers, so callers never write s->methods->fn(s, ...) by hand. */
 static inline void store_close(struct store *s) { if (s) s->methods->close(s); }
