@@ -33,8 +33,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "log.h"
 #include "store.h"
+#include "store_log.h"
 
 #define MAX_KEY 511                          /* LMDB's compiled-in MDB_MAXKEYSIZE */
 #define INITIAL_MAP_SIZE ((size_t)64 << 20)  /* doubled on MDB_MAP_FULL */
@@ -141,6 +141,7 @@ struct lmdb_store {
     MDB_env *env;
     MDB_dbi docs, chunks, keys, tokens, tokusers, tokexp, meta;
     bool nosync;
+    struct store_log log;
     /* Small appends join the last chunk while it stays within this size: one page
      * less LMDB's 16-byte page header, so a full chunk fills one overflow page
      * exactly (4096 would spill into a second page and waste half the space). */
@@ -169,15 +170,15 @@ static uint64_t mono_ns(void)
 }
 
 /* Maps an LMDB/errno code to a store code, logging backend failures. */
-static int store_err(const char *what, int rc)
+static int store_err(struct lmdb_store *ls, const char *what, int rc)
 {
     if (rc == 0) return STORE_OK;
     if (rc == ENOMEM) return STORE_ENOMEM;
     if (rc == MDB_READERS_FULL) {
-        log_warn("lmdb: %s: %s (raise max readers)", what, mdb_strerror(rc));
+        store_log_warn(&ls->log, "lmdb: %s: %s (raise max readers)", what, mdb_strerror(rc));
         return STORE_EUNAVAILABLE;
     }
-    log_error("lmdb: %s: %s", what, mdb_strerror(rc));
+    store_log_error(&ls->log, "lmdb: %s: %s", what, mdb_strerror(rc));
     return STORE_EIO;
 }
 
@@ -197,14 +198,15 @@ static int remap(struct lmdb_store *ls, bool grow)
     if (rc == 0) mdb_env_info(ls->env, &info);
     pthread_rwlock_unlock(&ls->map_lock);
     if (rc) {
-        log_error("lmdb: growing the map to %zu bytes failed: %s", size, mdb_strerror(rc));
+        store_log_error(&ls->log, "lmdb: growing the map to %zu bytes failed: %s", size,
+                        mdb_strerror(rc));
         return rc;
     }
     pthread_mutex_lock(&ls->stats_lock);
     if (grow) ls->stats.map_resizes++;
     ls->stats.map_size = info.me_mapsize;
     pthread_mutex_unlock(&ls->stats_lock);
-    log_info("lmdb: map is now %zu MiB", info.me_mapsize >> 20);
+    store_log_info(&ls->log, "lmdb: map is now %zu MiB", info.me_mapsize >> 20);
     return 0;
 }
 
@@ -217,7 +219,7 @@ static int read_begin(struct lmdb_store *ls, MDB_txn **txn)
         pthread_rwlock_unlock(&ls->map_lock);
         /* Only if another process grew the map: adopt its size and retry. */
         if (rc == MDB_MAP_RESIZED && remap(ls, false) == 0) continue;
-        return store_err("read transaction", rc);
+        return store_err(ls, "read transaction", rc);
     }
 }
 
@@ -236,7 +238,8 @@ static int header_get(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
     int rc = mdb_get(txn, ls->docs, &k, &v);
     if (rc) return rc;
     if (header_decode(&v, h)) {
-        log_error("lmdb: document header of %zu bytes (want %d)", v.mv_size, HEADER_SIZE);
+        store_log_error(&ls->log, "lmdb: document header of %zu bytes (want %d)", v.mv_size,
+                        HEADER_SIZE);
         return MDB_CORRUPTED;
     }
     return 0;
@@ -429,8 +432,9 @@ static int exec_append(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64
             MDB_val k = {16, kb}, v;
             rc = mdb_get(txn, ls->chunks, &k, &v);
             if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size != last_len)) {
-                log_error("lmdb: last chunk of document %llu is missing or of the wrong size",
-                          (unsigned long long)h.num);
+                store_log_error(&ls->log,
+                                "lmdb: last chunk of document %llu is missing or of the wrong size",
+                                (unsigned long long)h.num);
                 return MDB_CORRUPTED;
             }
             if (rc) return rc;
@@ -716,7 +720,7 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
         }
         break;
     }
-    log_error("lmdb: commit of %zu operation(s) failed: %s", n, mdb_strerror(rc));
+    store_log_error(&ls->log, "lmdb: commit of %zu operation(s) failed: %s", n, mdb_strerror(rc));
     struct op *op = first;
     for (size_t i = 0; i < n; i++, op = op->next) op->rc = STORE_EIO;
     pthread_mutex_lock(&ls->stats_lock);
@@ -835,7 +839,7 @@ static int lmdb_ping(struct store *s)
     MDB_val k = {6, "format"}, v;
     int mrc = mdb_get(txn, ls->meta, &k, &v);
     read_end(ls, txn);
-    return store_err("ping", mrc);
+    return store_err(ls, "ping", mrc);
 }
 
 static int lmdb_doc_create(struct store *s, const char *id, size_t id_len,
@@ -857,7 +861,7 @@ static int lmdb_doc_length(struct store *s, const char *id, size_t id_len, uint6
     int mrc = header_get(ls, txn, id, id_len, &h);
     read_end(ls, txn);
     if (mrc == MDB_NOTFOUND) return STORE_ENOTFOUND;
-    if (mrc) return store_err("doc_length", mrc);
+    if (mrc) return store_err(ls, "doc_length", mrc);
     *len = h.length;
     maybe_touch(ls, id, id_len, h.last_access);
     return STORE_OK;
@@ -895,9 +899,9 @@ static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_
     mdb_cursor_close(c);
     if (rc && rc != MDB_NOTFOUND) return rc;
     if (done != n) {
-        log_error("lmdb: document %llu: chunks do not cover bytes %llu..%llu",
-                  (unsigned long long)num, (unsigned long long)(offset + done),
-                  (unsigned long long)(offset + n));
+        store_log_error(&ls->log, "lmdb: document %llu: chunks do not cover bytes %llu..%llu",
+                        (unsigned long long)num, (unsigned long long)(offset + done),
+                        (unsigned long long)(offset + n));
         return MDB_CORRUPTED;
     }
     return 0;
@@ -933,7 +937,7 @@ static int lmdb_doc_read(struct store *s, const char *id, size_t id_len, uint64_
     maybe_touch(ls, id, id_len, h.last_access);
     return STORE_OK;
 fail_mdb:
-    rc = store_err("doc_read", mrc);
+    rc = store_err(ls, "doc_read", mrc);
 fail:
     read_end(ls, txn);
     free(buf);
@@ -1024,7 +1028,7 @@ static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_k
     free(buf);
     return STORE_OK;
 fail_mdb:
-    rc = store_err("keys_get", mrc);
+    rc = store_err(ls, "keys_get", mrc);
 fail:
     if (c) mdb_cursor_close(c);
     read_end(ls, txn);
@@ -1066,7 +1070,7 @@ static int lmdb_token_get(struct store *s, const char *token, size_t token_len,
     int mrc = mdb_get(txn, ls->tokens, &k, &v);
     if (mrc == MDB_NOTFOUND) { rc = STORE_ENOTFOUND; goto done; }
     if (mrc == 0 && token_decode(&v, &r)) mrc = MDB_CORRUPTED;
-    if (mrc) { rc = store_err("token_get", mrc); goto done; }
+    if (mrc) { rc = store_err(ls, "token_get", mrc); goto done; }
     if (r.expires <= (int64_t)time(NULL)) { rc = STORE_ENOTFOUND; goto done; }
     memset(out, 0, sizeof *out);
     out->doc_id = dup_bytes(r.doc, r.doc_len);
@@ -1111,7 +1115,7 @@ static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
         int mrc = mdb_cursor_open(txn, ls->docs, &c);
         if (mrc) {
             read_end(ls, txn);
-            rc = store_err("sweep", mrc);
+            rc = store_err(ls, "sweep", mrc);
             break;
         }
         MDB_val k = {last_len, last}, v;
@@ -1138,7 +1142,7 @@ static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
         mdb_cursor_close(c);
         read_end(ls, txn);
         if (mrc == MDB_NOTFOUND) at_end = true;
-        else if (mrc) rc = store_err("sweep", mrc);
+        else if (mrc) rc = store_err(ls, "sweep", mrc);
         if (n && rc == STORE_OK) {
             struct op op = {.kind = OP_SWEEP_DOCS, .cutoff = cutoff, .cand = cand,
                             .n_cand = n};
@@ -1251,7 +1255,7 @@ static int open_dbs(struct lmdb_store *ls)
         v.mv_data = buf;
         rc = mdb_put(txn, ls->meta, &k, &v, 0);
     } else if (rc == 0 && (v.mv_size != 4 || get_u32(v.mv_data) != FORMAT_VERSION)) {
-        log_error("lmdb: unknown data format (want version %u)", FORMAT_VERSION);
+        store_log_error(&ls->log, "lmdb: unknown data format (want version %u)", FORMAT_VERSION);
         rc = MDB_INCOMPATIBLE;
     }
     if (rc) goto fail;
@@ -1283,6 +1287,7 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
 
     ls->base.methods = &lmdb_methods;
     ls->nosync = cfg->nosync != 0;
+    ls->log = cfg->log;
     unsigned max_readers = cfg->max_readers ? (unsigned)cfg->max_readers : DEFAULT_MAX_READERS;
     what = "opening the environment";
     rc = mdb_env_create(&ls->env);
@@ -1332,8 +1337,8 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     what = "starting the committer";
     rc = pthread_create(&ls->committer, NULL, committer_main, ls);
     if (rc) goto fail;
-    log_info("lmdb: opened %s (map %zu MiB, %u readers%s)", path, info.me_mapsize >> 20,
-             max_readers, ls->nosync ? ", NOSYNC" : "");
+    store_log_info(&ls->log, "lmdb: opened %s (map %zu MiB, %u readers%s)", path,
+                   info.me_mapsize >> 20, max_readers, ls->nosync ? ", NOSYNC" : "");
     free(path);
     return &ls->base;
 

@@ -19,7 +19,7 @@
  *   the same reason.
  */
 #include "store.h"
-#include "log.h"
+#include "store_log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -141,6 +141,7 @@ static const char *const SQL[ST_COUNT] = {
 struct sq_conn {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
+    const struct store_log *log; /* the store's */
 };
 
 enum op_kind {
@@ -189,6 +190,7 @@ struct sq_store {
     struct store base;
     char *path;
     bool nosync;
+    struct store_log log;
 
     /* Readers. */
     pthread_mutex_t rlock;
@@ -237,9 +239,11 @@ static int sq_err(int rc)
     }
 }
 
-static int sq_fail(sqlite3 *db, int rc, const char *what)
+static int sq_fail(struct sq_conn *c, int rc, const char *what)
 {
-    log_error("sqlite: %s: %s (%d)", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
+    sqlite3 *db = c->db;
+    store_log_error(c->log, "sqlite: %s: %s (%d)", what,
+                    db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
     return sq_err(rc);
 }
 
@@ -257,7 +261,7 @@ static sqlite3_stmt *stmt(struct sq_conn *c, int which)
         int rc = sqlite3_prepare_v3(c->db, SQL[which], -1, SQLITE_PREPARE_PERSISTENT,
                                     &c->st[which], NULL);
         if (rc != SQLITE_OK) {
-            sq_fail(c->db, rc, SQL[which]);
+            sq_fail(c, rc, SQL[which]);
             c->st[which] = NULL;
         }
     }
@@ -335,6 +339,7 @@ static int conn_open(struct sq_store *st, struct sq_conn *c, bool writer, char *
                      size_t err_len)
 {
     memset(c, 0, sizeof *c);
+    c->log = &st->log;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(st->path, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
@@ -389,7 +394,7 @@ static int op_create(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_clear_bindings(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "create document");
+        return sq_fail(c, rc, "create document");
     }
     return sqlite3_changes(c->db) ? STORE_OK : STORE_EEXISTS;
 fail:
@@ -413,7 +418,7 @@ static int doc_len(struct sq_conn *c, const char *id, size_t id_len, uint64_t *l
     } else if (rc == SQLITE_DONE) {
         out = 0;
     } else {
-        out = sq_fail(c->db, rc, "document length");
+        out = sq_fail(c, rc, "document length");
     }
     sqlite3_reset(s);
     return out;
@@ -440,7 +445,7 @@ static int op_append(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "append");
+        rc = sq_fail(c, src, "append");
         goto fail;
     }
     op->new_len = cur + op->len;
@@ -460,7 +465,7 @@ static int op_touch(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "touch");
+        return sq_fail(c, rc, "touch");
     }
     return STORE_OK;
 fail:
@@ -476,7 +481,7 @@ static int delete_keys(struct sq_conn *c, const char *id, size_t id_len)
     bind_text(s, 1, id, id_len);
     int rc = step(s);
     sqlite3_reset(s);
-    return rc == SQLITE_DONE ? STORE_OK : sq_fail(c->db, rc, "delete keys");
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(c, rc, "delete keys");
 }
 
 static int op_delete(struct sq_conn *c, struct sq_op *op, bool *hard)
@@ -488,7 +493,7 @@ static int op_delete(struct sq_conn *c, struct sq_op *op, bool *hard)
     int src = step(s);
     sqlite3_reset(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "delete document");
+        rc = sq_fail(c, src, "delete document");
         goto fail;
     }
     bool found = sqlite3_changes(c->db) > 0;
@@ -511,7 +516,7 @@ static int op_key_set(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_int64 version = exists ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "key get");
+        rc = sq_fail(c, src, "key get");
         goto fail;
     }
     if (exists ? version != (sqlite3_int64)op->old_version : op->old_version != 0)
@@ -527,7 +532,7 @@ static int op_key_set(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "key set");
+        rc = sq_fail(c, src, "key set");
         goto fail;
     }
     return STORE_OK;
@@ -548,7 +553,7 @@ static int op_token_add(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_int64 exp = exists ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "token lookup");
+        rc = sq_fail(c, src, "token lookup");
         goto fail;
     }
     if (exists && exp > op->now) return STORE_EEXISTS;
@@ -559,7 +564,7 @@ static int op_token_add(struct sq_conn *c, struct sq_op *op, bool *hard)
         src = step(s);
         sqlite3_reset(s);
         if (src != SQLITE_DONE) {
-            rc = sq_fail(c->db, src, "token replace");
+            rc = sq_fail(c, src, "token replace");
             goto fail;
         }
     }
@@ -574,7 +579,7 @@ static int op_token_add(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "token add");
+        rc = sq_fail(c, src, "token add");
         goto fail;
     }
     return STORE_OK;
@@ -593,7 +598,7 @@ static int op_user_update(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "update user");
+        return sq_fail(c, rc, "update user");
     }
     return STORE_OK;
 fail:
@@ -615,7 +620,7 @@ static int op_expire_docs(struct sq_conn *c, struct sq_op *op, bool *hard)
         int src = step(s);
         sqlite3_reset(s);
         if (src != SQLITE_DONE) {
-            rc = sq_fail(c->db, src, "expire document");
+            rc = sq_fail(c, src, "expire document");
             goto fail;
         }
         if (sqlite3_changes(c->db) == 0) continue;
@@ -638,7 +643,7 @@ static int op_expire_tokens(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "expire tokens");
+        return sq_fail(c, rc, "expire tokens");
     }
     op->count = (uint64_t)sqlite3_changes(c->db);
     return STORE_OK;
@@ -682,7 +687,7 @@ static bool run_txn(struct sq_store *st, struct sq_op *first, struct sq_op *end,
         busy_backoff(attempt);
     }
     if (rc != SQLITE_OK) {
-        err = sq_fail(c->db, rc, "begin");
+        err = sq_fail(c, rc, "begin");
         goto fail;
     }
     for (struct sq_op *op = first; op != end; op = op->next) {
@@ -700,7 +705,7 @@ static bool run_txn(struct sq_store *st, struct sq_op *first, struct sq_op *end,
         busy_backoff(attempt);
     }
     if (rc != SQLITE_OK) {
-        err = sq_fail(c->db, rc, "commit");
+        err = sq_fail(c, rc, "commit");
         goto fail;
     }
     return true;
@@ -755,7 +760,7 @@ static void *committer_main(void *arg)
             int rc = sqlite3_wal_checkpoint_v2(st->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE,
                                                NULL, NULL);
             if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
-                sq_fail(st->writer.db, rc, "checkpoint");
+                sq_fail(&st->writer, rc, "checkpoint");
             st->wal_frames = 0;
             pthread_mutex_lock(&st->qlock);
         }
@@ -839,7 +844,7 @@ static int sq_ping(struct store *s)
     sqlite3_stmt *q = stmt(c, ST_PING);
     if (q) {
         int rc = step(q);
-        out = rc == SQLITE_ROW ? STORE_OK : sq_fail(c->db, rc, "ping");
+        out = rc == SQLITE_ROW ? STORE_OK : sq_fail(c, rc, "ping");
         sqlite3_reset(q);
     }
     reader_put(st, c);
@@ -916,7 +921,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
 
     /* One read transaction, so that the length and the bytes are one snapshot. */
     if ((rc = exec_stmt(c, ST_BEGIN)) != SQLITE_OK) {
-        out = sq_fail(c->db, rc, "begin read");
+        out = sq_fail(c, rc, "begin read");
         goto done;
     }
     in_txn = true;
@@ -938,7 +943,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
         goto done;
     }
     if (rc != SQLITE_ROW) {
-        out = sq_fail(c->db, rc, "read document");
+        out = sq_fail(c, rc, "read document");
         goto done;
     }
     uint64_t doclen = n > 0 ? (uint64_t)n : 0;
@@ -956,7 +961,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     /* Incremental blob I/O copies out only [offset, end), not the whole document. */
     rc = sqlite3_blob_open(c->db, "main", "ZwibblerDocs", "data", rowid, 0, &blob);
     if (rc != SQLITE_OK) {
-        out = sq_fail(c->db, rc, "open document blob");
+        out = sq_fail(c, rc, "open document blob");
         goto done;
     }
     buf = malloc((size_t)want);
@@ -966,7 +971,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     }
     rc = sqlite3_blob_read(blob, buf, (int)want, (int)offset);
     if (rc != SQLITE_OK) {
-        out = sq_fail(c->db, rc, "read document blob");
+        out = sq_fail(c, rc, "read document blob");
         goto done;
     }
     *data = buf;
@@ -1031,7 +1036,7 @@ static int sq_keys_get(struct store *s, const char *id, size_t id_len, store_key
                value ? value : (const uint8_t *)"", value_len, version))
             break;
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) out = sq_fail(c->db, rc, "list keys");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) out = sq_fail(c, rc, "list keys");
     sqlite3_reset(q);
 done:
     reader_put(st, c);
@@ -1088,7 +1093,7 @@ static int sq_token_get(struct store *s, const char *token, size_t token_len,
     } else if (rc == SQLITE_DONE) {
         ret = STORE_ENOTFOUND;
     } else {
-        ret = sq_fail(c->db, rc, "token get");
+        ret = sq_fail(c, rc, "token get");
     }
     sqlite3_reset(q);
 done:
@@ -1143,7 +1148,7 @@ static int sq_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
             }
             sqlite3_reset(q);
         }
-        if (rc != SQLITE_DONE) out = sq_fail(c->db, rc, "list idle documents");
+        if (rc != SQLITE_DONE) out = sq_fail(c, rc, "list idle documents");
         reader_put(st, c);
         for (size_t i = 0; out == STORE_OK && i < n; i += SWEEP_CHUNK) {
             struct sq_op op = {.kind = OP_EXPIRE_DOCS, .ids = ids + i, .id_lens = lens + i,
@@ -1213,6 +1218,7 @@ struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_
     }
     st->base.methods = &sq_methods;
     st->nosync = cfg->nosync != 0;
+    st->log = cfg->log;
     pthread_mutex_init(&st->rlock, NULL);
     pthread_cond_init(&st->rcond, NULL);
     pthread_mutex_init(&st->qlock, NULL);
