@@ -18,7 +18,7 @@ OPT_tsan := -O1 -g -fsanitize=thread
 OPT := $(OPT_$(VARIANT))
 # Every room's folder is on the include path, so a file names a header by its module
 # name ("hub.h"), and the folder tree alone says where a module lives.
-ROOMS := protocol storage storage/lmdb storage/sqlite storage/redis \
+ROOMS := util protocol storage storage/lmdb storage/sqlite storage/redis \
          server/core server/http server/auth server/cluster server/app
 BIN_ROOMS := server/cmd server/loadtest
 INCLUDES := $(ROOMS:%=-I%) -I$(CW)/include

@@ -33,6 +33,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bytes.h"
+#include "mono.h"
 #include "store.h"
 #include "store_log.h"
 
@@ -52,26 +54,6 @@
 
 /* ---- encoding ---------------------------------------------------------------- */
 
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
-    return v;
-}
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-
 /* Signed seconds to an unsigned key that sorts in numeric order. */
 static uint64_t time_key(int64_t t) { return (uint64_t)t ^ ((uint64_t)1 << 63); }
 
@@ -84,19 +66,19 @@ struct doc_header {
 
 static void header_encode(uint8_t *p, const struct doc_header *h)
 {
-    put_u64(p, h->num);
-    put_u64(p + 8, h->length);
-    put_u64(p + 16, h->last_chunk);
-    put_u64(p + 24, (uint64_t)h->last_access);
+    be_put64(p, h->num);
+    be_put64(p + 8, h->length);
+    be_put64(p + 16, h->last_chunk);
+    be_put64(p + 24, (uint64_t)h->last_access);
 }
 static int header_decode(const MDB_val *v, struct doc_header *h)
 {
     if (v->mv_size != HEADER_SIZE) return -1;
     const uint8_t *p = v->mv_data;
-    h->num = get_u64(p);
-    h->length = get_u64(p + 8);
-    h->last_chunk = get_u64(p + 16);
-    h->last_access = (int64_t)get_u64(p + 24);
+    h->num = be_get64(p);
+    h->length = be_get64(p + 8);
+    h->last_chunk = be_get64(p + 16);
+    h->last_access = (int64_t)be_get64(p + 24);
     return 0;
 }
 
@@ -161,13 +143,6 @@ struct lmdb_store {
 };
 
 static const struct store_methods lmdb_methods;
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Maps an LMDB/errno code to a store code, logging backend failures. */
 static int store_err(struct lmdb_store *ls, const char *what, int rc)
@@ -258,8 +233,8 @@ static int chunk_put(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_t
                      const void *data, size_t len)
 {
     uint8_t kb[16];
-    put_u64(kb, num);
-    put_u64(kb + 8, off);
+    be_put64(kb, num);
+    be_put64(kb + 8, off);
     MDB_val k = {16, kb}, v = {len, (void *)data};
     return mdb_put(txn, ls->chunks, &k, &v, 0);
 }
@@ -289,7 +264,7 @@ done:
 /* Key-record prefix for a document: id_len u16, id. Returns its length. */
 static size_t keys_prefix(uint8_t *buf, const char *id, size_t id_len)
 {
-    put_u16(buf, (uint16_t)id_len);
+    be_put16(buf, (uint16_t)id_len);
     memcpy(buf + 2, id, id_len);
     return 2 + id_len;
 }
@@ -301,7 +276,7 @@ static int delete_doc(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
     int rc;
     if (h) {
         uint8_t num[8];
-        put_u64(num, h->num);
+        be_put64(num, h->num);
         rc = delete_prefix(txn, ls->chunks, num, 8);
         if (rc) return rc;
         MDB_val k = {id_len, (void *)id};
@@ -321,9 +296,9 @@ static int next_doc_number(struct lmdb_store *ls, MDB_txn *txn, uint64_t *num)
     if (rc == MDB_NOTFOUND) *num = 1;
     else if (rc) return rc;
     else if (v.mv_size != 8) return MDB_CORRUPTED;
-    else *num = get_u64(v.mv_data);
+    else *num = be_get64(v.mv_data);
     uint8_t buf[8];
-    put_u64(buf, *num + 1);
+    be_put64(buf, *num + 1);
     v.mv_size = 8;
     v.mv_data = buf;
     return mdb_put(txn, ls->meta, &k, &v, 0);
@@ -343,10 +318,10 @@ static int token_decode(const MDB_val *v, struct token_rec *r)
 {
     const uint8_t *p = v->mv_data;
     if (v->mv_size < TOKEN_FIXED) return -1;
-    r->expires = (int64_t)get_u64(p);
+    r->expires = (int64_t)be_get64(p);
     r->perms = (const char *)p + 8;
-    r->user_len = get_u32(p + 16);
-    r->doc_len = get_u32(p + 20);
+    r->user_len = be_get32(p + 16);
+    r->doc_len = be_get32(p + 20);
     if ((uint64_t)TOKEN_FIXED + r->user_len + r->doc_len != v->mv_size) return -1;
     r->user = (const char *)p + TOKEN_FIXED;
     r->doc = r->user + r->user_len;
@@ -356,7 +331,7 @@ static int token_decode(const MDB_val *v, struct token_rec *r)
 static size_t user_index_key(uint8_t *buf, const char *user, size_t user_len,
                              const char *token, size_t token_len)
 {
-    put_u16(buf, (uint16_t)user_len);
+    be_put16(buf, (uint16_t)user_len);
     memcpy(buf + 2, user, user_len);
     memcpy(buf + 2 + user_len, token, token_len);
     return 2 + user_len + token_len;
@@ -364,7 +339,7 @@ static size_t user_index_key(uint8_t *buf, const char *user, size_t user_len,
 
 static size_t expiry_key(uint8_t *buf, int64_t expires, const char *token, size_t token_len)
 {
-    put_u64(buf, time_key(expires));
+    be_put64(buf, time_key(expires));
     memcpy(buf + 8, token, token_len);
     return 8 + token_len;
 }
@@ -427,8 +402,8 @@ static int exec_append(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64
             /* Small append: rewrite the small last chunk with it, so a stream of tiny
              * appends makes ~4 KB records, each write costing at most ~4 KB. */
             uint8_t buf[CHUNK_BUF_MAX], kb[16];
-            put_u64(kb, h.num);
-            put_u64(kb + 8, h.last_chunk);
+            be_put64(kb, h.num);
+            be_put64(kb + 8, h.last_chunk);
             MDB_val k = {16, kb}, v;
             rc = mdb_get(txn, ls->chunks, &k, &v);
             if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size != last_len)) {
@@ -479,7 +454,7 @@ static int exec_key_set(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     int rc = mdb_get(txn, ls->keys, &k, &v);
     if (rc == 0) {
         if (v.mv_size < 4) return MDB_CORRUPTED;
-        if (get_u32(v.mv_data) != op->expected) { op->rc = STORE_EMISMATCH; return 0; }
+        if (be_get32(v.mv_data) != op->expected) { op->rc = STORE_EMISMATCH; return 0; }
     } else if (rc == MDB_NOTFOUND) {
         if (op->expected != 0) { op->rc = STORE_EMISMATCH; return 0; }
     } else {
@@ -488,7 +463,7 @@ static int exec_key_set(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     v.mv_size = 4 + op->len;
     rc = mdb_put(txn, ls->keys, &k, &v, MDB_RESERVE);
     if (rc) return rc;
-    put_u32(v.mv_data, op->new_version);
+    be_put32(v.mv_data, op->new_version);
     if (op->len) memcpy((uint8_t *)v.mv_data + 4, op->data, op->len);
     op->rc = STORE_OK;
     return 0;
@@ -514,11 +489,11 @@ static int exec_token_add(struct lmdb_store *ls, MDB_txn *txn, struct op *op, in
     rc = mdb_put(txn, ls->tokens, &k, &v, MDB_RESERVE);
     if (rc) return rc;
     uint8_t *p = v.mv_data;
-    put_u64(p, (uint64_t)t->expires);
+    be_put64(p, (uint64_t)t->expires);
     memset(p + 8, 0, 8);
     memcpy(p + 8, t->permissions, strnlen(t->permissions, 7));
-    put_u32(p + 16, (uint32_t)user_len);
-    put_u32(p + 20, (uint32_t)t->doc_id_len);
+    be_put32(p + 16, (uint32_t)user_len);
+    be_put32(p + 20, (uint32_t)t->doc_id_len);
     memcpy(p + TOKEN_FIXED, user, user_len);
     if (t->doc_id_len) memcpy(p + TOKEN_FIXED + user_len, t->doc_id, t->doc_id_len);
 
@@ -538,7 +513,7 @@ static int exec_user_update(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
 {
     uint8_t prefix[MAX_KEY];
     size_t plen = 2 + op->id_len;
-    put_u16(prefix, (uint16_t)op->id_len);
+    be_put16(prefix, (uint16_t)op->id_len);
     memcpy(prefix + 2, op->id, op->id_len);
     char perms[8] = {0};
     memcpy(perms, op->perms, strnlen(op->perms, 7));
@@ -618,12 +593,12 @@ static int exec_sweep_tokens(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     op->more = false;
     uint64_t limit = time_key(op->now);
     while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
-        if (k.mv_size < 8 || get_u64(k.mv_data) > limit) break; /* expired iff <= now */
+        if (k.mv_size < 8 || be_get64(k.mv_data) > limit) break; /* expired iff <= now */
         if (n == SWEEP_TOKENS_PER_TXN) { op->more = true; break; }
         char token[MAX_KEY];
         size_t token_len = k.mv_size - 8;
         memcpy(token, (uint8_t *)k.mv_data + 8, token_len);
-        int64_t expires = (int64_t)(get_u64(k.mv_data) ^ ((uint64_t)1 << 63));
+        int64_t expires = (int64_t)(be_get64(k.mv_data) ^ ((uint64_t)1 << 63));
         rc = mdb_cursor_del(c, 0);
         if (rc) goto done;
         MDB_val tk = {token_len, token}, tv;
@@ -730,9 +705,7 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
 
 static bool timespec_passed(const struct timespec *t)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+    return mono_ns() >= (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
 }
 
 /* Worth a commit now: someone waits, we are closing, or touches are due. */
@@ -818,9 +791,7 @@ static void maybe_touch(struct lmdb_store *ls, const char *id, size_t id_len, in
     ls->q_tail = op;
     ls->q_len++;
     if (ls->q_touches++ == 0) {
-        uint64_t dl = mono_ns() + TOUCH_FLUSH_NS;
-        ls->touch_deadline.tv_sec = (time_t)(dl / 1000000000u);
-        ls->touch_deadline.tv_nsec = (long)(dl % 1000000000u);
+        ls->touch_deadline = mono_timespec(mono_ns() + TOUCH_FLUSH_NS);
         pthread_cond_signal(&ls->q_cond); /* switch the committer to a timed wait */
     } else if (ls->q_len >= TOUCH_QUEUE_MAX) {
         pthread_cond_signal(&ls->q_cond);
@@ -876,8 +847,8 @@ static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_
     int rc = mdb_cursor_open(txn, ls->chunks, &c);
     if (rc) return rc;
     uint8_t kb[16];
-    put_u64(kb, num);
-    put_u64(kb + 8, offset);
+    be_put64(kb, num);
+    be_put64(kb + 8, offset);
     MDB_val k = {16, kb}, v;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     /* Unless a chunk starts exactly at offset, the one holding it is the previous. */
@@ -886,8 +857,8 @@ static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_
         rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
     size_t done = 0;
     while (rc == 0 && done < n) {
-        if (k.mv_size != 16 || get_u64(k.mv_data) != num) break;
-        uint64_t start = get_u64((uint8_t *)k.mv_data + 8);
+        if (k.mv_size != 16 || be_get64(k.mv_data) != num) break;
+        uint64_t start = be_get64((uint8_t *)k.mv_data + 8);
         uint64_t pos = offset + done;
         if (start > pos || pos - start >= v.mv_size) break; /* a hole */
         size_t take = v.mv_size - (size_t)(pos - start);
@@ -1008,8 +979,8 @@ static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_k
             cap = ncap;
         }
         uint8_t *p = buf + used;
-        put_u32(p, (uint32_t)name_len);
-        put_u32(p + 4, (uint32_t)value_len);
+        be_put32(p, (uint32_t)name_len);
+        be_put32(p + 4, (uint32_t)value_len);
         memcpy(p + 8, v.mv_data, 4);
         memcpy(p + 12, (uint8_t *)k.mv_data + plen, name_len);
         memcpy(p + 12 + name_len, (uint8_t *)v.mv_data + 4, value_len);
@@ -1020,9 +991,9 @@ static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_k
     read_end(ls, txn);
     for (size_t off = 0; off < used;) {
         const uint8_t *p = buf + off;
-        size_t name_len = get_u32(p), value_len = get_u32(p + 4);
+        size_t name_len = be_get32(p), value_len = be_get32(p + 4);
         const uint8_t *name = p + 12;
-        if (fn(arg, name, name_len, name + name_len, value_len, get_u32(p + 8))) break;
+        if (fn(arg, name, name_len, name + name_len, value_len, be_get32(p + 8))) break;
         off += 12 + name_len + value_len;
     }
     free(buf);
@@ -1250,11 +1221,11 @@ static int open_dbs(struct lmdb_store *ls)
     rc = mdb_get(txn, ls->meta, &k, &v);
     if (rc == MDB_NOTFOUND) {
         uint8_t buf[4];
-        put_u32(buf, FORMAT_VERSION);
+        be_put32(buf, FORMAT_VERSION);
         v.mv_size = 4;
         v.mv_data = buf;
         rc = mdb_put(txn, ls->meta, &k, &v, 0);
-    } else if (rc == 0 && (v.mv_size != 4 || get_u32(v.mv_data) != FORMAT_VERSION)) {
+    } else if (rc == 0 && (v.mv_size != 4 || be_get32(v.mv_data) != FORMAT_VERSION)) {
         store_log_error(&ls->log, "lmdb: unknown data format (want version %u)", FORMAT_VERSION);
         rc = MDB_INCOMPATIBLE;
     }

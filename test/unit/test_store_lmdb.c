@@ -22,6 +22,7 @@
 #include <lmdb.h>
 
 #include "lmdb_store.h"
+#include "mono.h"
 #include "store.h"
 #include "store_conformance.h"
 
@@ -88,12 +89,7 @@ static void lmdb_reset_ctx(void *p)
 
 static struct lctx ctx_nosync, ctx_sync;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static double now_s(void) { return (double)mono_ns() / 1e9; }
 
 /* Document contents are a function of the offset, with a prime period so that chunk
  * boundaries never line up with it; fill and compare go by memcpy/memcmp (fast also
