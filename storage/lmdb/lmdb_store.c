@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "bytes.h"
+#include "commit_queue.h"
 #include "mono.h"
 #include "store.h"
 #include "store_log.h"
@@ -93,10 +94,8 @@ enum op_kind {
  * valid while the caller waits); touches are detached, heap-allocated, freed by the
  * committer. */
 struct op {
-    struct op *next;
+    struct commit_queue_item item; /* first: the queue's items are ops */
     enum op_kind kind;
-    bool detached;
-    bool done;
     const char *id; /* document id, token or user id */
     size_t id_len;
     const uint8_t *name;
@@ -115,8 +114,9 @@ struct op {
     int rc;
     uint64_t out;
     bool more;
-    pthread_cond_t cond;
 };
+
+static struct op *next_op(struct op *op) { return (struct op *)op->item.next; }
 
 struct lmdb_store {
     struct store base;
@@ -130,13 +130,7 @@ struct lmdb_store {
     size_t merge_max;
     pthread_rwlock_t map_lock;
 
-    pthread_mutex_t q_lock;
-    pthread_cond_t q_cond; /* the committer waits here (CLOCK_MONOTONIC) */
-    struct op *q_head, *q_tail;
-    size_t q_len, q_waiting, q_touches;
-    struct timespec touch_deadline;
-    bool stopping;
-    pthread_t committer;
+    struct commit_queue queue; /* to the committer thread */
 
     pthread_mutex_t stats_lock;
     struct store_lmdb_stats stats;
@@ -674,7 +668,7 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
         if (rc == 0) {
             int64_t now = time(NULL);
             struct op *op = first;
-            for (size_t i = 0; i < n && rc == 0; i++, op = op->next)
+            for (size_t i = 0; i < n && rc == 0; i++, op = next_op(op))
                 rc = exec_op(ls, txn, op, now);
             if (rc == 0) rc = mdb_txn_commit(txn); /* frees txn, also on failure */
             else mdb_txn_abort(txn);
@@ -688,7 +682,7 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
         if (rc == MDB_MAP_RESIZED && remap(ls, false) == 0) continue;
         if (rc == MDB_TXN_FULL && n > 1) {
             struct op *second = first;
-            for (size_t i = 0; i < n / 2; i++) second = second->next;
+            for (size_t i = 0; i < n / 2; i++) second = next_op(second);
             run_batch(ls, first, n / 2);
             run_batch(ls, second, n - n / 2);
             return;
@@ -697,78 +691,28 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
     }
     store_log_error(&ls->log, "lmdb: commit of %zu operation(s) failed: %s", n, mdb_strerror(rc));
     struct op *op = first;
-    for (size_t i = 0; i < n; i++, op = op->next) op->rc = STORE_EIO;
+    for (size_t i = 0; i < n; i++, op = next_op(op)) op->rc = STORE_EIO;
     pthread_mutex_lock(&ls->stats_lock);
     ls->stats.failed_commits++;
     pthread_mutex_unlock(&ls->stats_lock);
 }
 
-static bool timespec_passed(const struct timespec *t)
+static void commit_batch(void *arg, struct commit_queue_item *first, size_t n)
 {
-    return mono_ns() >= (uint64_t)t->tv_sec * 1000000000u + (uint64_t)t->tv_nsec;
+    run_batch(arg, (struct op *)first, n);
 }
 
-/* Worth a commit now: someone waits, we are closing, or touches are due. */
-static bool batch_due(struct lmdb_store *ls)
+static void free_touch(void *arg, struct commit_queue_item *item)
 {
-    if (!ls->q_head) return false;
-    return ls->q_waiting > 0 || ls->stopping || ls->q_len >= TOUCH_QUEUE_MAX ||
-           timespec_passed(&ls->touch_deadline);
-}
-
-static void *committer_main(void *arg)
-{
-    struct lmdb_store *ls = arg;
-    pthread_mutex_lock(&ls->q_lock);
-    for (;;) {
-        while (!batch_due(ls)) {
-            if (!ls->q_head && ls->stopping) goto out;
-            if (ls->q_head) pthread_cond_timedwait(&ls->q_cond, &ls->q_lock, &ls->touch_deadline);
-            else pthread_cond_wait(&ls->q_cond, &ls->q_lock);
-        }
-        struct op *batch = ls->q_head;
-        size_t n = ls->q_len;
-        ls->q_head = ls->q_tail = NULL;
-        ls->q_len = ls->q_waiting = ls->q_touches = 0;
-        pthread_mutex_unlock(&ls->q_lock);
-
-        run_batch(ls, batch, n);
-
-        pthread_mutex_lock(&ls->q_lock);
-        while (batch) {
-            struct op *next = batch->next; /* a woken caller's op vanishes with its stack */
-            if (batch->detached) {
-                free(batch);
-            } else {
-                batch->done = true;
-                pthread_cond_signal(&batch->cond);
-            }
-            batch = next;
-        }
-    }
-out:
-    pthread_mutex_unlock(&ls->q_lock);
-    return NULL;
+    (void)arg;
+    free(item);
 }
 
 /* Queues op and waits for its commit. Returns op->rc. */
 static int submit(struct lmdb_store *ls, struct op *op)
 {
-    op->next = NULL;
-    op->done = false;
-    op->detached = false;
     op->rc = STORE_EIO;
-    pthread_cond_init(&op->cond, NULL);
-    pthread_mutex_lock(&ls->q_lock);
-    if (ls->q_tail) ls->q_tail->next = op;
-    else ls->q_head = op;
-    ls->q_tail = op;
-    ls->q_len++;
-    ls->q_waiting++;
-    pthread_cond_signal(&ls->q_cond);
-    while (!op->done) pthread_cond_wait(&op->cond, &ls->q_lock);
-    pthread_mutex_unlock(&ls->q_lock);
-    pthread_cond_destroy(&op->cond);
+    commit_queue_submit(&ls->queue, &op->item);
     return op->rc;
 }
 
@@ -782,21 +726,9 @@ static void maybe_touch(struct lmdb_store *ls, const char *id, size_t id_len, in
     char *copy = (char *)(op + 1);
     memcpy(copy, id, id_len);
     op->kind = OP_TOUCH;
-    op->detached = true;
     op->id = copy;
     op->id_len = id_len;
-    pthread_mutex_lock(&ls->q_lock);
-    if (ls->q_tail) ls->q_tail->next = op;
-    else ls->q_head = op;
-    ls->q_tail = op;
-    ls->q_len++;
-    if (ls->q_touches++ == 0) {
-        ls->touch_deadline = mono_timespec(mono_ns() + TOUCH_FLUSH_NS);
-        pthread_cond_signal(&ls->q_cond); /* switch the committer to a timed wait */
-    } else if (ls->q_len >= TOUCH_QUEUE_MAX) {
-        pthread_cond_signal(&ls->q_cond);
-    }
-    pthread_mutex_unlock(&ls->q_lock);
+    commit_queue_post(&ls->queue, &op->item);
 }
 
 /* ---- methods ----------------------------------------------------------------------- */
@@ -1145,16 +1077,10 @@ static int lmdb_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *
 static void lmdb_close(struct store *s)
 {
     struct lmdb_store *ls = (struct lmdb_store *)s;
-    pthread_mutex_lock(&ls->q_lock);
-    ls->stopping = true; /* the committer drains what is queued, touches included */
-    pthread_cond_signal(&ls->q_cond);
-    pthread_mutex_unlock(&ls->q_lock);
-    pthread_join(ls->committer, NULL);
+    commit_queue_stop(&ls->queue); /* commits what is queued, touches included */
     if (ls->nosync) mdb_env_sync(ls->env, 1);
     mdb_env_close(ls->env);
     pthread_rwlock_destroy(&ls->map_lock);
-    pthread_mutex_destroy(&ls->q_lock);
-    pthread_cond_destroy(&ls->q_cond);
     pthread_mutex_destroy(&ls->stats_lock);
     free(ls);
 }
@@ -1290,12 +1216,6 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&ls->map_lock, &rwa);
     pthread_rwlockattr_destroy(&rwa);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ls->q_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&ls->q_lock, NULL);
     pthread_mutex_init(&ls->stats_lock, NULL);
     locks = true;
     MDB_envinfo info;
@@ -1306,7 +1226,9 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     ls->merge_max = (est.ms_psize < CHUNK_BUF_MAX ? est.ms_psize : CHUNK_BUF_MAX) - 16;
 
     what = "starting the committer";
-    rc = pthread_create(&ls->committer, NULL, committer_main, ls);
+    ls->queue = (struct commit_queue){.run = commit_batch, .release = free_touch, .arg = ls,
+                                      .defer_ns = TOUCH_FLUSH_NS, .defer_max = TOUCH_QUEUE_MAX};
+    rc = commit_queue_start(&ls->queue);
     if (rc) goto fail;
     store_log_info(&ls->log, "lmdb: opened %s (map %zu MiB, %u readers%s)", path,
                    info.me_mapsize >> 20, max_readers, ls->nosync ? ", NOSYNC" : "");
@@ -1319,8 +1241,6 @@ fail:
         if (ls->env) mdb_env_close(ls->env);
         if (locks) {
             pthread_rwlock_destroy(&ls->map_lock);
-            pthread_cond_destroy(&ls->q_cond);
-            pthread_mutex_destroy(&ls->q_lock);
             pthread_mutex_destroy(&ls->stats_lock);
         }
         free(ls);

@@ -18,6 +18,7 @@
  *   ~150 ms at 20 MB). Reads refresh lastAccess at most every TOUCH_EVERY seconds for
  *   the same reason.
  */
+#include "commit_queue.h"
 #include "store.h"
 #include "store_log.h"
 
@@ -160,7 +161,7 @@ enum op_kind {
  * except for detached ops, which own a copy of their id and are freed by the
  * committer. */
 struct sq_op {
-    struct sq_op *next;
+    struct commit_queue_item item; /* first: the queue's items are ops */
     enum op_kind kind;
     const char *id;
     size_t id_len;
@@ -182,9 +183,9 @@ struct sq_op {
     uint64_t count;      /* OP_EXPIRE_*: rows removed */
     uint64_t new_len;
     int rc;
-    bool done;
-    bool detached;
 };
+
+static struct sq_op *next_op(struct sq_op *op) { return (struct sq_op *)op->item.next; }
 
 struct sq_store {
     struct store base;
@@ -202,16 +203,11 @@ struct sq_store {
 
     /* Writer and its queue. */
     struct sq_conn writer;
-    pthread_t committer;
-    bool committer_started;
-    pthread_mutex_t qlock;
-    pthread_cond_t qcond;    /* committer: work arrived */
-    pthread_cond_t donecond; /* callers: a batch finished */
-    struct sq_op *head, *tail;
-    bool stopping;
+    struct commit_queue queue; /* to the committer thread, the writer's only user */
     int wal_frames; /* last WAL size seen by the wal hook (committer only) */
     /* Reads refresh lastAccess at most every TOUCH_EVERY seconds per document, so a
-     * busy reader cannot flood the committer (id hash and time per slot, qlock). */
+     * busy reader cannot flood the committer (id hash and time per slot). */
+    pthread_mutex_t touch_lock;
     uint64_t touch_hash[TOUCH_SLOTS];
     int64_t touch_time[TOUCH_SLOTS];
 };
@@ -690,7 +686,7 @@ static bool run_txn(struct sq_store *st, struct sq_op *first, struct sq_op *end,
         err = sq_fail(c, rc, "begin");
         goto fail;
     }
-    for (struct sq_op *op = first; op != end; op = op->next) {
+    for (struct sq_op *op = first; op != end; op = next_op(op)) {
         bool hard = false;
         op->rc = run_op(c, op, &hard);
         if (hard) {
@@ -711,82 +707,51 @@ static bool run_txn(struct sq_store *st, struct sq_op *first, struct sq_op *end,
     return true;
 fail:
     rollback(c);
-    for (struct sq_op *op = first; op != end; op = op->next) op->rc = err;
+    for (struct sq_op *op = first; op != end; op = next_op(op)) op->rc = err;
     return false;
 }
 
 static void run_batch(struct sq_store *st, struct sq_op *batch)
 {
     bool op_failed;
-    if (run_txn(st, batch, NULL, &op_failed) || !op_failed || !batch->next) return;
+    if (run_txn(st, batch, NULL, &op_failed) || !op_failed || !next_op(batch)) return;
     /* One op failed in SQLite and took the batch with it: redo each op alone so that
      * only the failing one reports the failure. */
-    for (struct sq_op *op = batch; op; op = op->next) run_txn(st, op, op->next, &op_failed);
+    for (struct sq_op *op = batch; op; op = next_op(op)) run_txn(st, op, next_op(op), &op_failed);
 }
 
-static void free_op(struct sq_op *op)
+static void commit_batch(void *arg, struct commit_queue_item *first, size_t n)
 {
+    (void)n; /* the batch ends at a NULL next */
+    run_batch(arg, (struct sq_op *)first);
+}
+
+static void free_op(void *arg, struct commit_queue_item *item)
+{
+    (void)arg;
+    struct sq_op *op = (struct sq_op *)item;
     free((char *)op->id);
     free(op);
 }
 
-static void *committer_main(void *arg)
+/* After each batch, its callers already woken. A PASSIVE checkpoint never waits for
+ * readers. Preferably between bursts, but under endless load the WAL must not grow
+ * without bound either. */
+static void maybe_checkpoint(void *arg, bool more_queued)
 {
     struct sq_store *st = arg;
-    pthread_mutex_lock(&st->qlock);
-    for (;;) {
-        while (!st->head && !st->stopping) pthread_cond_wait(&st->qcond, &st->qlock);
-        if (!st->head) break;
-        struct sq_op *batch = st->head;
-        st->head = st->tail = NULL;
-        pthread_mutex_unlock(&st->qlock);
-
-        run_batch(st, batch);
-
-        pthread_mutex_lock(&st->qlock);
-        struct sq_op *next;
-        for (struct sq_op *op = batch; op; op = next) {
-            next = op->next;
-            if (op->detached) free_op(op);
-            else op->done = true;
-        }
-        pthread_cond_broadcast(&st->donecond);
-        if (st->wal_frames >= CHECKPOINT_FRAMES &&
-            (!st->head || st->wal_frames >= 8 * CHECKPOINT_FRAMES)) {
-            /* Callers are already woken; a PASSIVE checkpoint never waits for readers.
-             * Preferably between bursts, but under endless load the WAL must not grow
-             * without bound either. */
-            pthread_mutex_unlock(&st->qlock);
-            int rc = sqlite3_wal_checkpoint_v2(st->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE,
-                                               NULL, NULL);
-            if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
-                sq_fail(&st->writer, rc, "checkpoint");
-            st->wal_frames = 0;
-            pthread_mutex_lock(&st->qlock);
-        }
-    }
-    pthread_mutex_unlock(&st->qlock);
-    return NULL;
-}
-
-static void enqueue(struct sq_store *st, struct sq_op *op)
-{
-    op->next = NULL;
-    if (st->tail) st->tail->next = op;
-    else st->head = op;
-    st->tail = op;
-    pthread_cond_signal(&st->qcond);
+    if (st->wal_frames < CHECKPOINT_FRAMES ||
+        (more_queued && st->wal_frames < 8 * CHECKPOINT_FRAMES))
+        return;
+    int rc = sqlite3_wal_checkpoint_v2(st->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) sq_fail(&st->writer, rc, "checkpoint");
+    st->wal_frames = 0;
 }
 
 /* Queues op and waits until its batch committed (or failed). Returns op->rc. */
 static int submit(struct sq_store *st, struct sq_op *op)
 {
-    op->done = false;
-    op->detached = false;
-    pthread_mutex_lock(&st->qlock);
-    enqueue(st, op);
-    while (!op->done) pthread_cond_wait(&st->donecond, &st->qlock);
-    pthread_mutex_unlock(&st->qlock);
+    commit_queue_submit(&st->queue, &op->item);
     return op->rc;
 }
 
@@ -814,13 +779,7 @@ static void reader_put(struct sq_store *st, struct sq_conn *c)
 static void sq_close(struct store *s)
 {
     struct sq_store *st = (struct sq_store *)s;
-    if (st->committer_started) {
-        pthread_mutex_lock(&st->qlock);
-        st->stopping = true;
-        pthread_cond_signal(&st->qcond);
-        pthread_mutex_unlock(&st->qlock);
-        pthread_join(st->committer, NULL); /* drains the queue first */
-    }
+    commit_queue_stop(&st->queue); /* commits what is queued first */
     for (int i = 0; i < st->nreaders; i++) conn_close(&st->readers[i]);
     if (st->writer.db) {
         /* Fold the WAL back so the file is complete on its own (e.g. when copied). */
@@ -829,9 +788,7 @@ static void sq_close(struct store *s)
     }
     pthread_mutex_destroy(&st->rlock);
     pthread_cond_destroy(&st->rcond);
-    pthread_mutex_destroy(&st->qlock);
-    pthread_cond_destroy(&st->qcond);
-    pthread_cond_destroy(&st->donecond);
+    pthread_mutex_destroy(&st->touch_lock);
     free(st->path);
     free(st);
 }
@@ -868,14 +825,14 @@ static void touch(struct sq_store *st, const char *id, size_t id_len)
     for (size_t i = 0; i < id_len; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
     int64_t now = now_seconds();
     size_t slot = h % TOUCH_SLOTS;
-    pthread_mutex_lock(&st->qlock);
+    pthread_mutex_lock(&st->touch_lock);
     bool recent = st->touch_hash[slot] == h && now - st->touch_time[slot] < TOUCH_EVERY &&
                   now >= st->touch_time[slot];
     if (!recent) {
         st->touch_hash[slot] = h;
         st->touch_time[slot] = now;
     }
-    pthread_mutex_unlock(&st->qlock);
+    pthread_mutex_unlock(&st->touch_lock);
     if (recent) return;
     struct sq_op *op = calloc(1, sizeof *op);
     char *copy = malloc(id_len ? id_len : 1);
@@ -889,10 +846,7 @@ static void touch(struct sq_store *st, const char *id, size_t id_len)
     op->id = copy;
     op->id_len = id_len;
     op->now = now;
-    op->detached = true;
-    pthread_mutex_lock(&st->qlock);
-    enqueue(st, op);
-    pthread_mutex_unlock(&st->qlock);
+    commit_queue_post(&st->queue, &op->item);
 }
 
 static int sq_doc_length(struct store *s, const char *id, size_t id_len, uint64_t *len)
@@ -1221,9 +1175,7 @@ struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_
     st->log = cfg->log;
     pthread_mutex_init(&st->rlock, NULL);
     pthread_cond_init(&st->rcond, NULL);
-    pthread_mutex_init(&st->qlock, NULL);
-    pthread_cond_init(&st->qcond, NULL);
-    pthread_cond_init(&st->donecond, NULL);
+    pthread_mutex_init(&st->touch_lock, NULL);
 
     const char *dir = cfg->data_dir && *cfg->data_dir ? cfg->data_dir : "/var/lib/zwibbler";
     size_t plen = strlen(dir) + sizeof "/zwibbler.db";
@@ -1260,11 +1212,13 @@ struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_
         st->nreaders++;
         st->free_readers[st->nfree++] = i;
     }
-    if (pthread_create(&st->committer, NULL, committer_main, st) != 0) {
+    /* Touches are not deferred: a batch starts as soon as anything is queued. */
+    st->queue = (struct commit_queue){.run = commit_batch, .release = free_op,
+                                      .after = maybe_checkpoint, .arg = st};
+    if (commit_queue_start(&st->queue) != 0) {
         snprintf(err, err_len, "sqlite: cannot start committer thread");
         goto fail;
     }
-    st->committer_started = true;
     return &st->base;
 fail:
     sq_close(&st->base);
