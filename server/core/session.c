@@ -17,8 +17,7 @@
 #include "log.h"
 #include "message.h"
 #include "store.h"
-
-int mg_connection_socket(const struct mg_connection *conn);
+#include "civetweb_ext.h"
 
 #define CLOSE 0
 #define KEEP 1

@@ -20,9 +20,7 @@
 #include "store.h"
 #include "tls.h"
 #include "web.h"
-
-/* civetweb_build.c: limits on inbound frames, set before CivetWeb starts. */
-void mg_zw_set_ws_limits(size_t max_frame, unsigned frame_timeout_ms);
+#include "civetweb_ext.h"
 
 struct http_server {
     struct mg_context *ctx;
