@@ -65,19 +65,19 @@ static uint8_t take8(struct reader *rd)
 static uint16_t take16(struct reader *rd)
 {
     const uint8_t *p = take(rd, 2);
-    return p ? codec_get16(p) : 0;
+    return p ? be_get16(p) : 0;
 }
 
 static uint32_t take32(struct reader *rd)
 {
     const uint8_t *p = take(rd, 4);
-    return p ? codec_get32(p) : 0;
+    return p ? be_get32(p) : 0;
 }
 
 static uint64_t take64(struct reader *rd)
 {
     const uint8_t *p = take(rd, 8);
-    return p ? codec_get64(p) : 0;
+    return p ? be_get64(p) : 0;
 }
 
 /* n bytes as a (pointer, length) pair; u32 wire lengths always fit a size_t. */
@@ -228,7 +228,7 @@ static uint8_t *put_bytes(uint8_t *p, const void *src, size_t n)
  * represented; callers bound names and values far below that. */
 static uint8_t *put_string32(uint8_t *p, const uint8_t *s, size_t n)
 {
-    codec_put32(p, (uint32_t)n);
+    be_put32(p, (uint32_t)n);
     return put_bytes(p + 4, s, n);
 }
 
@@ -252,10 +252,10 @@ size_t codec_encode_append(uint8_t *out, int version, uint64_t offset,
         p = put_header(out, CODEC_APPEND_V2);
     } else {
         p = put_header(out, CODEC_APPEND_V3);
-        codec_put32(p, 0);
+        be_put32(p, 0);
         p += 4;
     }
-    codec_put64(p, offset);
+    be_put64(p, offset);
     p = put_bytes(p + 8, data, data_len);
     return (size_t)(p - out);
 }
@@ -282,7 +282,7 @@ size_t codec_encode_error(uint8_t *out, uint16_t code, const char *text, size_t 
 {
     uint8_t *p = put_header(out, CODEC_ERROR);
 
-    codec_put16(p, code);
+    be_put16(p, code);
     p = put_bytes(p + 2, text, text_len);
     return (size_t)(p - out);
 }
@@ -291,8 +291,8 @@ size_t codec_encode_ack(uint8_t *out, uint16_t ack, uint64_t length)
 {
     uint8_t *p = put_header(out, CODEC_ACK);
 
-    codec_put16(p, ack);
-    codec_put64(p + 2, length);
+    be_put16(p, ack);
+    be_put64(p + 2, length);
     return CODEC_ACK_SIZE;
 }
 
@@ -300,8 +300,8 @@ size_t codec_encode_set_key_ack(uint8_t *out, uint16_t ack, uint16_t request_id)
 {
     uint8_t *p = put_header(out, CODEC_SET_KEY_ACK);
 
-    codec_put16(p, ack);
-    codec_put16(p + 2, request_id);
+    be_put16(p, ack);
+    be_put16(p + 2, request_id);
     return CODEC_SET_KEY_ACK_SIZE;
 }
 
@@ -321,7 +321,7 @@ size_t codec_key_info_add(uint8_t *out, uint32_t version, const uint8_t *name,
 {
     uint8_t *p = out;
 
-    codec_put32(p, version);
+    be_put32(p, version);
     p = put_string32(p + 4, name, name_len);
     p = put_string32(p, value, value_len);
     return (size_t)(p - out);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
+
 void ws_reader_init(struct ws_reader *r, const struct ws_reader_limits *lim)
 {
     memset(r, 0, sizeof *r);
@@ -93,11 +95,10 @@ static const char *start_frame(struct ws_reader *r, uint16_t *code, uint64_t *si
     uint64_t len = l;
     size_t at = 2;
     if (l == 126) {
-        len = (uint64_t)h[2] << 8 | h[3];
+        len = be_get16(h + 2);
         at = 4;
     } else if (l == 127) {
-        len = 0;
-        for (int i = 0; i < 8; i++) len = len << 8 | h[2 + i];
+        len = be_get64(h + 2);
         at = 10;
         if (len >> 63) return "64-bit length with its top bit set";
     }
@@ -168,7 +169,7 @@ static void control_event(struct ws_reader *r, uint8_t *p, size_t n, struct ws_e
         ev->kind = WS_EV_CLOSE;
         ev->code = WS_CLOSE_NO_STATUS;
         if (n >= 2) {
-            ev->code = (uint16_t)(p[0] << 8 | p[1]);
+            ev->code = be_get16(p);
             ev->data = p + 2;
             ev->len = n - 2;
         }
@@ -230,7 +231,7 @@ size_t ws_reader_feed(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_e
             if (r->opcode == WS_OP_CLOSE && total == 1)
                 return fail(r, ev, pos, WS_CLOSE_PROTOCOL, "close frame with a 1-byte payload");
             if (r->opcode == WS_OP_CLOSE && total >= 2 &&
-                !ws_close_code_valid((uint16_t)(p[0] << 8 | p[1])))
+                !ws_close_code_valid(be_get16(p)))
                 return fail(r, ev, pos, WS_CLOSE_PROTOCOL, "close frame with an invalid status code");
             control_event(r, p, total, ev);
             return pos;
@@ -272,12 +273,11 @@ size_t ws_frame_header(uint8_t out[10], enum ws_opcode op, bool rsv1, uint64_t l
     }
     if (len <= 0xFFFF) {
         out[1] = 126;
-        out[2] = (uint8_t)(len >> 8);
-        out[3] = (uint8_t)len;
+        be_put16(out + 2, (uint16_t)len);
         return 4;
     }
     out[1] = 127;
-    for (int i = 0; i < 8; i++) out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+    be_put64(out + 2, len);
     return 10;
 }
 
@@ -286,8 +286,7 @@ size_t ws_close_frame(uint8_t out[127], uint16_t code, const char *reason)
     size_t n = reason ? strlen(reason) : 0;
     if (n > 123) n = 123;
     size_t h = ws_frame_header(out, WS_OP_CLOSE, false, 2 + n);
-    out[h] = (uint8_t)(code >> 8);
-    out[h + 1] = (uint8_t)code;
+    be_put16(out + h, code);
     if (n) memcpy(out + h + 2, reason, n);
     return h + 2 + n;
 }

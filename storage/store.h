@@ -14,13 +14,19 @@
  *
  * Errors: every method returns STORE_OK (0) or one of the negative STORE_E* codes
  * below; store_strerror() names them. On STORE_EIO / STORE_EUNAVAILABLE the backend
- * also logs the underlying cause.
+ * also logs the underlying cause (through store_config.log).
  */
 #ifndef ZW_STORE_H
 #define ZW_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* Marks the library's public API. libzwibbler.a is built with every other symbol
+ * hidden and made local, so an embedder can link to these names and no others. */
+#ifndef ZW_PUBLIC
+#define ZW_PUBLIC __attribute__((visibility("default")))
+#endif
 
 #define STORE_METHODS_VERSION 1
 
@@ -36,7 +42,7 @@ enum {
     STORE_EUNAVAILABLE = -8, /* backend unreachable for now (e.g. Redis down); retry later */
 };
 
-const char *store_strerror(int err);
+ZW_PUBLIC const char *store_strerror(int err);
 
 struct store_methods;
 
@@ -126,6 +132,18 @@ struct store_methods {
     int (*sweep)(struct store *s, int64_t now, int64_t max_idle, uint64_t *removed);
 };
 
+/* Log levels of store_log, lowest first. */
+enum store_log_level { STORE_LOG_DEBUG, STORE_LOG_INFO, STORE_LOG_WARN, STORE_LOG_ERROR };
+
+/* Where a backend writes its log lines (failures, map growth, reconnections): fn gets
+ * one line, without a newline, and a STORE_LOG_* level. It may be called from any of
+ * the store's threads, several at once, until the store is closed. With fn NULL the
+ * lines go to stderr. */
+struct store_log {
+    void (*fn)(void *arg, int level, const char *msg);
+    void *arg;
+};
+
 /* Settings a backend may read; unused fields are ignored. */
 struct store_config {
     const char *backend;   /* "lmdb", "sqlite", "redis" */
@@ -137,18 +155,19 @@ struct store_config {
     int nosync;            /* 1: skip fsync (tests/benchmarks only) */
     int64_t expiration;    /* Redis: idle seconds before a document expires through its
                               TTL, refreshed on each access (0 = never) */
+    struct store_log log;  /* copied by the backend at open */
 };
 
 /* Opens the backend named by cfg->backend. On failure returns NULL and writes a
  * one-line reason into err. */
-struct store *store_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_open(const struct store_config *cfg, char *err, size_t err_len);
 
 /* Backend constructors, for programs that pick one themselves. */
-struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t err_len);
-struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_t err_len);
-struct store *store_redis_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_redis_open(const struct store_config *cfg, char *err, size_t err_len);
 
-void store_token_clear(struct store_token *t);
+ZW_PUBLIC void store_token_clear(struct store_token *t);
 
 /* Call wrappers, so callers never write s->methods->fn(s, ...) by hand. */
 static inline void store_close(struct store *s) { if (s) s->methods->close(s); }

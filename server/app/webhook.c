@@ -17,13 +17,14 @@
 
 #include "hub.h"
 #include "log.h"
+#include "mono.h"
 
 #define NBUCKETS 4096 /* power of two; ~2.4 entries per bucket when full */
 
 struct entry {
     struct entry *hnext;      /* hash chain */
     struct entry *prev, *next;/* FIFO, oldest first */
-    uint64_t due_ms;          /* CLOCK_MONOTONIC */
+    uint64_t due_ns;          /* mono_ns() */
     uint32_t hash;
     size_t len;
     char id[];
@@ -41,13 +42,6 @@ struct webhook {
     char *url, *user, *password;
     int delay_ms;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static uint32_t hash_id(const char *id, size_t len)
 {
@@ -186,17 +180,8 @@ static void *sender_main(void *arg)
             pthread_cond_wait(&w->cond, &w->lock);
             continue;
         }
-        uint64_t now = now_ms();
-        if (e->due_ms > now) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t wait = e->due_ms - now;
-            ts.tv_sec += (time_t)(wait / 1000u);
-            ts.tv_nsec += (long)(wait % 1000u) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+        if (e->due_ns > mono_ns()) {
+            struct timespec ts = mono_timespec(e->due_ns);
             pthread_cond_timedwait(&w->cond, &w->lock, &ts);
             continue;
         }
@@ -296,7 +281,7 @@ void webhook_doc_idle(struct webhook *w, const char *id, size_t len)
         *pp = e;
         w->count++;
     }
-    e->due_ms = now_ms() + (uint64_t)w->delay_ms;
+    e->due_ns = mono_ns() + (uint64_t)w->delay_ms * 1000000u;
     fifo_append(w, e);
     int new_head = (w->head == e);
     pthread_mutex_unlock(&w->lock);

@@ -72,6 +72,17 @@ static void resume_reading(void *arg, struct hub_client *c)
     conn_resume(app->conns, c);
 }
 
+/* The store's log lines (store_config.log) join the server's log. */
+static void store_log_line(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    enum log_level l = level <= STORE_LOG_DEBUG ? LOG_DEBUG
+                       : level == STORE_LOG_INFO ? LOG_INFO
+                       : level == STORE_LOG_WARN ? LOG_WARN
+                                                 : LOG_ERROR;
+    log_msg(l, "%s", msg);
+}
+
 /* Starts everything for z with cfg, which must outlive z. On failure z is destroyed. */
 static struct zwibbler *start(struct zwibbler *z, const struct config *cfg, struct store *store,
                               char *err, size_t err_len)
@@ -89,6 +100,7 @@ static struct zwibbler *start(struct zwibbler *z, const struct config *cfg, stru
             .max_readers = (size_t)(cfg->http_threads + cfg->session_threads) + 64,
             .nosync = !cfg->sync_commits,
             .expiration = cfg->expiration,
+            .log = {store_log_line, NULL},
         };
         char why[400];
         z->app.store = store_open(&sc, why, sizeof why);

@@ -5,6 +5,8 @@
  *
  * Link with build/release/libzwibbler.a (CivetWeb is inside it) and
  *   -llmdb -lcjson -lsqlite3 -lhiredis -lcurl -lssl -lcrypto -lz -ldl -lm -pthread
+ * The archive exports the calls declared here, store.h's and lmdb_store.h's (all
+ * zwibbler_* and store_*) and CivetWeb's mg_*; every other name in it is local.
  *
  * Minimal use:
  *     struct zwibbler *z = zwibbler_create(NULL, settings, my_store, err, sizeof err);
@@ -35,8 +37,9 @@ struct zwibbler;
  * Starts the connection layer's event loops, the session workers, the expiry sweep
  * and the webhook sender.
  * Returns NULL with a one-line reason in err (naming the bad key, if any). */
-struct zwibbler *zwibbler_create(const char *config_path, const char *const *settings,
-                                 struct store *store, char *err, size_t err_len);
+ZW_PUBLIC struct zwibbler *zwibbler_create(const char *config_path,
+                                           const char *const *settings,
+                                           struct store *store, char *err, size_t err_len);
 
 /* Serves the collaboration endpoint at `path` (e.g. "/socket") of a CivetWeb context
  * you started: WebSocket upgrades, GET (text and ?ping), CORS, the management API
@@ -47,17 +50,17 @@ struct zwibbler *zwibbler_create(const char *config_path, const char *const *set
  * does). The context must be the CivetWeb inside libzwibbler.a, which this hand-over
  * relies on. Call once, before clients arrive.
  * Returns 0, or -1 when the path is not "/..." or memory ran out. */
-int zwibbler_mount(struct zwibbler *z, struct mg_context *ctx, const char *path);
+ZW_PUBLIC int zwibbler_mount(struct zwibbler *z, struct mg_context *ctx, const char *path);
 
 /* Starts the server's own CivetWeb server as configured (ServerBindAddress,
  * ServerPort, CertFile/KeyFile, MaxConnections, ...) serving /socket: what the
  * zwibbler binary does. Returns 0, or -1 with a reason in err (port in use, bad
  * certificate, ...). */
-int zwibbler_listen(struct zwibbler *z, char *err, size_t err_len);
+ZW_PUBLIC int zwibbler_listen(struct zwibbler *z, char *err, size_t err_len);
 
 /* Stops the server's own CivetWeb server if it listens, then everything
  * zwibbler_create started; closes the store if it opened it. With zwibbler_mount,
  * stop your CivetWeb context first. NULL is ignored. */
-void zwibbler_destroy(struct zwibbler *z);
+ZW_PUBLIC void zwibbler_destroy(struct zwibbler *z);
 
 #endif

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "client.h"
-#include "clock.h"
+#include "mono.h"
 #include "codec.h"
 #include "framer.h"
 #include "message.h"
@@ -676,7 +676,7 @@ static void *loop_main(void *arg)
     struct epoll_event events[256];
     for (;;) {
         int n = epoll_wait(lp->epfd, events, 256, lp->again ? 0 : SWEEP_MS);
-        lp->now = clock_ms();
+        lp->now = mono_ms();
         for (int i = 0; i < n; i++) {
             if (events[i].data.ptr == lp) { /* the ready list */
                 uint64_t v;
@@ -772,7 +772,7 @@ static int loop_init(struct conn_loop *lp, struct conn_layer *L)
     lp->rbuf = malloc(READ_BUF);
     lp->scratch = malloc(TLS_SCRATCH);
     lp->z = ws_deflate_ctx_new();
-    lp->now = lp->last_sweep = clock_ms();
+    lp->now = lp->last_sweep = mono_ms();
     if (lp->epfd < 0 || lp->evfd < 0 || !lp->rbuf || !lp->scratch || !lp->z) return -1;
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = lp};
     if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, lp->evfd, &e)) return -1;

@@ -15,30 +15,17 @@
 
 #include "app.h"
 #include "config.h"
-#include "cors.h"
 #include "hub.h"
 #include "jwt.h"
 #include "log.h"
+#include "respond.h"
 #include "store.h"
 
 /* ---- responses ---- */
 
-static int respond(struct mg_connection *conn, int status, const char *content_type,
-                   const void *body, size_t len, int ask_credentials)
-{
-    char clen[32];
-    snprintf(clen, sizeof clen, "%zu", len);
-    mg_response_header_start(conn, status);
-    cors_write_headers(conn);
-    if (ask_credentials)
-        mg_response_header_add(conn, "WWW-Authenticate", "Basic realm=\"Zwibbler\"", -1);
-    mg_response_header_add(conn, "Content-Type", content_type, -1);
-    mg_response_header_add(conn, "Content-Length", clen, -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    mg_response_header_send(conn);
-    if (len) mg_write(conn, body, len);
-    return status;
-}
+/* Sent with every 401, so that a browser asks for the credentials. */
+static const char *const ask_credentials[] = {"WWW-Authenticate", "Basic realm=\"Zwibbler\"",
+                                              NULL};
 
 static int respond_text(struct mg_connection *conn, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -52,7 +39,8 @@ static int respond_text(struct mg_connection *conn, int status, const char *fmt,
     va_end(ap);
     if (n < 0) n = 0;
     if ((size_t)n >= sizeof text) n = sizeof text - 1;
-    return respond(conn, status, "text/plain; charset=utf-8", text, (size_t)n, status == 401);
+    return http_respond_with(conn, status, "text/plain; charset=utf-8", text, (size_t)n,
+                             status == 401 ? ask_credentials : NULL);
 }
 
 /* Maps a storage failure to a status: the caller's fault, try later, or ours. */
@@ -358,7 +346,7 @@ static int dump_document(struct mg_connection *conn, const struct app *app,
     int rc = store_doc_read(app->store, doc->data, doc->len, 0, &data, &len, NULL);
     if (rc == STORE_ENOTFOUND) return respond_text(conn, 404, "Not found");
     if (rc != STORE_OK) return respond_store_error(conn, "dumpDocument", rc);
-    int status = respond(conn, 200, "text/plain", data, len, 0);
+    int status = http_respond(conn, 200, "text/plain", data, len);
     free(data);
     return status;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "bytes.h"
 #include "codec.h"
 #include "loadtest_run.h"
 
@@ -66,9 +67,9 @@ static void time_change(struct lt_client *c, const uint8_t *p, size_t n, uint64_
         return;
     }
     for (size_t at = 0; at < n; at += cb) {
-        uint64_t ms = codec_get32(p + at);
-        uint16_t us = codec_get16(p + at + 4);
-        uint32_t sender = codec_get32(p + at + 6);
+        uint64_t ms = be_get32(p + at);
+        uint16_t us = be_get16(p + at + 4);
+        uint32_t sender = be_get32(p + at + 6);
         uint64_t sent = ms * 1000 + us;
         /* Bytes from another run of the tester (or any other writer) carry no
          * time of ours: anything implausible is left out of the figures. */
@@ -97,9 +98,9 @@ static void send_change(struct lt_client *c)
     struct lt_run *run = c->run;
     size_t cb = run->opts->change_bytes;
     uint64_t rel = lt_now_us() - run->t0_us;
-    codec_put32(c->change, (uint32_t)(rel / 1000));
-    codec_put16(c->change + 4, (uint16_t)(rel % 1000));
-    codec_put32(c->change + 6, (uint32_t)c->index);
+    be_put32(c->change, (uint32_t)(rel / 1000));
+    be_put16(c->change + 4, (uint16_t)(rel % 1000));
+    be_put32(c->change + 6, (uint32_t)c->index);
     size_t n = codec_encode_append(run->send_buf, 3, c->len, c->change, cb);
     c->pending = 1;
     c->applied_early = 0;
@@ -145,8 +146,8 @@ static void on_ack(struct lt_client *c, const uint8_t *m, size_t n)
         fail(c, "short ACK message");
         return;
     }
-    uint16_t ack = codec_get16(m + 2);
-    uint64_t length = codec_get64(m + 4);
+    uint16_t ack = be_get16(m + 2);
+    uint64_t length = be_get64(m + 4);
     if (c->role != LT_TEACHER || !c->pending) {
         run->c.ack_mismatches++;
         lt_logv(run, "client %d: ACK %u with no APPEND outstanding", c->index, ack);
@@ -271,7 +272,7 @@ static void handle_message(struct lt_client *c, const uint8_t *m, size_t n)
     case CODEC_ERROR: {
         run->c.server_errors++;
         char why[160];
-        unsigned code = n >= 4 ? codec_get16(m + 2) : 0;
+        unsigned code = n >= 4 ? be_get16(m + 2) : 0;
         int tl = n > 4 ? (int)(n - 4 > 100 ? 100 : n - 4) : 0;
         snprintf(why, sizeof why, "server ERROR %u: %.*s", code, tl, n > 4 ? (const char *)m + 4 : "");
         fail(c, why);
@@ -343,7 +344,7 @@ static int on_message(void *user, const uint8_t *m, size_t n)
             fail(c, "split APPEND shorter than its header");
             return -1;
         }
-        uint64_t off = codec_get64(m + hl - 8);
+        uint64_t off = be_get64(m + hl - 8);
         c->in_append = 1;
         take_bytes(c, off, m + hl, n - hl);
         c->app_off = off + (n - hl);
@@ -382,12 +383,12 @@ static void on_open(void *user)
     uint8_t *b = run->send_buf, *p = b;
     *p++ = CODEC_INIT;
     *p++ = 0;
-    codec_put16(p, 3), p += 2;
-    codec_put32(p, 0), p += 4; /* maxMessageSize: the server's default split */
+    be_put16(p, 3), p += 2;
+    be_put32(p, 0), p += 4; /* maxMessageSize: the server's default split */
     *p++ = 0;                  /* creationMode: open or create */
-    codec_put32(p, 0), p += 4; /* generation */
-    codec_put64(p, 0), p += 8; /* offset */
-    codec_put32(p, (uint32_t)idl), p += 4;
+    be_put32(p, 0), p += 4; /* generation */
+    be_put64(p, 0), p += 8; /* offset */
+    be_put32(p, (uint32_t)idl), p += 4;
     memcpy(p, id, idl), p += idl;
     if (lt_ws_send(&run->ws, &c->ws, b, (size_t)(p - b)))
         fail(c, c->ws.err);

@@ -4,6 +4,7 @@
  * matches its client's is stale and dropped. */
 #include "loadtest_client.h"
 #include "loadtest_run.h"
+#include "mono.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -17,9 +18,7 @@
 
 uint64_t lt_now_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return mono_us();
 }
 
 double lt_random(struct lt_run *run)

@@ -33,8 +33,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "log.h"
+#include "bytes.h"
+#include "commit_queue.h"
+#include "mono.h"
 #include "store.h"
+#include "store_log.h"
 
 #define MAX_KEY 511                          /* LMDB's compiled-in MDB_MAXKEYSIZE */
 #define INITIAL_MAP_SIZE ((size_t)64 << 20)  /* doubled on MDB_MAP_FULL */
@@ -52,26 +55,6 @@
 
 /* ---- encoding ---------------------------------------------------------------- */
 
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
-    return v;
-}
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-
 /* Signed seconds to an unsigned key that sorts in numeric order. */
 static uint64_t time_key(int64_t t) { return (uint64_t)t ^ ((uint64_t)1 << 63); }
 
@@ -84,19 +67,19 @@ struct doc_header {
 
 static void header_encode(uint8_t *p, const struct doc_header *h)
 {
-    put_u64(p, h->num);
-    put_u64(p + 8, h->length);
-    put_u64(p + 16, h->last_chunk);
-    put_u64(p + 24, (uint64_t)h->last_access);
+    be_put64(p, h->num);
+    be_put64(p + 8, h->length);
+    be_put64(p + 16, h->last_chunk);
+    be_put64(p + 24, (uint64_t)h->last_access);
 }
 static int header_decode(const MDB_val *v, struct doc_header *h)
 {
     if (v->mv_size != HEADER_SIZE) return -1;
     const uint8_t *p = v->mv_data;
-    h->num = get_u64(p);
-    h->length = get_u64(p + 8);
-    h->last_chunk = get_u64(p + 16);
-    h->last_access = (int64_t)get_u64(p + 24);
+    h->num = be_get64(p);
+    h->length = be_get64(p + 8);
+    h->last_chunk = be_get64(p + 16);
+    h->last_access = (int64_t)be_get64(p + 24);
     return 0;
 }
 
@@ -111,10 +94,8 @@ enum op_kind {
  * valid while the caller waits); touches are detached, heap-allocated, freed by the
  * committer. */
 struct op {
-    struct op *next;
+    struct commit_queue_item item; /* first: the queue's items are ops */
     enum op_kind kind;
-    bool detached;
-    bool done;
     const char *id; /* document id, token or user id */
     size_t id_len;
     const uint8_t *name;
@@ -133,27 +114,23 @@ struct op {
     int rc;
     uint64_t out;
     bool more;
-    pthread_cond_t cond;
 };
+
+static struct op *next_op(struct op *op) { return (struct op *)op->item.next; }
 
 struct lmdb_store {
     struct store base;
     MDB_env *env;
     MDB_dbi docs, chunks, keys, tokens, tokusers, tokexp, meta;
     bool nosync;
+    struct store_log log;
     /* Small appends join the last chunk while it stays within this size: one page
      * less LMDB's 16-byte page header, so a full chunk fills one overflow page
      * exactly (4096 would spill into a second page and waste half the space). */
     size_t merge_max;
     pthread_rwlock_t map_lock;
 
-    pthread_mutex_t q_lock;
-    pthread_cond_t q_cond; /* the committer waits here (CLOCK_MONOTONIC) */
-    struct op *q_head, *q_tail;
-    size_t q_len, q_waiting, q_touches;
-    struct timespec touch_deadline;
-    bool stopping;
-    pthread_t committer;
+    struct commit_queue queue; /* to the committer thread */
 
     pthread_mutex_t stats_lock;
     struct store_lmdb_stats stats;
@@ -161,23 +138,16 @@ struct lmdb_store {
 
 static const struct store_methods lmdb_methods;
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Maps an LMDB/errno code to a store code, logging backend failures. */
-static int store_err(const char *what, int rc)
+static int store_err(struct lmdb_store *ls, const char *what, int rc)
 {
     if (rc == 0) return STORE_OK;
     if (rc == ENOMEM) return STORE_ENOMEM;
     if (rc == MDB_READERS_FULL) {
-        log_warn("lmdb: %s: %s (raise max readers)", what, mdb_strerror(rc));
+        store_log_warn(&ls->log, "lmdb: %s: %s (raise max readers)", what, mdb_strerror(rc));
         return STORE_EUNAVAILABLE;
     }
-    log_error("lmdb: %s: %s", what, mdb_strerror(rc));
+    store_log_error(&ls->log, "lmdb: %s: %s", what, mdb_strerror(rc));
     return STORE_EIO;
 }
 
@@ -197,14 +167,15 @@ static int remap(struct lmdb_store *ls, bool grow)
     if (rc == 0) mdb_env_info(ls->env, &info);
     pthread_rwlock_unlock(&ls->map_lock);
     if (rc) {
-        log_error("lmdb: growing the map to %zu bytes failed: %s", size, mdb_strerror(rc));
+        store_log_error(&ls->log, "lmdb: growing the map to %zu bytes failed: %s", size,
+                        mdb_strerror(rc));
         return rc;
     }
     pthread_mutex_lock(&ls->stats_lock);
     if (grow) ls->stats.map_resizes++;
     ls->stats.map_size = info.me_mapsize;
     pthread_mutex_unlock(&ls->stats_lock);
-    log_info("lmdb: map is now %zu MiB", info.me_mapsize >> 20);
+    store_log_info(&ls->log, "lmdb: map is now %zu MiB", info.me_mapsize >> 20);
     return 0;
 }
 
@@ -217,7 +188,7 @@ static int read_begin(struct lmdb_store *ls, MDB_txn **txn)
         pthread_rwlock_unlock(&ls->map_lock);
         /* Only if another process grew the map: adopt its size and retry. */
         if (rc == MDB_MAP_RESIZED && remap(ls, false) == 0) continue;
-        return store_err("read transaction", rc);
+        return store_err(ls, "read transaction", rc);
     }
 }
 
@@ -236,7 +207,8 @@ static int header_get(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
     int rc = mdb_get(txn, ls->docs, &k, &v);
     if (rc) return rc;
     if (header_decode(&v, h)) {
-        log_error("lmdb: document header of %zu bytes (want %d)", v.mv_size, HEADER_SIZE);
+        store_log_error(&ls->log, "lmdb: document header of %zu bytes (want %d)", v.mv_size,
+                        HEADER_SIZE);
         return MDB_CORRUPTED;
     }
     return 0;
@@ -255,8 +227,8 @@ static int chunk_put(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_t
                      const void *data, size_t len)
 {
     uint8_t kb[16];
-    put_u64(kb, num);
-    put_u64(kb + 8, off);
+    be_put64(kb, num);
+    be_put64(kb + 8, off);
     MDB_val k = {16, kb}, v = {len, (void *)data};
     return mdb_put(txn, ls->chunks, &k, &v, 0);
 }
@@ -286,7 +258,7 @@ done:
 /* Key-record prefix for a document: id_len u16, id. Returns its length. */
 static size_t keys_prefix(uint8_t *buf, const char *id, size_t id_len)
 {
-    put_u16(buf, (uint16_t)id_len);
+    be_put16(buf, (uint16_t)id_len);
     memcpy(buf + 2, id, id_len);
     return 2 + id_len;
 }
@@ -298,7 +270,7 @@ static int delete_doc(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
     int rc;
     if (h) {
         uint8_t num[8];
-        put_u64(num, h->num);
+        be_put64(num, h->num);
         rc = delete_prefix(txn, ls->chunks, num, 8);
         if (rc) return rc;
         MDB_val k = {id_len, (void *)id};
@@ -318,9 +290,9 @@ static int next_doc_number(struct lmdb_store *ls, MDB_txn *txn, uint64_t *num)
     if (rc == MDB_NOTFOUND) *num = 1;
     else if (rc) return rc;
     else if (v.mv_size != 8) return MDB_CORRUPTED;
-    else *num = get_u64(v.mv_data);
+    else *num = be_get64(v.mv_data);
     uint8_t buf[8];
-    put_u64(buf, *num + 1);
+    be_put64(buf, *num + 1);
     v.mv_size = 8;
     v.mv_data = buf;
     return mdb_put(txn, ls->meta, &k, &v, 0);
@@ -340,10 +312,10 @@ static int token_decode(const MDB_val *v, struct token_rec *r)
 {
     const uint8_t *p = v->mv_data;
     if (v->mv_size < TOKEN_FIXED) return -1;
-    r->expires = (int64_t)get_u64(p);
+    r->expires = (int64_t)be_get64(p);
     r->perms = (const char *)p + 8;
-    r->user_len = get_u32(p + 16);
-    r->doc_len = get_u32(p + 20);
+    r->user_len = be_get32(p + 16);
+    r->doc_len = be_get32(p + 20);
     if ((uint64_t)TOKEN_FIXED + r->user_len + r->doc_len != v->mv_size) return -1;
     r->user = (const char *)p + TOKEN_FIXED;
     r->doc = r->user + r->user_len;
@@ -353,7 +325,7 @@ static int token_decode(const MDB_val *v, struct token_rec *r)
 static size_t user_index_key(uint8_t *buf, const char *user, size_t user_len,
                              const char *token, size_t token_len)
 {
-    put_u16(buf, (uint16_t)user_len);
+    be_put16(buf, (uint16_t)user_len);
     memcpy(buf + 2, user, user_len);
     memcpy(buf + 2 + user_len, token, token_len);
     return 2 + user_len + token_len;
@@ -361,7 +333,7 @@ static size_t user_index_key(uint8_t *buf, const char *user, size_t user_len,
 
 static size_t expiry_key(uint8_t *buf, int64_t expires, const char *token, size_t token_len)
 {
-    put_u64(buf, time_key(expires));
+    be_put64(buf, time_key(expires));
     memcpy(buf + 8, token, token_len);
     return 8 + token_len;
 }
@@ -424,13 +396,14 @@ static int exec_append(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64
             /* Small append: rewrite the small last chunk with it, so a stream of tiny
              * appends makes ~4 KB records, each write costing at most ~4 KB. */
             uint8_t buf[CHUNK_BUF_MAX], kb[16];
-            put_u64(kb, h.num);
-            put_u64(kb + 8, h.last_chunk);
+            be_put64(kb, h.num);
+            be_put64(kb + 8, h.last_chunk);
             MDB_val k = {16, kb}, v;
             rc = mdb_get(txn, ls->chunks, &k, &v);
             if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size != last_len)) {
-                log_error("lmdb: last chunk of document %llu is missing or of the wrong size",
-                          (unsigned long long)h.num);
+                store_log_error(&ls->log,
+                                "lmdb: last chunk of document %llu is missing or of the wrong size",
+                                (unsigned long long)h.num);
                 return MDB_CORRUPTED;
             }
             if (rc) return rc;
@@ -475,7 +448,7 @@ static int exec_key_set(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     int rc = mdb_get(txn, ls->keys, &k, &v);
     if (rc == 0) {
         if (v.mv_size < 4) return MDB_CORRUPTED;
-        if (get_u32(v.mv_data) != op->expected) { op->rc = STORE_EMISMATCH; return 0; }
+        if (be_get32(v.mv_data) != op->expected) { op->rc = STORE_EMISMATCH; return 0; }
     } else if (rc == MDB_NOTFOUND) {
         if (op->expected != 0) { op->rc = STORE_EMISMATCH; return 0; }
     } else {
@@ -484,7 +457,7 @@ static int exec_key_set(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     v.mv_size = 4 + op->len;
     rc = mdb_put(txn, ls->keys, &k, &v, MDB_RESERVE);
     if (rc) return rc;
-    put_u32(v.mv_data, op->new_version);
+    be_put32(v.mv_data, op->new_version);
     if (op->len) memcpy((uint8_t *)v.mv_data + 4, op->data, op->len);
     op->rc = STORE_OK;
     return 0;
@@ -510,11 +483,11 @@ static int exec_token_add(struct lmdb_store *ls, MDB_txn *txn, struct op *op, in
     rc = mdb_put(txn, ls->tokens, &k, &v, MDB_RESERVE);
     if (rc) return rc;
     uint8_t *p = v.mv_data;
-    put_u64(p, (uint64_t)t->expires);
+    be_put64(p, (uint64_t)t->expires);
     memset(p + 8, 0, 8);
     memcpy(p + 8, t->permissions, strnlen(t->permissions, 7));
-    put_u32(p + 16, (uint32_t)user_len);
-    put_u32(p + 20, (uint32_t)t->doc_id_len);
+    be_put32(p + 16, (uint32_t)user_len);
+    be_put32(p + 20, (uint32_t)t->doc_id_len);
     memcpy(p + TOKEN_FIXED, user, user_len);
     if (t->doc_id_len) memcpy(p + TOKEN_FIXED + user_len, t->doc_id, t->doc_id_len);
 
@@ -534,7 +507,7 @@ static int exec_user_update(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
 {
     uint8_t prefix[MAX_KEY];
     size_t plen = 2 + op->id_len;
-    put_u16(prefix, (uint16_t)op->id_len);
+    be_put16(prefix, (uint16_t)op->id_len);
     memcpy(prefix + 2, op->id, op->id_len);
     char perms[8] = {0};
     memcpy(perms, op->perms, strnlen(op->perms, 7));
@@ -614,12 +587,12 @@ static int exec_sweep_tokens(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     op->more = false;
     uint64_t limit = time_key(op->now);
     while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
-        if (k.mv_size < 8 || get_u64(k.mv_data) > limit) break; /* expired iff <= now */
+        if (k.mv_size < 8 || be_get64(k.mv_data) > limit) break; /* expired iff <= now */
         if (n == SWEEP_TOKENS_PER_TXN) { op->more = true; break; }
         char token[MAX_KEY];
         size_t token_len = k.mv_size - 8;
         memcpy(token, (uint8_t *)k.mv_data + 8, token_len);
-        int64_t expires = (int64_t)(get_u64(k.mv_data) ^ ((uint64_t)1 << 63));
+        int64_t expires = (int64_t)(be_get64(k.mv_data) ^ ((uint64_t)1 << 63));
         rc = mdb_cursor_del(c, 0);
         if (rc) goto done;
         MDB_val tk = {token_len, token}, tv;
@@ -695,7 +668,7 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
         if (rc == 0) {
             int64_t now = time(NULL);
             struct op *op = first;
-            for (size_t i = 0; i < n && rc == 0; i++, op = op->next)
+            for (size_t i = 0; i < n && rc == 0; i++, op = next_op(op))
                 rc = exec_op(ls, txn, op, now);
             if (rc == 0) rc = mdb_txn_commit(txn); /* frees txn, also on failure */
             else mdb_txn_abort(txn);
@@ -709,89 +682,37 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
         if (rc == MDB_MAP_RESIZED && remap(ls, false) == 0) continue;
         if (rc == MDB_TXN_FULL && n > 1) {
             struct op *second = first;
-            for (size_t i = 0; i < n / 2; i++) second = second->next;
+            for (size_t i = 0; i < n / 2; i++) second = next_op(second);
             run_batch(ls, first, n / 2);
             run_batch(ls, second, n - n / 2);
             return;
         }
         break;
     }
-    log_error("lmdb: commit of %zu operation(s) failed: %s", n, mdb_strerror(rc));
+    store_log_error(&ls->log, "lmdb: commit of %zu operation(s) failed: %s", n, mdb_strerror(rc));
     struct op *op = first;
-    for (size_t i = 0; i < n; i++, op = op->next) op->rc = STORE_EIO;
+    for (size_t i = 0; i < n; i++, op = next_op(op)) op->rc = STORE_EIO;
     pthread_mutex_lock(&ls->stats_lock);
     ls->stats.failed_commits++;
     pthread_mutex_unlock(&ls->stats_lock);
 }
 
-static bool timespec_passed(const struct timespec *t)
+static void commit_batch(void *arg, struct commit_queue_item *first, size_t n)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+    run_batch(arg, (struct op *)first, n);
 }
 
-/* Worth a commit now: someone waits, we are closing, or touches are due. */
-static bool batch_due(struct lmdb_store *ls)
+static void free_touch(void *arg, struct commit_queue_item *item)
 {
-    if (!ls->q_head) return false;
-    return ls->q_waiting > 0 || ls->stopping || ls->q_len >= TOUCH_QUEUE_MAX ||
-           timespec_passed(&ls->touch_deadline);
-}
-
-static void *committer_main(void *arg)
-{
-    struct lmdb_store *ls = arg;
-    pthread_mutex_lock(&ls->q_lock);
-    for (;;) {
-        while (!batch_due(ls)) {
-            if (!ls->q_head && ls->stopping) goto out;
-            if (ls->q_head) pthread_cond_timedwait(&ls->q_cond, &ls->q_lock, &ls->touch_deadline);
-            else pthread_cond_wait(&ls->q_cond, &ls->q_lock);
-        }
-        struct op *batch = ls->q_head;
-        size_t n = ls->q_len;
-        ls->q_head = ls->q_tail = NULL;
-        ls->q_len = ls->q_waiting = ls->q_touches = 0;
-        pthread_mutex_unlock(&ls->q_lock);
-
-        run_batch(ls, batch, n);
-
-        pthread_mutex_lock(&ls->q_lock);
-        while (batch) {
-            struct op *next = batch->next; /* a woken caller's op vanishes with its stack */
-            if (batch->detached) {
-                free(batch);
-            } else {
-                batch->done = true;
-                pthread_cond_signal(&batch->cond);
-            }
-            batch = next;
-        }
-    }
-out:
-    pthread_mutex_unlock(&ls->q_lock);
-    return NULL;
+    (void)arg;
+    free(item);
 }
 
 /* Queues op and waits for its commit. Returns op->rc. */
 static int submit(struct lmdb_store *ls, struct op *op)
 {
-    op->next = NULL;
-    op->done = false;
-    op->detached = false;
     op->rc = STORE_EIO;
-    pthread_cond_init(&op->cond, NULL);
-    pthread_mutex_lock(&ls->q_lock);
-    if (ls->q_tail) ls->q_tail->next = op;
-    else ls->q_head = op;
-    ls->q_tail = op;
-    ls->q_len++;
-    ls->q_waiting++;
-    pthread_cond_signal(&ls->q_cond);
-    while (!op->done) pthread_cond_wait(&op->cond, &ls->q_lock);
-    pthread_mutex_unlock(&ls->q_lock);
-    pthread_cond_destroy(&op->cond);
+    commit_queue_submit(&ls->queue, &op->item);
     return op->rc;
 }
 
@@ -805,23 +726,9 @@ static void maybe_touch(struct lmdb_store *ls, const char *id, size_t id_len, in
     char *copy = (char *)(op + 1);
     memcpy(copy, id, id_len);
     op->kind = OP_TOUCH;
-    op->detached = true;
     op->id = copy;
     op->id_len = id_len;
-    pthread_mutex_lock(&ls->q_lock);
-    if (ls->q_tail) ls->q_tail->next = op;
-    else ls->q_head = op;
-    ls->q_tail = op;
-    ls->q_len++;
-    if (ls->q_touches++ == 0) {
-        uint64_t dl = mono_ns() + TOUCH_FLUSH_NS;
-        ls->touch_deadline.tv_sec = (time_t)(dl / 1000000000u);
-        ls->touch_deadline.tv_nsec = (long)(dl % 1000000000u);
-        pthread_cond_signal(&ls->q_cond); /* switch the committer to a timed wait */
-    } else if (ls->q_len >= TOUCH_QUEUE_MAX) {
-        pthread_cond_signal(&ls->q_cond);
-    }
-    pthread_mutex_unlock(&ls->q_lock);
+    commit_queue_post(&ls->queue, &op->item);
 }
 
 /* ---- methods ----------------------------------------------------------------------- */
@@ -835,7 +742,7 @@ static int lmdb_ping(struct store *s)
     MDB_val k = {6, "format"}, v;
     int mrc = mdb_get(txn, ls->meta, &k, &v);
     read_end(ls, txn);
-    return store_err("ping", mrc);
+    return store_err(ls, "ping", mrc);
 }
 
 static int lmdb_doc_create(struct store *s, const char *id, size_t id_len,
@@ -857,7 +764,7 @@ static int lmdb_doc_length(struct store *s, const char *id, size_t id_len, uint6
     int mrc = header_get(ls, txn, id, id_len, &h);
     read_end(ls, txn);
     if (mrc == MDB_NOTFOUND) return STORE_ENOTFOUND;
-    if (mrc) return store_err("doc_length", mrc);
+    if (mrc) return store_err(ls, "doc_length", mrc);
     *len = h.length;
     maybe_touch(ls, id, id_len, h.last_access);
     return STORE_OK;
@@ -872,8 +779,8 @@ static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_
     int rc = mdb_cursor_open(txn, ls->chunks, &c);
     if (rc) return rc;
     uint8_t kb[16];
-    put_u64(kb, num);
-    put_u64(kb + 8, offset);
+    be_put64(kb, num);
+    be_put64(kb + 8, offset);
     MDB_val k = {16, kb}, v;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     /* Unless a chunk starts exactly at offset, the one holding it is the previous. */
@@ -882,8 +789,8 @@ static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_
         rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
     size_t done = 0;
     while (rc == 0 && done < n) {
-        if (k.mv_size != 16 || get_u64(k.mv_data) != num) break;
-        uint64_t start = get_u64((uint8_t *)k.mv_data + 8);
+        if (k.mv_size != 16 || be_get64(k.mv_data) != num) break;
+        uint64_t start = be_get64((uint8_t *)k.mv_data + 8);
         uint64_t pos = offset + done;
         if (start > pos || pos - start >= v.mv_size) break; /* a hole */
         size_t take = v.mv_size - (size_t)(pos - start);
@@ -895,9 +802,9 @@ static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_
     mdb_cursor_close(c);
     if (rc && rc != MDB_NOTFOUND) return rc;
     if (done != n) {
-        log_error("lmdb: document %llu: chunks do not cover bytes %llu..%llu",
-                  (unsigned long long)num, (unsigned long long)(offset + done),
-                  (unsigned long long)(offset + n));
+        store_log_error(&ls->log, "lmdb: document %llu: chunks do not cover bytes %llu..%llu",
+                        (unsigned long long)num, (unsigned long long)(offset + done),
+                        (unsigned long long)(offset + n));
         return MDB_CORRUPTED;
     }
     return 0;
@@ -933,7 +840,7 @@ static int lmdb_doc_read(struct store *s, const char *id, size_t id_len, uint64_
     maybe_touch(ls, id, id_len, h.last_access);
     return STORE_OK;
 fail_mdb:
-    rc = store_err("doc_read", mrc);
+    rc = store_err(ls, "doc_read", mrc);
 fail:
     read_end(ls, txn);
     free(buf);
@@ -1004,8 +911,8 @@ static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_k
             cap = ncap;
         }
         uint8_t *p = buf + used;
-        put_u32(p, (uint32_t)name_len);
-        put_u32(p + 4, (uint32_t)value_len);
+        be_put32(p, (uint32_t)name_len);
+        be_put32(p + 4, (uint32_t)value_len);
         memcpy(p + 8, v.mv_data, 4);
         memcpy(p + 12, (uint8_t *)k.mv_data + plen, name_len);
         memcpy(p + 12 + name_len, (uint8_t *)v.mv_data + 4, value_len);
@@ -1016,15 +923,15 @@ static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_k
     read_end(ls, txn);
     for (size_t off = 0; off < used;) {
         const uint8_t *p = buf + off;
-        size_t name_len = get_u32(p), value_len = get_u32(p + 4);
+        size_t name_len = be_get32(p), value_len = be_get32(p + 4);
         const uint8_t *name = p + 12;
-        if (fn(arg, name, name_len, name + name_len, value_len, get_u32(p + 8))) break;
+        if (fn(arg, name, name_len, name + name_len, value_len, be_get32(p + 8))) break;
         off += 12 + name_len + value_len;
     }
     free(buf);
     return STORE_OK;
 fail_mdb:
-    rc = store_err("keys_get", mrc);
+    rc = store_err(ls, "keys_get", mrc);
 fail:
     if (c) mdb_cursor_close(c);
     read_end(ls, txn);
@@ -1066,7 +973,7 @@ static int lmdb_token_get(struct store *s, const char *token, size_t token_len,
     int mrc = mdb_get(txn, ls->tokens, &k, &v);
     if (mrc == MDB_NOTFOUND) { rc = STORE_ENOTFOUND; goto done; }
     if (mrc == 0 && token_decode(&v, &r)) mrc = MDB_CORRUPTED;
-    if (mrc) { rc = store_err("token_get", mrc); goto done; }
+    if (mrc) { rc = store_err(ls, "token_get", mrc); goto done; }
     if (r.expires <= (int64_t)time(NULL)) { rc = STORE_ENOTFOUND; goto done; }
     memset(out, 0, sizeof *out);
     out->doc_id = dup_bytes(r.doc, r.doc_len);
@@ -1111,7 +1018,7 @@ static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
         int mrc = mdb_cursor_open(txn, ls->docs, &c);
         if (mrc) {
             read_end(ls, txn);
-            rc = store_err("sweep", mrc);
+            rc = store_err(ls, "sweep", mrc);
             break;
         }
         MDB_val k = {last_len, last}, v;
@@ -1138,7 +1045,7 @@ static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
         mdb_cursor_close(c);
         read_end(ls, txn);
         if (mrc == MDB_NOTFOUND) at_end = true;
-        else if (mrc) rc = store_err("sweep", mrc);
+        else if (mrc) rc = store_err(ls, "sweep", mrc);
         if (n && rc == STORE_OK) {
             struct op op = {.kind = OP_SWEEP_DOCS, .cutoff = cutoff, .cand = cand,
                             .n_cand = n};
@@ -1170,16 +1077,10 @@ static int lmdb_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *
 static void lmdb_close(struct store *s)
 {
     struct lmdb_store *ls = (struct lmdb_store *)s;
-    pthread_mutex_lock(&ls->q_lock);
-    ls->stopping = true; /* the committer drains what is queued, touches included */
-    pthread_cond_signal(&ls->q_cond);
-    pthread_mutex_unlock(&ls->q_lock);
-    pthread_join(ls->committer, NULL);
+    commit_queue_stop(&ls->queue); /* commits what is queued, touches included */
     if (ls->nosync) mdb_env_sync(ls->env, 1);
     mdb_env_close(ls->env);
     pthread_rwlock_destroy(&ls->map_lock);
-    pthread_mutex_destroy(&ls->q_lock);
-    pthread_cond_destroy(&ls->q_cond);
     pthread_mutex_destroy(&ls->stats_lock);
     free(ls);
 }
@@ -1246,12 +1147,12 @@ static int open_dbs(struct lmdb_store *ls)
     rc = mdb_get(txn, ls->meta, &k, &v);
     if (rc == MDB_NOTFOUND) {
         uint8_t buf[4];
-        put_u32(buf, FORMAT_VERSION);
+        be_put32(buf, FORMAT_VERSION);
         v.mv_size = 4;
         v.mv_data = buf;
         rc = mdb_put(txn, ls->meta, &k, &v, 0);
-    } else if (rc == 0 && (v.mv_size != 4 || get_u32(v.mv_data) != FORMAT_VERSION)) {
-        log_error("lmdb: unknown data format (want version %u)", FORMAT_VERSION);
+    } else if (rc == 0 && (v.mv_size != 4 || be_get32(v.mv_data) != FORMAT_VERSION)) {
+        store_log_error(&ls->log, "lmdb: unknown data format (want version %u)", FORMAT_VERSION);
         rc = MDB_INCOMPATIBLE;
     }
     if (rc) goto fail;
@@ -1283,6 +1184,7 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
 
     ls->base.methods = &lmdb_methods;
     ls->nosync = cfg->nosync != 0;
+    ls->log = cfg->log;
     unsigned max_readers = cfg->max_readers ? (unsigned)cfg->max_readers : DEFAULT_MAX_READERS;
     what = "opening the environment";
     rc = mdb_env_create(&ls->env);
@@ -1314,12 +1216,6 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&ls->map_lock, &rwa);
     pthread_rwlockattr_destroy(&rwa);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ls->q_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&ls->q_lock, NULL);
     pthread_mutex_init(&ls->stats_lock, NULL);
     locks = true;
     MDB_envinfo info;
@@ -1330,10 +1226,12 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     ls->merge_max = (est.ms_psize < CHUNK_BUF_MAX ? est.ms_psize : CHUNK_BUF_MAX) - 16;
 
     what = "starting the committer";
-    rc = pthread_create(&ls->committer, NULL, committer_main, ls);
+    ls->queue = (struct commit_queue){.run = commit_batch, .release = free_touch, .arg = ls,
+                                      .defer_ns = TOUCH_FLUSH_NS, .defer_max = TOUCH_QUEUE_MAX};
+    rc = commit_queue_start(&ls->queue);
     if (rc) goto fail;
-    log_info("lmdb: opened %s (map %zu MiB, %u readers%s)", path, info.me_mapsize >> 20,
-             max_readers, ls->nosync ? ", NOSYNC" : "");
+    store_log_info(&ls->log, "lmdb: opened %s (map %zu MiB, %u readers%s)", path,
+                   info.me_mapsize >> 20, max_readers, ls->nosync ? ", NOSYNC" : "");
     free(path);
     return &ls->base;
 
@@ -1343,8 +1241,6 @@ fail:
         if (ls->env) mdb_env_close(ls->env);
         if (locks) {
             pthread_rwlock_destroy(&ls->map_lock);
-            pthread_cond_destroy(&ls->q_cond);
-            pthread_mutex_destroy(&ls->q_lock);
             pthread_mutex_destroy(&ls->stats_lock);
         }
         free(ls);

@@ -47,6 +47,6 @@ struct store_lmdb_stats {
 };
 
 /* Fills *out. When s is not an LMDB store, *out is zeroed. */
-void store_lmdb_stats(struct store *s, struct store_lmdb_stats *out);
+ZW_PUBLIC void store_lmdb_stats(struct store *s, struct store_lmdb_stats *out);
 
 #endif

@@ -20,7 +20,7 @@
  */
 #include "redis_store.h"
 #include "store.h"
-#include "log.h"
+#include "store_log.h"
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -183,6 +183,7 @@ struct rd_store {
     bool unix;
     char *user, *password;
     int64_t expiration;
+    struct store_log log;
 
     pthread_mutex_t lock; /* pool, health, scripts */
     pthread_cond_t pool_cond;
@@ -236,7 +237,7 @@ static void mark_down(struct rd_store *rd, const char *why)
 {
     pthread_mutex_lock(&rd->lock);
     if (!rd->down) {
-        log_error("redis: %s: unavailable (%s); will reconnect", rd->host, why);
+        store_log_error(&rd->log, "redis: %s: unavailable (%s); will reconnect", rd->host, why);
         rd->down = true;
         rd->gen++;
         rd->backoff_ms = BACKOFF_MIN_MS;
@@ -260,11 +261,11 @@ static void conn_lost(struct rd_store *rd, struct rd_conn *c)
 
 /* Maps an error reply to a store code. Redis being busy, loading or read-only is a
  * passing state; anything else is a real failure. */
-static int reply_error(const redisReply *r, const char *what)
+static int reply_error(struct rd_store *rd, const redisReply *r, const char *what)
 {
     static const char *const transient[] = {"LOADING", "BUSY", "READONLY", "MASTERDOWN",
                                             "TRYAGAIN", "CLUSTERDOWN", "NOAUTH"};
-    log_error("redis: %s: %.*s", what, (int)r->len, r->str);
+    store_log_error(&rd->log, "redis: %s: %.*s", what, (int)r->len, r->str);
     for (size_t i = 0; i < sizeof transient / sizeof *transient; i++)
         if (r->len >= strlen(transient[i]) && !strncmp(r->str, transient[i], strlen(transient[i])))
             return STORE_EUNAVAILABLE;
@@ -288,7 +289,7 @@ static int load_scripts(struct rd_store *rd, redisContext *ctx)
             rd->sha[i][40] = 0;
             pthread_mutex_unlock(&rd->lock);
         } else if (r->type == REDIS_REPLY_ERROR) {
-            log_warn("redis: SCRIPT LOAD: %.*s (using EVAL)", (int)r->len, r->str);
+            store_log_warn(&rd->log, "redis: SCRIPT LOAD: %.*s (using EVAL)", (int)r->len, r->str);
         }
         freeReplyObject(r);
     }
@@ -366,7 +367,7 @@ static int conn_get(struct rd_store *rd, struct rd_conn **out)
             goto unavailable;
         }
         pthread_mutex_lock(&rd->lock);
-        if (rd->down) log_info("redis: %s: connected again", rd->host);
+        if (rd->down) store_log_info(&rd->log, "redis: %s: connected again", rd->host);
         rd->down = false;
         rd->backoff_ms = BACKOFF_MIN_MS;
         c->ctx = ctx;
@@ -453,7 +454,7 @@ static int call_script(struct rd_store *rd, int script, int nkeys, const char **
     conn_put(rd, c);
     if (!r) return STORE_EUNAVAILABLE;
     if (r->type == REDIS_REPLY_ERROR) {
-        rc = reply_error(r, what);
+        rc = reply_error(rd, r, what);
         freeReplyObject(r);
         return rc;
     }
@@ -473,7 +474,7 @@ static int call_argv(struct rd_store *rd, int argc, const char **argv, const siz
     conn_put(rd, c);
     if (!r) return STORE_EUNAVAILABLE;
     if (r->type == REDIS_REPLY_ERROR) {
-        rc = reply_error(r, what);
+        rc = reply_error(rd, r, what);
         freeReplyObject(r);
         return rc;
     }
@@ -489,9 +490,9 @@ static bool int_elem(const redisReply *r, size_t i, long long *v)
     return true;
 }
 
-static int bad_reply(redisReply *r, const char *what)
+static int bad_reply(struct rd_store *rd, redisReply *r, const char *what)
 {
-    log_error("redis: %s: unexpected reply type %d", what, r ? r->type : -1);
+    store_log_error(&rd->log, "redis: %s: unexpected reply type %d", what, r ? r->type : -1);
     if (r) freeReplyObject(r);
     return STORE_EIO;
 }
@@ -819,13 +820,13 @@ static void run_appends(struct rd_store *rd, struct rd_append *batch)
             if (is_noscript(r)) {
                 noscript = true; /* not run: stays pending for the EVAL round */
             } else if (r->type == REDIS_REPLY_ERROR) {
-                ops[i]->rc = reply_error(r, "append");
+                ops[i]->rc = reply_error(rd, r, "append");
             } else if (int_elem(r, 0, &status) && int_elem(r, 1, &len)) {
                 ops[i]->new_len = (uint64_t)len;
                 ops[i]->rc = status == 1 ? STORE_OK : status == 0 ? STORE_EMISMATCH : STORE_ENOTFOUND;
             } else {
                 ops[i]->rc = STORE_EIO;
-                log_error("redis: append: unexpected reply type %d", r->type);
+                store_log_error(&rd->log, "redis: append: unexpected reply type %d", r->type);
             }
             freeReplyObject(r);
         }
@@ -928,7 +929,7 @@ static int rd_doc_create(struct store *s, const char *id, size_t id_len, const u
     if (rc != STORE_OK) return rc;
     if (r->type == REDIS_REPLY_STATUS) rc = STORE_OK;
     else if (r->type == REDIS_REPLY_NIL) rc = STORE_EEXISTS;
-    else return bad_reply(r, "create");
+    else return bad_reply(rd, r, "create");
     freeReplyObject(r);
     return rc;
 }
@@ -965,7 +966,7 @@ static int rd_doc_length(struct store *s, const char *id, size_t id_len, uint64_
     size_t lens[] = {k.doc_len, k.keys_len, strlen(exp)};
     if ((rc = call_script(rd, SC_LENGTH, 2, args, lens, 3, &r, "length")) != STORE_OK) goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
-        rc = bad_reply(r, "length");
+        rc = bad_reply(rd, r, "length");
         r = NULL;
         goto done;
     }
@@ -1018,7 +1019,7 @@ static int rd_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     }
     goto done;
 bad:
-    rc = bad_reply(r, "read");
+    rc = bad_reply(rd, r, "read");
     r = NULL;
 done:
     if (r) freeReplyObject(r);
@@ -1054,7 +1055,7 @@ static int rd_doc_delete(struct store *s, const char *id, size_t id_len)
     size_t lens[] = {k.doc_len, k.keys_len};
     if ((rc = call_script(rd, SC_DELETE, 2, args, lens, 2, &r, "delete")) != STORE_OK) goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
-        rc = bad_reply(r, "delete");
+        rc = bad_reply(rd, r, "delete");
         r = NULL;
         goto done;
     }
@@ -1083,7 +1084,7 @@ static int rd_key_set(struct store *s, const char *id, size_t id_len, const uint
     size_t lens[] = {hlen, name_len, strlen(old), jlen, strlen(exp)};
     if ((rc = call_script(rd, SC_KEY_SET, 1, args, lens, 5, &r, "key set")) != STORE_OK) goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
-        rc = bad_reply(r, "key set");
+        rc = bad_reply(rd, r, "key set");
         r = NULL;
         goto done;
     }
@@ -1107,7 +1108,7 @@ static int rd_keys_get(struct store *s, const char *id, size_t id_len, store_key
     int rc = call_argv(rd, 2, argv, lens, &r, "keys");
     free(hash);
     if (rc != STORE_OK) return rc;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) return bad_reply(r, "keys");
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) return bad_reply(rd, r, "keys");
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         redisReply *f = r->element[i], *v = r->element[i + 1];
         uint32_t version;
@@ -1116,7 +1117,7 @@ static int rd_keys_get(struct store *s, const char *id, size_t id_len, store_key
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
             !parse_key_json(v->str, v->len, &version, &value, &value_len)) {
             /* One unreadable key must not make the document unusable. */
-            log_warn("redis: keys: skipping a malformed key of a document");
+            store_log_warn(&rd->log, "redis: keys: skipping a malformed key of a document");
             continue;
         }
         int stop = fn(arg, (const uint8_t *)f->str, f->len, (const uint8_t *)value, value_len, version);
@@ -1146,7 +1147,7 @@ static int rd_token_add(struct store *s, const char *token, size_t token_len,
     if ((rc = call_script(rd, SC_TOKEN_ADD, 2, args, lens, 6, &r, "token add")) != STORE_OK)
         goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
-        rc = bad_reply(r, "token add");
+        rc = bad_reply(rd, r, "token add");
         r = NULL;
         goto done;
     }
@@ -1188,7 +1189,7 @@ static int rd_token_get(struct store *s, const char *token, size_t token_len,
     long long pttl, sec, usec;
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 4 || r->element[0]->type != REDIS_REPLY_ARRAY ||
         !int_elem(r, 1, &pttl) || !int_elem(r, 2, &sec) || !int_elem(r, 3, &usec))
-        return bad_reply(r, "token get");
+        return bad_reply(rd, r, "token get");
     if (pttl == -2) { /* expired between the two commands: cannot happen in a script */
         freeReplyObject(r);
         return STORE_ENOTFOUND;
@@ -1261,7 +1262,7 @@ static int rd_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
             r->element[0]->len >= sizeof cursor)
-            return bad_reply(r, "sweep scan");
+            return bad_reply(rd, r, "sweep scan");
         memcpy(cursor, r->element[0]->str, r->element[0]->len);
         cursor[r->element[0]->len] = 0;
         redisReply *keys = r->element[1];
@@ -1341,6 +1342,7 @@ struct store *store_redis_open(const struct store_config *cfg, char *err, size_t
         return NULL;
     }
     rd->base.methods = &rd_methods;
+    rd->log = cfg->log;
     pthread_mutex_init(&rd->lock, NULL);
     pthread_cond_init(&rd->pool_cond, NULL);
     pthread_mutex_init(&rd->qlock, NULL);

@@ -18,8 +18,9 @@
  *   ~150 ms at 20 MB). Reads refresh lastAccess at most every TOUCH_EVERY seconds for
  *   the same reason.
  */
+#include "commit_queue.h"
 #include "store.h"
-#include "log.h"
+#include "store_log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -141,6 +142,7 @@ static const char *const SQL[ST_COUNT] = {
 struct sq_conn {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
+    const struct store_log *log; /* the store's */
 };
 
 enum op_kind {
@@ -159,7 +161,7 @@ enum op_kind {
  * except for detached ops, which own a copy of their id and are freed by the
  * committer. */
 struct sq_op {
-    struct sq_op *next;
+    struct commit_queue_item item; /* first: the queue's items are ops */
     enum op_kind kind;
     const char *id;
     size_t id_len;
@@ -181,14 +183,15 @@ struct sq_op {
     uint64_t count;      /* OP_EXPIRE_*: rows removed */
     uint64_t new_len;
     int rc;
-    bool done;
-    bool detached;
 };
+
+static struct sq_op *next_op(struct sq_op *op) { return (struct sq_op *)op->item.next; }
 
 struct sq_store {
     struct store base;
     char *path;
     bool nosync;
+    struct store_log log;
 
     /* Readers. */
     pthread_mutex_t rlock;
@@ -200,16 +203,11 @@ struct sq_store {
 
     /* Writer and its queue. */
     struct sq_conn writer;
-    pthread_t committer;
-    bool committer_started;
-    pthread_mutex_t qlock;
-    pthread_cond_t qcond;    /* committer: work arrived */
-    pthread_cond_t donecond; /* callers: a batch finished */
-    struct sq_op *head, *tail;
-    bool stopping;
+    struct commit_queue queue; /* to the committer thread, the writer's only user */
     int wal_frames; /* last WAL size seen by the wal hook (committer only) */
     /* Reads refresh lastAccess at most every TOUCH_EVERY seconds per document, so a
-     * busy reader cannot flood the committer (id hash and time per slot, qlock). */
+     * busy reader cannot flood the committer (id hash and time per slot). */
+    pthread_mutex_t touch_lock;
     uint64_t touch_hash[TOUCH_SLOTS];
     int64_t touch_time[TOUCH_SLOTS];
 };
@@ -237,9 +235,11 @@ static int sq_err(int rc)
     }
 }
 
-static int sq_fail(sqlite3 *db, int rc, const char *what)
+static int sq_fail(struct sq_conn *c, int rc, const char *what)
 {
-    log_error("sqlite: %s: %s (%d)", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
+    sqlite3 *db = c->db;
+    store_log_error(c->log, "sqlite: %s: %s (%d)", what,
+                    db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
     return sq_err(rc);
 }
 
@@ -257,7 +257,7 @@ static sqlite3_stmt *stmt(struct sq_conn *c, int which)
         int rc = sqlite3_prepare_v3(c->db, SQL[which], -1, SQLITE_PREPARE_PERSISTENT,
                                     &c->st[which], NULL);
         if (rc != SQLITE_OK) {
-            sq_fail(c->db, rc, SQL[which]);
+            sq_fail(c, rc, SQL[which]);
             c->st[which] = NULL;
         }
     }
@@ -335,6 +335,7 @@ static int conn_open(struct sq_store *st, struct sq_conn *c, bool writer, char *
                      size_t err_len)
 {
     memset(c, 0, sizeof *c);
+    c->log = &st->log;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(st->path, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
@@ -389,7 +390,7 @@ static int op_create(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_clear_bindings(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "create document");
+        return sq_fail(c, rc, "create document");
     }
     return sqlite3_changes(c->db) ? STORE_OK : STORE_EEXISTS;
 fail:
@@ -413,7 +414,7 @@ static int doc_len(struct sq_conn *c, const char *id, size_t id_len, uint64_t *l
     } else if (rc == SQLITE_DONE) {
         out = 0;
     } else {
-        out = sq_fail(c->db, rc, "document length");
+        out = sq_fail(c, rc, "document length");
     }
     sqlite3_reset(s);
     return out;
@@ -440,7 +441,7 @@ static int op_append(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "append");
+        rc = sq_fail(c, src, "append");
         goto fail;
     }
     op->new_len = cur + op->len;
@@ -460,7 +461,7 @@ static int op_touch(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "touch");
+        return sq_fail(c, rc, "touch");
     }
     return STORE_OK;
 fail:
@@ -476,7 +477,7 @@ static int delete_keys(struct sq_conn *c, const char *id, size_t id_len)
     bind_text(s, 1, id, id_len);
     int rc = step(s);
     sqlite3_reset(s);
-    return rc == SQLITE_DONE ? STORE_OK : sq_fail(c->db, rc, "delete keys");
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(c, rc, "delete keys");
 }
 
 static int op_delete(struct sq_conn *c, struct sq_op *op, bool *hard)
@@ -488,7 +489,7 @@ static int op_delete(struct sq_conn *c, struct sq_op *op, bool *hard)
     int src = step(s);
     sqlite3_reset(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "delete document");
+        rc = sq_fail(c, src, "delete document");
         goto fail;
     }
     bool found = sqlite3_changes(c->db) > 0;
@@ -511,7 +512,7 @@ static int op_key_set(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_int64 version = exists ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "key get");
+        rc = sq_fail(c, src, "key get");
         goto fail;
     }
     if (exists ? version != (sqlite3_int64)op->old_version : op->old_version != 0)
@@ -527,7 +528,7 @@ static int op_key_set(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "key set");
+        rc = sq_fail(c, src, "key set");
         goto fail;
     }
     return STORE_OK;
@@ -548,7 +549,7 @@ static int op_token_add(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_int64 exp = exists ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "token lookup");
+        rc = sq_fail(c, src, "token lookup");
         goto fail;
     }
     if (exists && exp > op->now) return STORE_EEXISTS;
@@ -559,7 +560,7 @@ static int op_token_add(struct sq_conn *c, struct sq_op *op, bool *hard)
         src = step(s);
         sqlite3_reset(s);
         if (src != SQLITE_DONE) {
-            rc = sq_fail(c->db, src, "token replace");
+            rc = sq_fail(c, src, "token replace");
             goto fail;
         }
     }
@@ -574,7 +575,7 @@ static int op_token_add(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "token add");
+        rc = sq_fail(c, src, "token add");
         goto fail;
     }
     return STORE_OK;
@@ -593,7 +594,7 @@ static int op_user_update(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "update user");
+        return sq_fail(c, rc, "update user");
     }
     return STORE_OK;
 fail:
@@ -615,7 +616,7 @@ static int op_expire_docs(struct sq_conn *c, struct sq_op *op, bool *hard)
         int src = step(s);
         sqlite3_reset(s);
         if (src != SQLITE_DONE) {
-            rc = sq_fail(c->db, src, "expire document");
+            rc = sq_fail(c, src, "expire document");
             goto fail;
         }
         if (sqlite3_changes(c->db) == 0) continue;
@@ -638,7 +639,7 @@ static int op_expire_tokens(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "expire tokens");
+        return sq_fail(c, rc, "expire tokens");
     }
     op->count = (uint64_t)sqlite3_changes(c->db);
     return STORE_OK;
@@ -682,10 +683,10 @@ static bool run_txn(struct sq_store *st, struct sq_op *first, struct sq_op *end,
         busy_backoff(attempt);
     }
     if (rc != SQLITE_OK) {
-        err = sq_fail(c->db, rc, "begin");
+        err = sq_fail(c, rc, "begin");
         goto fail;
     }
-    for (struct sq_op *op = first; op != end; op = op->next) {
+    for (struct sq_op *op = first; op != end; op = next_op(op)) {
         bool hard = false;
         op->rc = run_op(c, op, &hard);
         if (hard) {
@@ -700,88 +701,57 @@ static bool run_txn(struct sq_store *st, struct sq_op *first, struct sq_op *end,
         busy_backoff(attempt);
     }
     if (rc != SQLITE_OK) {
-        err = sq_fail(c->db, rc, "commit");
+        err = sq_fail(c, rc, "commit");
         goto fail;
     }
     return true;
 fail:
     rollback(c);
-    for (struct sq_op *op = first; op != end; op = op->next) op->rc = err;
+    for (struct sq_op *op = first; op != end; op = next_op(op)) op->rc = err;
     return false;
 }
 
 static void run_batch(struct sq_store *st, struct sq_op *batch)
 {
     bool op_failed;
-    if (run_txn(st, batch, NULL, &op_failed) || !op_failed || !batch->next) return;
+    if (run_txn(st, batch, NULL, &op_failed) || !op_failed || !next_op(batch)) return;
     /* One op failed in SQLite and took the batch with it: redo each op alone so that
      * only the failing one reports the failure. */
-    for (struct sq_op *op = batch; op; op = op->next) run_txn(st, op, op->next, &op_failed);
+    for (struct sq_op *op = batch; op; op = next_op(op)) run_txn(st, op, next_op(op), &op_failed);
 }
 
-static void free_op(struct sq_op *op)
+static void commit_batch(void *arg, struct commit_queue_item *first, size_t n)
 {
+    (void)n; /* the batch ends at a NULL next */
+    run_batch(arg, (struct sq_op *)first);
+}
+
+static void free_op(void *arg, struct commit_queue_item *item)
+{
+    (void)arg;
+    struct sq_op *op = (struct sq_op *)item;
     free((char *)op->id);
     free(op);
 }
 
-static void *committer_main(void *arg)
+/* After each batch, its callers already woken. A PASSIVE checkpoint never waits for
+ * readers. Preferably between bursts, but under endless load the WAL must not grow
+ * without bound either. */
+static void maybe_checkpoint(void *arg, bool more_queued)
 {
     struct sq_store *st = arg;
-    pthread_mutex_lock(&st->qlock);
-    for (;;) {
-        while (!st->head && !st->stopping) pthread_cond_wait(&st->qcond, &st->qlock);
-        if (!st->head) break;
-        struct sq_op *batch = st->head;
-        st->head = st->tail = NULL;
-        pthread_mutex_unlock(&st->qlock);
-
-        run_batch(st, batch);
-
-        pthread_mutex_lock(&st->qlock);
-        struct sq_op *next;
-        for (struct sq_op *op = batch; op; op = next) {
-            next = op->next;
-            if (op->detached) free_op(op);
-            else op->done = true;
-        }
-        pthread_cond_broadcast(&st->donecond);
-        if (st->wal_frames >= CHECKPOINT_FRAMES &&
-            (!st->head || st->wal_frames >= 8 * CHECKPOINT_FRAMES)) {
-            /* Callers are already woken; a PASSIVE checkpoint never waits for readers.
-             * Preferably between bursts, but under endless load the WAL must not grow
-             * without bound either. */
-            pthread_mutex_unlock(&st->qlock);
-            int rc = sqlite3_wal_checkpoint_v2(st->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE,
-                                               NULL, NULL);
-            if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
-                sq_fail(st->writer.db, rc, "checkpoint");
-            st->wal_frames = 0;
-            pthread_mutex_lock(&st->qlock);
-        }
-    }
-    pthread_mutex_unlock(&st->qlock);
-    return NULL;
-}
-
-static void enqueue(struct sq_store *st, struct sq_op *op)
-{
-    op->next = NULL;
-    if (st->tail) st->tail->next = op;
-    else st->head = op;
-    st->tail = op;
-    pthread_cond_signal(&st->qcond);
+    if (st->wal_frames < CHECKPOINT_FRAMES ||
+        (more_queued && st->wal_frames < 8 * CHECKPOINT_FRAMES))
+        return;
+    int rc = sqlite3_wal_checkpoint_v2(st->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) sq_fail(&st->writer, rc, "checkpoint");
+    st->wal_frames = 0;
 }
 
 /* Queues op and waits until its batch committed (or failed). Returns op->rc. */
 static int submit(struct sq_store *st, struct sq_op *op)
 {
-    op->done = false;
-    op->detached = false;
-    pthread_mutex_lock(&st->qlock);
-    enqueue(st, op);
-    while (!op->done) pthread_cond_wait(&st->donecond, &st->qlock);
-    pthread_mutex_unlock(&st->qlock);
+    commit_queue_submit(&st->queue, &op->item);
     return op->rc;
 }
 
@@ -809,13 +779,7 @@ static void reader_put(struct sq_store *st, struct sq_conn *c)
 static void sq_close(struct store *s)
 {
     struct sq_store *st = (struct sq_store *)s;
-    if (st->committer_started) {
-        pthread_mutex_lock(&st->qlock);
-        st->stopping = true;
-        pthread_cond_signal(&st->qcond);
-        pthread_mutex_unlock(&st->qlock);
-        pthread_join(st->committer, NULL); /* drains the queue first */
-    }
+    commit_queue_stop(&st->queue); /* commits what is queued first */
     for (int i = 0; i < st->nreaders; i++) conn_close(&st->readers[i]);
     if (st->writer.db) {
         /* Fold the WAL back so the file is complete on its own (e.g. when copied). */
@@ -824,9 +788,7 @@ static void sq_close(struct store *s)
     }
     pthread_mutex_destroy(&st->rlock);
     pthread_cond_destroy(&st->rcond);
-    pthread_mutex_destroy(&st->qlock);
-    pthread_cond_destroy(&st->qcond);
-    pthread_cond_destroy(&st->donecond);
+    pthread_mutex_destroy(&st->touch_lock);
     free(st->path);
     free(st);
 }
@@ -839,7 +801,7 @@ static int sq_ping(struct store *s)
     sqlite3_stmt *q = stmt(c, ST_PING);
     if (q) {
         int rc = step(q);
-        out = rc == SQLITE_ROW ? STORE_OK : sq_fail(c->db, rc, "ping");
+        out = rc == SQLITE_ROW ? STORE_OK : sq_fail(c, rc, "ping");
         sqlite3_reset(q);
     }
     reader_put(st, c);
@@ -863,14 +825,14 @@ static void touch(struct sq_store *st, const char *id, size_t id_len)
     for (size_t i = 0; i < id_len; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
     int64_t now = now_seconds();
     size_t slot = h % TOUCH_SLOTS;
-    pthread_mutex_lock(&st->qlock);
+    pthread_mutex_lock(&st->touch_lock);
     bool recent = st->touch_hash[slot] == h && now - st->touch_time[slot] < TOUCH_EVERY &&
                   now >= st->touch_time[slot];
     if (!recent) {
         st->touch_hash[slot] = h;
         st->touch_time[slot] = now;
     }
-    pthread_mutex_unlock(&st->qlock);
+    pthread_mutex_unlock(&st->touch_lock);
     if (recent) return;
     struct sq_op *op = calloc(1, sizeof *op);
     char *copy = malloc(id_len ? id_len : 1);
@@ -884,10 +846,7 @@ static void touch(struct sq_store *st, const char *id, size_t id_len)
     op->id = copy;
     op->id_len = id_len;
     op->now = now;
-    op->detached = true;
-    pthread_mutex_lock(&st->qlock);
-    enqueue(st, op);
-    pthread_mutex_unlock(&st->qlock);
+    commit_queue_post(&st->queue, &op->item);
 }
 
 static int sq_doc_length(struct store *s, const char *id, size_t id_len, uint64_t *len)
@@ -916,7 +875,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
 
     /* One read transaction, so that the length and the bytes are one snapshot. */
     if ((rc = exec_stmt(c, ST_BEGIN)) != SQLITE_OK) {
-        out = sq_fail(c->db, rc, "begin read");
+        out = sq_fail(c, rc, "begin read");
         goto done;
     }
     in_txn = true;
@@ -938,7 +897,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
         goto done;
     }
     if (rc != SQLITE_ROW) {
-        out = sq_fail(c->db, rc, "read document");
+        out = sq_fail(c, rc, "read document");
         goto done;
     }
     uint64_t doclen = n > 0 ? (uint64_t)n : 0;
@@ -956,7 +915,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     /* Incremental blob I/O copies out only [offset, end), not the whole document. */
     rc = sqlite3_blob_open(c->db, "main", "ZwibblerDocs", "data", rowid, 0, &blob);
     if (rc != SQLITE_OK) {
-        out = sq_fail(c->db, rc, "open document blob");
+        out = sq_fail(c, rc, "open document blob");
         goto done;
     }
     buf = malloc((size_t)want);
@@ -966,7 +925,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     }
     rc = sqlite3_blob_read(blob, buf, (int)want, (int)offset);
     if (rc != SQLITE_OK) {
-        out = sq_fail(c->db, rc, "read document blob");
+        out = sq_fail(c, rc, "read document blob");
         goto done;
     }
     *data = buf;
@@ -1031,7 +990,7 @@ static int sq_keys_get(struct store *s, const char *id, size_t id_len, store_key
                value ? value : (const uint8_t *)"", value_len, version))
             break;
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) out = sq_fail(c->db, rc, "list keys");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) out = sq_fail(c, rc, "list keys");
     sqlite3_reset(q);
 done:
     reader_put(st, c);
@@ -1088,7 +1047,7 @@ static int sq_token_get(struct store *s, const char *token, size_t token_len,
     } else if (rc == SQLITE_DONE) {
         ret = STORE_ENOTFOUND;
     } else {
-        ret = sq_fail(c->db, rc, "token get");
+        ret = sq_fail(c, rc, "token get");
     }
     sqlite3_reset(q);
 done:
@@ -1143,7 +1102,7 @@ static int sq_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
             }
             sqlite3_reset(q);
         }
-        if (rc != SQLITE_DONE) out = sq_fail(c->db, rc, "list idle documents");
+        if (rc != SQLITE_DONE) out = sq_fail(c, rc, "list idle documents");
         reader_put(st, c);
         for (size_t i = 0; out == STORE_OK && i < n; i += SWEEP_CHUNK) {
             struct sq_op op = {.kind = OP_EXPIRE_DOCS, .ids = ids + i, .id_lens = lens + i,
@@ -1213,11 +1172,10 @@ struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_
     }
     st->base.methods = &sq_methods;
     st->nosync = cfg->nosync != 0;
+    st->log = cfg->log;
     pthread_mutex_init(&st->rlock, NULL);
     pthread_cond_init(&st->rcond, NULL);
-    pthread_mutex_init(&st->qlock, NULL);
-    pthread_cond_init(&st->qcond, NULL);
-    pthread_cond_init(&st->donecond, NULL);
+    pthread_mutex_init(&st->touch_lock, NULL);
 
     const char *dir = cfg->data_dir && *cfg->data_dir ? cfg->data_dir : "/var/lib/zwibbler";
     size_t plen = strlen(dir) + sizeof "/zwibbler.db";
@@ -1254,11 +1212,13 @@ struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_
         st->nreaders++;
         st->free_readers[st->nfree++] = i;
     }
-    if (pthread_create(&st->committer, NULL, committer_main, st) != 0) {
+    /* Touches are not deferred: a batch starts as soon as anything is queued. */
+    st->queue = (struct commit_queue){.run = commit_batch, .release = free_op,
+                                      .after = maybe_checkpoint, .arg = st};
+    if (commit_queue_start(&st->queue) != 0) {
         snprintf(err, err_len, "sqlite: cannot start committer thread");
         goto fail;
     }
-    st->committer_started = true;
     return &st->base;
 fail:
     sq_close(&st->base);

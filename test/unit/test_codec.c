@@ -22,9 +22,9 @@ struct bb {
 };
 
 static void bb_u8(struct bb *m, uint8_t v) { m->b[m->n++] = v; }
-static void bb_u16(struct bb *m, uint16_t v) { codec_put16(m->b + m->n, v); m->n += 2; }
-static void bb_u32(struct bb *m, uint32_t v) { codec_put32(m->b + m->n, v); m->n += 4; }
-static void bb_u64(struct bb *m, uint64_t v) { codec_put64(m->b + m->n, v); m->n += 8; }
+static void bb_u16(struct bb *m, uint16_t v) { be_put16(m->b + m->n, v); m->n += 2; }
+static void bb_u32(struct bb *m, uint32_t v) { be_put32(m->b + m->n, v); m->n += 4; }
+static void bb_u64(struct bb *m, uint64_t v) { be_put64(m->b + m->n, v); m->n += 8; }
 static void bb_raw(struct bb *m, const void *p, size_t n) { memcpy(m->b + m->n, p, n); m->n += n; }
 static void bb_str(struct bb *m, const char *s) { bb_raw(m, s, strlen(s)); }
 
@@ -228,12 +228,12 @@ static void test_init_doc_id_length_past_end(void **state)
                             0xFFFFFFFF};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         build_init_v3(&m, "abc", "");
-        codec_put32(m.b + 21, bad[i]);
+        be_put32(m.b + 21, bad[i]);
         assert_int_equal(decode_exact(dec_init, m.b, m.n), CODEC_E_SHORT);
     }
     /* Longer than the id alone but within initial data: the id eats into it. */
     build_init_v3(&m, "abc", "defg");
-    codec_put32(m.b + 21, 7);
+    be_put32(m.b + 21, 7);
     p = exact(m.b, m.n);
     assert_int_equal(codec_decode_init(p, m.n, &o), CODEC_OK);
     assert_bytes(o.doc_id, o.doc_id_len, "abcdefg");
@@ -251,20 +251,20 @@ static void test_init_version(void **state)
     const uint16_t bad[] = {0, 1, 4, 0x0102, 0x0200, 0x0203, 0xFFFF};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         build_init_v3(&m, "doc", "");
-        codec_put16(m.b + 2, bad[i]);
+        be_put16(m.b + 2, bad[i]);
         assert_int_equal(decode_exact(dec_init, m.b, m.n), CODEC_E_VERSION);
     }
 
     /* A v2 message claiming version 3 is read with the v3 layout; its bytes are too
      * few for it here. */
     build_init_v2(&m, "", "");
-    codec_put16(m.b + 2, 3);
+    be_put16(m.b + 2, 3);
     assert_int_equal(decode_exact(dec_init, m.b, m.n), CODEC_E_SHORT);
 
     /* Bytes 2-3 == 00 02 select the v2 layout even if the body was built as v3:
      * the v2 offset is then bytes 9-16 and docIdLength byte 17 (0xFF, past the end). */
     build_init_v3(&m, "doc", "");
-    codec_put16(m.b + 2, 2);
+    be_put16(m.b + 2, 2);
     assert_int_equal(decode_exact(dec_init, m.b, m.n), CODEC_E_SHORT);
     m.b[17] = (uint8_t)(m.n - 18);
     uint8_t *p = exact(m.b, m.n);
@@ -451,27 +451,27 @@ static void test_set_key_lengths_past_end(void **state)
 
     /* nameLength at 13; for "name"/"val" valueLength at 21. */
     build_set_key(&m, "name", "val");
-    codec_put32(m.b + 13, 5 + 4 + 3); /* one more than all that follows */
+    be_put32(m.b + 13, 5 + 4 + 3); /* one more than all that follows */
     assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     /* nameLength that swallows the valueLength field entirely, leaving <4 bytes. */
-    codec_put32(m.b + 13, 4 + 2);
+    be_put32(m.b + 13, 4 + 2);
     assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        codec_put32(m.b + 13, bad[i]);
+        be_put32(m.b + 13, bad[i]);
         assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     }
 
     build_set_key(&m, "name", "val");
-    codec_put32(m.b + 21, 4);
+    be_put32(m.b + 21, 4);
     assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        codec_put32(m.b + 21, bad[i]);
+        be_put32(m.b + 21, bad[i]);
         assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     }
-    codec_put32(m.b + 21, 3);
+    be_put32(m.b + 21, 3);
     assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_OK);
     /* Shorter valueLength than the rest: trailing ignored, still OK. */
-    codec_put32(m.b + 21, 1);
+    be_put32(m.b + 21, 1);
     struct codec_set_key o;
     uint8_t *p = exact(m.b, m.n);
     assert_int_equal(codec_decode_set_key(p, m.n, &o), CODEC_OK);

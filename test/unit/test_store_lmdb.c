@@ -3,6 +3,7 @@
  * sweep in steps, last-access touches, key-size limits, store_open dispatch, kill -9 durability, and
  * append latency with sync on. */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -21,6 +22,7 @@
 #include <lmdb.h>
 
 #include "lmdb_store.h"
+#include "mono.h"
 #include "store.h"
 #include "store_conformance.h"
 
@@ -44,10 +46,35 @@ static void rm_rf(const char *path)
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* The store's log lines (store_config.log): counted by level and text, and still
+ * shown on stderr. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned log_opened, log_map_grown, log_bad_level;
+
+static void log_capture(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    pthread_mutex_lock(&log_lock);
+    if (level == STORE_LOG_INFO && !strncmp(msg, "lmdb: opened ", 13)) log_opened++;
+    if (level == STORE_LOG_INFO && !strncmp(msg, "lmdb: map is now ", 17)) log_map_grown++;
+    if (level < STORE_LOG_DEBUG || level > STORE_LOG_ERROR || strchr(msg, '\n')) log_bad_level++;
+    pthread_mutex_unlock(&log_lock);
+    fprintf(stderr, "[store log %d] %s\n", level, msg);
+}
+
+static unsigned log_count(unsigned *counter)
+{
+    pthread_mutex_lock(&log_lock);
+    unsigned n = *counter;
+    pthread_mutex_unlock(&log_lock);
+    return n;
+}
+
 static struct store *lmdb_open_ctx(void *p)
 {
     struct lctx *c = p;
-    struct store_config cfg = {.backend = "lmdb", .data_dir = c->dir, .nosync = c->nosync};
+    struct store_config cfg = {.backend = "lmdb", .data_dir = c->dir, .nosync = c->nosync,
+                               .log = {log_capture, NULL}};
     char err[256];
     struct store *s = store_open(&cfg, err, sizeof err);
     if (!s) fprintf(stderr, "open: %s\n", err);
@@ -62,12 +89,7 @@ static void lmdb_reset_ctx(void *p)
 
 static struct lctx ctx_nosync, ctx_sync;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static double now_s(void) { return (double)mono_ns() / 1e9; }
 
 /* Document contents are a function of the offset, with a prime period so that chunk
  * boundaries never line up with it; fill and compare go by memcpy/memcmp (fast also
@@ -174,6 +196,7 @@ static void t_map_growth(void **state)
     fill(buf, 0, 5000);
     assert_int_equal(store_doc_create(s, "small", 5, buf, 5000), STORE_OK);
     assert_int_equal(store_doc_create(s, "big", 3, NULL, 0), STORE_OK);
+    unsigned grown_before = log_count(&log_map_grown);
     int stop = 0;
     struct reader_arg ra[4];
     pthread_t th[4];
@@ -200,6 +223,8 @@ static void t_map_growth(void **state)
     assert_true(st.map_resizes >= 1);
     assert_true(st.map_size > ((uint64_t)64 << 20));
     assert_int_equal(st.failed_commits, 0);
+    /* each growth is logged through the configured callback */
+    assert_int_equal(log_count(&log_map_grown) - grown_before, st.map_resizes);
     check_read(s, "big", len - 12345, len);
     check_read(s, "big", (uint64_t)40 << 20, len);
     print_message("      map grew %llu time(s) to %llu MiB\n", (unsigned long long)st.map_resizes,
@@ -488,6 +513,44 @@ static void t_open_dispatch(void **state)
     store_close(NULL);
 }
 
+/* Log lines go through store_config.log when set, whole and at their level; without
+ * it, to stderr. */
+static void t_log(void **state)
+{
+    (void)state;
+    lmdb_reset_ctx(&ctx_nosync);
+    unsigned opened = log_count(&log_opened);
+    struct store *s = lmdb_open_ctx(&ctx_nosync);
+    assert_non_null(s);
+    assert_int_equal(log_count(&log_opened), opened + 1);
+    store_close(s);
+
+    char path[128];
+    snprintf(path, sizeof path, "%s/stderr.txt", tmp_root);
+    fflush(stderr);
+    int saved = dup(2), fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+    struct store_config cfg = {.backend = "lmdb", .data_dir = ctx_nosync.dir, .nosync = 1};
+    char err[256];
+    s = store_open(&cfg, err, sizeof err);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    assert_non_null(s);
+    store_close(s);
+    assert_int_equal(log_count(&log_opened), opened + 1); /* not through the callback */
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[512] = "";
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_non_null(strstr(line, "INFO"));
+    assert_non_null(strstr(line, "lmdb: opened "));
+    assert_int_equal(log_count(&log_bad_level), 0);
+}
+
 /* A child appends durably and reports each acknowledged length; it is killed with
  * SIGKILL mid-stream. Every acknowledged byte must survive and the store must open. */
 static void t_kill9(void **state)
@@ -612,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_touch, setup_fresh, teardown_store),
         cmocka_unit_test_setup_teardown(t_limits, setup_fresh, teardown_store),
         cmocka_unit_test(t_open_dispatch),
+        cmocka_unit_test(t_log),
         cmocka_unit_test(t_kill9),
         cmocka_unit_test(t_latency),
     };

@@ -2,6 +2,7 @@
  * this backend has: files laid out exactly as the reference server's zwibbler.db
  * (PROTOCOL.md §10) read and written, blobs kept binary, a database locked by another
  * process ridden out, and (STORE_BENCH=1) the append cost on large documents. */
+#include "mono.h"
 #include "store.h"
 #include "store_conformance.h"
 
@@ -449,12 +450,7 @@ static void *gc_worker(void *p)
     return NULL;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static double now_s(void) { return (double)mono_ns() / 1e9; }
 
 static void t_group_commit(void **state)
 {
