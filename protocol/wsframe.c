@@ -1,40 +1,384 @@
-/* wsframe: owns the rules of client frames (RFC 6455, sections 5 and 7): header
- * parsing, unmasking, assembly of fragments, control frames between them, the size
- * limit checked from the header before any payload is kept, and server frame headers. */
+/* wsframe: owns RFC 6455 framing on the server side: reading client frames into
+ * events (every rule of §5 a server must enforce) and building server frames.
+ * Only the reader's own buffer allocates. */
 #include "wsframe.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "bytes.h"
+#include "codec.h" /* big-endian helpers */
+
+enum { R_HEADER, R_PAYLOAD, R_DONE };
+
+#define B0_FIN 0x80u
+#define B0_RSV1 0x40u
+#define B0_RSV23 0x30u
+#define B0_OPCODE 0x0Fu
+#define B1_MASK 0x80u
+#define B1_LEN 0x7Fu
+#define OP_CONTROL 0x08u /* opcodes 8-15 are control frames */
 
 void ws_reader_init(struct ws_reader *r, const struct ws_reader_limits *lim)
 {
     memset(r, 0, sizeof *r);
-    r->lim = *lim;
-}
-
-static void drop_message(struct ws_reader *r)
-{
-    free(r->msg);
-    r->msg = NULL;
-    r->msg_len = r->msg_cap = 0;
+    r->state = R_HEADER;
+    r->max_message = lim->max_message;
+    r->deflate = lim->deflate;
 }
 
 void ws_reader_free(struct ws_reader *r)
 {
-    drop_message(r);
+    struct ws_reader_limits lim = {r->max_message, r->deflate};
+
+    free(r->buf);
+    ws_reader_init(r, &lim);
 }
 
 bool ws_reader_idle(const struct ws_reader *r)
 {
-    return !r->in_frame && r->hdr_len == 0 && !r->msg_open;
+    return r->state == R_DONE || (r->state == R_HEADER && r->hdr_got == 0 && !r->msg_open);
 }
 
 void ws_reader_progress(const struct ws_reader *r, uint64_t *expected, uint64_t *received)
 {
-    *expected = r->in_frame ? r->payload_len : 0;
-    *received = r->in_frame ? r->payload_got : r->hdr_len;
+    bool payload = r->state == R_PAYLOAD;
+    *expected = payload ? r->frame_len : 0;
+    *received = payload ? r->frame_got : r->hdr_got;
+}
+
+/* Drops the reader's buffer and whatever it held. */
+static void drop_buffer(struct ws_reader *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = 0;
+    r->msg_len = 0;
+    r->msg_open = false;
+    r->release = 0;
+}
+
+/* The connection is over: nothing is read after an error, and nothing but the
+ * error is reported, so the buffer can go at once. */
+static size_t fail(struct ws_reader *r, struct ws_event *ev, uint16_t code, const char *why,
+                   size_t consumed)
+{
+    drop_buffer(r);
+    r->state = R_DONE;
+    ev->kind = WS_EV_ERROR;
+    ev->code = code;
+    ev->why = why;
+    return consumed;
+}
+
+/* ---- Header ---- */
+
+/* Every client frame is masked (checked before this matters), so a header is two
+ * bytes, the extended length, then the 4-byte key. */
+static size_t header_size(uint8_t b1)
+{
+    unsigned l7 = b1 & B1_LEN;
+
+    return 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + 4;
+}
+
+static uint64_t header_payload_len(const uint8_t *h)
+{
+    unsigned l7 = h[1] & B1_LEN;
+
+    if (l7 == 126)
+        return codec_get16(h + 2);
+    if (l7 == 127)
+        return codec_get64(h + 2);
+    return l7;
+}
+
+/* The rules that the first two bytes settle; NULL when they pass. Checked as soon as
+ * those bytes arrive, so a broken frame is refused before the rest of it. */
+static const char *check_start(const struct ws_reader *r, uint8_t b0, uint8_t b1)
+{
+    unsigned op = b0 & B0_OPCODE;
+
+    if (b0 & B0_RSV23)
+        return "RSV2 or RSV3 set";
+    if (op > WS_OP_BINARY && op != WS_OP_CLOSE && op != WS_OP_PING && op != WS_OP_PONG)
+        return "unknown opcode";
+    if (!(b1 & B1_MASK))
+        return "unmasked client frame";
+    if (op & OP_CONTROL) {
+        if (!(b0 & B0_FIN))
+            return "fragmented control frame";
+        if (b0 & B0_RSV1)
+            return "RSV1 on a control frame";
+        if ((b1 & B1_LEN) > WS_MAX_CONTROL_PAYLOAD)
+            return "control frame longer than 125 bytes";
+        return NULL;
+    }
+    if (op == WS_OP_CONT) {
+        if (!r->msg_open)
+            return "continuation without a message";
+        if (b0 & B0_RSV1)
+            return "RSV1 on a continuation frame";
+    } else {
+        if (r->msg_open)
+            return "new message inside a fragmented one";
+        if ((b0 & B0_RSV1) && !r->deflate)
+            return "RSV1 without permessage-deflate";
+    }
+    return NULL;
+}
+
+/* Reads the next frame header at buf[*pos], or finishes one begun by an earlier call
+ * (collected in r->hdr). Returns 1 when it is complete (state becomes R_PAYLOAD), 0
+ * when buf ran out first, -1 after reporting an error in *ev. */
+static int read_header(struct ws_reader *r, const uint8_t *buf, size_t len, size_t *pos,
+                       struct ws_event *ev)
+{
+    const uint8_t *h;
+    const char *why;
+    size_t avail = len - *pos, need;
+    uint64_t plen;
+
+    if (r->hdr_got == 0 && avail >= 2 && avail >= header_size(buf[*pos + 1])) {
+        /* The usual case: the whole header lies in buf, read it there. */
+        h = buf + *pos;
+        if ((why = check_start(r, h[0], h[1])) != NULL) {
+            fail(r, ev, WS_CLOSE_PROTOCOL, why, 0);
+            return -1;
+        }
+        need = header_size(h[1]);
+        *pos += need;
+    } else {
+        for (;;) {
+            need = r->hdr_got < 2 ? 2 : header_size(r->hdr[1]);
+            if (r->hdr_got == need)
+                break;
+            if (*pos == len)
+                return 0;
+            size_t take = need - r->hdr_got < len - *pos ? need - r->hdr_got : len - *pos;
+            memcpy(r->hdr + r->hdr_got, buf + *pos, take);
+            r->hdr_got = (uint8_t)(r->hdr_got + take);
+            *pos += take;
+            if (r->hdr_got == 2 && (why = check_start(r, r->hdr[0], r->hdr[1])) != NULL) {
+                fail(r, ev, WS_CLOSE_PROTOCOL, why, *pos);
+                return -1;
+            }
+        }
+        h = r->hdr;
+    }
+
+    plen = header_payload_len(h);
+    if (plen >> 63) {
+        fail(r, ev, WS_CLOSE_PROTOCOL, "64-bit length with the top bit set", *pos);
+        return -1;
+    }
+    r->opcode = h[0] & B0_OPCODE;
+    if (!(r->opcode & OP_CONTROL)) {
+        /* msg_len <= max_message always holds, so this cannot wrap. The payload is
+         * neither stored nor read before this check. */
+        if (plen > (uint64_t)(r->max_message - r->msg_len)) {
+            ev->size = plen + r->msg_len;
+            fail(r, ev, WS_CLOSE_TOO_BIG, "message too big", *pos);
+            return -1;
+        }
+        if (r->opcode != WS_OP_CONT) {
+            r->msg_text = r->opcode == WS_OP_TEXT;
+            r->msg_compressed = (h[0] & B0_RSV1) != 0;
+        }
+    }
+    r->fin = (h[0] & B0_FIN) != 0;
+    memcpy(r->mask, h + need - 4, 4);
+    r->frame_len = plen;
+    r->frame_got = 0;
+    r->hdr_got = 0;
+    r->state = R_PAYLOAD;
+    return 1;
+}
+
+/* ---- Payload ---- */
+
+/* XORs n bytes of src with the masking key into dst (which may be src), starting at
+ * key byte `phase`. Eight bytes at a time: the key laid out twice from that phase. */
+static void unmask(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4], size_t phase)
+{
+    uint8_t k8[8];
+    uint64_t k, v;
+    size_t i;
+
+    for (i = 0; i < 8; i++)
+        k8[i] = key[(phase + i) & 3];
+    memcpy(&k, k8, sizeof k);
+    for (i = 0; i + 8 <= n; i += 8) {
+        memcpy(&v, src + i, sizeof v);
+        v ^= k;
+        memcpy(dst + i, &v, sizeof v);
+    }
+    for (; i < n; i++)
+        dst[i] = src[i] ^ k8[i & 7];
+}
+
+/* Makes room for `need` bytes in the reader's buffer. A frame delivered alone gets
+ * exactly its size; a fragmented message grows geometrically (many small fragments
+ * must not cost a copy each), never past what the limit can use. */
+static bool reserve(struct ws_reader *r, size_t need, bool exact)
+{
+    size_t cap = need, grown, most;
+    uint8_t *p;
+
+    if (need <= r->cap)
+        return true;
+    if (!exact) {
+        most = r->max_message > SIZE_MAX - WS_MAX_CONTROL_PAYLOAD
+                   ? SIZE_MAX
+                   : r->max_message + WS_MAX_CONTROL_PAYLOAD;
+        grown = r->cap > SIZE_MAX / 2 ? SIZE_MAX : r->cap * 2;
+        if (grown > most)
+            grown = most;
+        if (grown > cap)
+            cap = grown;
+    }
+    p = realloc(r->buf, cap);
+    if (!p)
+        return false;
+    r->buf = p;
+    r->cap = cap;
+    return true;
+}
+
+/* A close payload is empty, or a valid status code and a reason. */
+static size_t deliver_close(struct ws_reader *r, struct ws_event *ev, uint8_t *p, size_t n,
+                            size_t consumed)
+{
+    if (n == 1)
+        return fail(r, ev, WS_CLOSE_PROTOCOL, "close frame with a 1-byte payload", consumed);
+    ev->code = WS_CLOSE_NO_STATUS;
+    if (n >= 2) {
+        ev->code = codec_get16(p);
+        if (!ws_close_code_valid(ev->code))
+            return fail(r, ev, WS_CLOSE_PROTOCOL, "invalid close code", consumed);
+        p += 2;
+        n -= 2;
+    }
+    ev->kind = WS_EV_CLOSE;
+    ev->data = p;
+    ev->len = n;
+    /* Nothing more is read; the reason may sit in our buffer until the next call. */
+    r->state = R_DONE;
+    r->msg_open = false;
+    r->release = 1;
+    return consumed;
+}
+
+/* Reports the frame just completed (the last of its message for data frames). */
+static size_t deliver(struct ws_reader *r, struct ws_event *ev, uint8_t *p, size_t n,
+                      size_t consumed)
+{
+    switch (r->opcode) {
+    case WS_OP_CLOSE:
+        return deliver_close(r, ev, p, n, consumed);
+    case WS_OP_PING:
+        ev->kind = WS_EV_PING;
+        break;
+    case WS_OP_PONG:
+        ev->kind = WS_EV_PONG;
+        break;
+    default:
+        ev->kind = WS_EV_MESSAGE;
+        ev->text = r->msg_text;
+        ev->compressed = r->msg_compressed;
+        break;
+    }
+    ev->data = p;
+    ev->len = n;
+    return consumed;
+}
+
+size_t ws_reader_feed(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_event *ev)
+{
+    size_t pos = 0;
+
+    memset(ev, 0, sizeof *ev);
+    ev->kind = WS_EV_NONE;
+    /* What the previous call delivered from our buffer has been handled. */
+    if (r->release || r->state == R_DONE)
+        drop_buffer(r);
+    if (r->state == R_DONE)
+        return 0;
+
+    for (;;) {
+        if (r->state == R_HEADER) {
+            if (read_header(r, buf, len, &pos, ev) <= 0)
+                return pos; /* out of bytes, or an error now in *ev */
+        }
+
+        bool control = (r->opcode & OP_CONTROL) != 0;
+        size_t avail = len - pos;
+        /* frame_len <= max_message (data) or 125 (control): it fits a size_t. */
+        size_t flen = (size_t)r->frame_len;
+
+        if (r->frame_got == 0 && avail >= flen && (control || (r->fin && !r->msg_open))) {
+            /* Zero copy: a frame delivered alone whose payload lies whole in buf. */
+            uint8_t *p = buf + pos;
+            unmask(p, p, flen, r->mask, 0);
+            pos += flen;
+            r->state = R_HEADER;
+            return deliver(r, ev, p, flen, pos);
+        }
+
+        /* Copy into our buffer, after the fragments held so far (msg_len is 0 when
+         * no message is open). A control frame goes after them and is dropped once
+         * delivered, leaving the fragments as they were. */
+        size_t at = r->msg_len;
+        size_t want = flen - (size_t)r->frame_got;
+        if (want != 0 && avail == 0)
+            return pos; /* reserve nothing before payload arrives: it may come whole */
+        if (r->frame_got == 0 && !reserve(r, at + flen, r->fin && !r->msg_open))
+            return fail(r, ev, WS_CLOSE_SERVER_ERROR, "out of memory", pos);
+        size_t take = want < avail ? want : avail;
+        if (take)
+            unmask(r->buf + at + r->frame_got, buf + pos, take, r->mask, (size_t)r->frame_got & 3);
+        r->frame_got += take;
+        pos += take;
+        if (r->frame_got < r->frame_len)
+            return pos;
+        r->state = R_HEADER;
+
+        if (control) {
+            if (!r->msg_open)
+                r->release = 1;
+            return deliver(r, ev, r->buf + at, flen, pos);
+        }
+        r->msg_len += flen;
+        if (!r->fin) {
+            r->msg_open = true;
+            continue;
+        }
+        size_t n = r->msg_len;
+        r->msg_len = 0;
+        r->msg_open = false;
+        r->release = 1;
+        /* An empty message may have left the buffer unallocated; buf + pos is a
+         * valid pointer either way (this call consumed at least the header). */
+        return deliver(r, ev, n ? r->buf : buf + pos, n, pos);
+    }
+}
+
+/* ---- Server frames ---- */
+
+size_t ws_frame_header(uint8_t out[WS_MAX_HEADER], enum ws_opcode op, bool rsv1, uint64_t len)
+{
+    out[0] = (uint8_t)(B0_FIN | (rsv1 ? B0_RSV1 : 0) | ((unsigned)op & B0_OPCODE));
+    if (len < 126) {
+        out[1] = (uint8_t)len;
+        return 2;
+    }
+    if (len <= 0xFFFF) {
+        out[1] = 126;
+        codec_put16(out + 2, (uint16_t)len);
+        return 4;
+    }
+    out[1] = 127;
+    codec_put64(out + 2, len);
+    return 10;
 }
 
 bool ws_close_code_valid(uint16_t code)
@@ -43,250 +387,26 @@ bool ws_close_code_valid(uint16_t code)
            (code >= 3000 && code <= 4999);
 }
 
-/* XORs n bytes with the mask, the first byte being byte `offset` of the payload. */
-static void unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset)
+size_t ws_close_frame(uint8_t out[WS_MAX_CLOSE_FRAME], uint16_t code, const char *reason)
 {
-    uint8_t m[8];
-    for (int i = 0; i < 8; i++) m[i] = mask[(offset + (uint64_t)i) & 3];
-    uint64_t m8;
-    memcpy(&m8, m, 8);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, p + i, 8);
-        v ^= m8;
-        memcpy(p + i, &v, 8);
-    }
-    for (; i < n; i++) p[i] ^= m[i & 7];
-}
+    const size_t room = WS_MAX_CONTROL_PAYLOAD - 2;
+    size_t n = 0;
 
-static size_t fail(struct ws_reader *r, struct ws_event *ev, size_t consumed, uint16_t code,
-                   const char *why)
-{
-    r->done = true;
-    drop_message(r);
-    ev->kind = WS_EV_ERROR;
-    ev->code = code;
-    ev->why = why;
-    return consumed;
-}
-
-/* The header length once its first two bytes are known. */
-static size_t header_size(const uint8_t *h)
-{
-    size_t n = 2 + 4; /* client frames carry a masking key; a missing one fails below */
-    if (!(h[1] & 0x80)) n -= 4;
-    uint8_t l = h[1] & 0x7F;
-    return n + (l == 126 ? 2 : l == 127 ? 8 : 0);
-}
-
-/* Checks a complete header and starts its frame. Returns NULL, or why it is refused
- * (*code: the close code). */
-static const char *start_frame(struct ws_reader *r, uint16_t *code, uint64_t *size)
-{
-    const uint8_t *h = r->hdr;
-    *code = WS_CLOSE_PROTOCOL;
-    r->fin = h[0] >> 7;
-    r->rsv1 = (h[0] >> 6) & 1;
-    r->opcode = h[0] & 0x0F;
-    if (!(h[1] & 0x80)) return "unmasked client frame";
-    if (h[0] & 0x30) return "reserved bits RSV2/RSV3 set";
-    uint8_t l = h[1] & 0x7F;
-    uint64_t len = l;
-    size_t at = 2;
-    if (l == 126) {
-        len = be_get16(h + 2);
-        at = 4;
-    } else if (l == 127) {
-        len = be_get64(h + 2);
-        at = 10;
-        if (len >> 63) return "64-bit length with its top bit set";
-    }
-    memcpy(r->mask, h + at, 4);
-    bool control = r->opcode & 0x08;
-    switch (r->opcode) {
-    case WS_OP_CONT:
-        if (!r->msg_open) return "continuation without a start";
-        if (r->rsv1) return "RSV1 set on a continuation frame";
-        break;
-    case WS_OP_TEXT:
-    case WS_OP_BINARY:
-        if (r->msg_open) return "new message inside a fragmented one";
-        if (r->rsv1 && !r->lim.deflate) return "RSV1 set without a negotiated extension";
-        break;
-    case WS_OP_CLOSE:
-    case WS_OP_PING:
-    case WS_OP_PONG:
-        if (!r->fin) return "fragmented control frame";
-        if (len > 125) return "control frame over 125 bytes";
-        if (r->rsv1) return "RSV1 set on a control frame";
-        break;
-    default: return "reserved opcode";
-    }
-    if (!control) {
-        uint64_t total = r->msg_len + len; /* msg_len <= max_message: no overflow */
-        if (total > r->lim.max_message) {
-            *code = WS_CLOSE_TOO_BIG;
-            *size = total;
-            return r->msg_len ? "fragmented message" : "frame";
-        }
-        if (r->opcode != WS_OP_CONT) {
-            r->msg_open = true;
-            r->msg_text = r->opcode == WS_OP_TEXT;
-            r->msg_compressed = r->rsv1;
-        }
-    }
-    r->payload_len = len;
-    r->payload_got = 0;
-    r->in_frame = true;
-    return NULL;
-}
-
-/* Grows the message buffer to hold `need` bytes (need <= max_message). */
-static int reserve(struct ws_reader *r, size_t need)
-{
-    if (need <= r->msg_cap) return 0;
-    size_t cap = r->msg_cap * 2 > need ? r->msg_cap * 2 : need;
-    if (cap > r->lim.max_message) cap = r->lim.max_message;
-    if (cap < need) cap = need;
-    uint8_t *b = realloc(r->msg, cap ? cap : 1);
-    if (!b) return -1;
-    r->msg = b;
-    r->msg_cap = cap;
-    return 0;
-}
-
-/* A control frame's whole payload: its event. */
-static void control_event(struct ws_reader *r, uint8_t *p, size_t n, struct ws_event *ev)
-{
-    ev->data = p;
-    ev->len = n;
-    if (r->opcode == WS_OP_PING) {
-        ev->kind = WS_EV_PING;
-    } else if (r->opcode == WS_OP_PONG) {
-        ev->kind = WS_EV_PONG;
-    } else {
-        ev->kind = WS_EV_CLOSE;
-        ev->code = WS_CLOSE_NO_STATUS;
-        if (n >= 2) {
-            ev->code = be_get16(p);
-            ev->data = p + 2;
-            ev->len = n - 2;
-        }
-        r->done = true;
-    }
-}
-
-static void message_event(struct ws_reader *r, uint8_t *p, size_t n, struct ws_event *ev)
-{
-    ev->kind = WS_EV_MESSAGE;
-    ev->text = r->msg_text;
-    ev->compressed = r->msg_compressed;
-    ev->data = p;
-    ev->len = n;
-    r->msg_open = false;
-}
-
-size_t ws_reader_feed(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_event *ev)
-{
-    memset(ev, 0, sizeof *ev);
-    if (r->done) return 0;
-    if (!r->msg_open && r->msg) drop_message(r); /* delivered by the previous call */
-    size_t pos = 0;
-    while (pos < len) {
-        if (!r->in_frame) {
-            size_t need = r->hdr_len < 2 ? 2 : header_size(r->hdr);
-            while (r->hdr_len < need && pos < len) {
-                r->hdr[r->hdr_len++] = buf[pos++];
-                if (r->hdr_len == 2) need = header_size(r->hdr);
-            }
-            if (r->hdr_len < need) return pos;
-            uint16_t code;
-            uint64_t size = 0;
-            const char *why = start_frame(r, &code, &size);
-            r->hdr_len = 0;
-            if (why) {
-                ev->size = size;
-                return fail(r, ev, pos, code, why);
-            }
-        }
-        bool control = r->opcode & 0x08;
-        size_t avail = len - pos;
-        uint64_t want = r->payload_len - r->payload_got;
-        if (control) {
-            size_t n = avail < want ? avail : (size_t)want;
-            uint8_t *p = buf + pos;
-            if (r->payload_got == 0 && n == want) { /* whole: from buf */
-                unmask(p, n, r->mask, 0);
-            } else {
-                memcpy(r->ctl + r->payload_got, p, n);
-                unmask(r->ctl + r->payload_got, n, r->mask, r->payload_got);
-                p = r->ctl;
-            }
-            pos += n;
-            r->payload_got += n;
-            if (r->payload_got < r->payload_len) return pos;
-            r->in_frame = false;
-            size_t total = (size_t)r->payload_len;
-            if (r->opcode == WS_OP_CLOSE && total == 1)
-                return fail(r, ev, pos, WS_CLOSE_PROTOCOL, "close frame with a 1-byte payload");
-            if (r->opcode == WS_OP_CLOSE && total >= 2 &&
-                !ws_close_code_valid(be_get16(p)))
-                return fail(r, ev, pos, WS_CLOSE_PROTOCOL, "close frame with an invalid status code");
-            control_event(r, p, total, ev);
-            return pos;
-        }
-        /* A data frame. A whole unfragmented message in buf goes out from there. */
-        if (r->payload_got == 0 && r->fin && r->msg_len == 0 && avail >= want) {
-            uint8_t *p = buf + pos;
-            unmask(p, (size_t)want, r->mask, 0);
-            pos += (size_t)want;
-            r->in_frame = false;
-            message_event(r, p, (size_t)want, ev);
-            return pos;
-        }
-        size_t n = avail < want ? avail : (size_t)want;
-        if (reserve(r, r->msg_len + (size_t)want))
-            return fail(r, ev, pos, WS_CLOSE_SERVER_ERROR, "out of memory for a message");
-        memcpy(r->msg + r->msg_len, buf + pos, n);
-        unmask(r->msg + r->msg_len, n, r->mask, r->payload_got);
-        r->msg_len += n;
-        r->payload_got += n;
-        pos += n;
-        if (r->payload_got < r->payload_len) return pos;
-        r->in_frame = false;
-        if (r->fin) {
-            message_event(r, r->msg, r->msg_len, ev);
-            r->msg_len = 0; /* the buffer itself goes at the next call */
-            return pos;
-        }
-    }
-    return pos;
-}
-
-size_t ws_frame_header(uint8_t out[10], enum ws_opcode op, bool rsv1, uint64_t len)
-{
-    out[0] = (uint8_t)(0x80 | (rsv1 ? 0x40 : 0) | op);
-    if (len < 126) {
-        out[1] = (uint8_t)len;
+    out[0] = B0_FIN | WS_OP_CLOSE;
+    if (code == 0 || code == WS_CLOSE_NO_STATUS) {
+        out[1] = 0;
         return 2;
     }
-    if (len <= 0xFFFF) {
-        out[1] = 126;
-        be_put16(out + 2, (uint16_t)len);
-        return 4;
+    codec_put16(out + 2, code);
+    if (reason) {
+        n = strnlen(reason, room + 1);
+        /* Cut before the character that straddles the limit: a reason that is not
+         * valid UTF-8 makes browsers fail the close (RFC 6455 §5.5.1). */
+        if (n > room)
+            for (n = room; n > 0 && ((unsigned char)reason[n] & 0xC0) == 0x80; n--)
+                ;
+        memcpy(out + 4, reason, n);
     }
-    out[1] = 127;
-    be_put64(out + 2, len);
-    return 10;
-}
-
-size_t ws_close_frame(uint8_t out[127], uint16_t code, const char *reason)
-{
-    size_t n = reason ? strlen(reason) : 0;
-    if (n > 123) n = 123;
-    size_t h = ws_frame_header(out, WS_OP_CLOSE, false, 2 + n);
-    be_put16(out + h, code);
-    if (n) memcpy(out + h + 2, reason, n);
-    return h + 2 + n;
+    out[1] = (uint8_t)(2 + n);
+    return 4 + n;
 }

@@ -171,9 +171,7 @@ static void start_closing(struct conn_loop *lp, struct hub_client *c, uint16_t c
 {
     if (code && !c->io.partial && !c->io.tls_retry) {
         uint8_t f[127];
-        size_t n = code == WS_CLOSE_NO_STATUS ? ws_frame_header(f, WS_OP_CLOSE, false, 0)
-                                              : ws_close_frame(f, code, "");
-        write_direct(c, f, n);
+        write_direct(c, f, ws_close_frame(f, code, NULL));
     }
     if (c->io.ssl) {
         ERR_clear_error();
@@ -392,7 +390,7 @@ static void refuse_too_big(struct conn_loop *lp, struct hub_client *c, const cha
 {
     size_t limit = lp->L->cfg.max_message;
     if (size)
-        client_log(c, LOG_WARN, "%s of %llu bytes is over the limit of %zu bytes; closing", what,
+        client_log(c, LOG_WARN, "%s: %llu bytes, over the limit of %zu bytes; closing", what,
                    (unsigned long long)size, limit);
     else
         client_log(c, LOG_WARN, "%s is over the limit of %zu bytes; closing", what, limit);
