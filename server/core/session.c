@@ -74,14 +74,22 @@ static int bad_message(const struct hub_client *c, const char *what, int rc)
 }
 
 /* During INIT nothing is queued yet, so the error can go straight out on this
- * thread before CivetWeb closes the connection. */
+ * thread before CivetWeb closes the connection. Split per the client's
+ * maxMessageSize like every other message (PROTOCOL §1.1). */
 static int refuse(struct hub_client *c, uint16_t code, const char *text)
 {
-    uint8_t buf[256];
+    uint8_t buf[256], piece[256];
     size_t n = strlen(text);
     if (n > sizeof buf - 4) n = sizeof buf - 4;
     size_t len = codec_encode_error(buf, code, text, n);
-    mg_websocket_write(c->conn, MG_WEBSOCKET_OPCODE_BINARY, (const char *)buf, len);
+    size_t count = codec_split_count(len, c->max_message);
+    for (size_t i = 0; i < count; i++) {
+        struct codec_piece p;
+        codec_split_piece(buf, len, c->max_message, i, &p);
+        memcpy(piece, p.hdr, 2);
+        memcpy(piece + 2, p.body, p.body_len);
+        mg_websocket_write(c->conn, MG_WEBSOCKET_OPCODE_BINARY, (const char *)piece, 2 + p.body_len);
+    }
     static const char normal_close[2] = {0x03, (char)0xE8};
     mg_websocket_write(c->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, normal_close, 2);
     log_info("client %llu (%s): refused with ERROR %u %s", (unsigned long long)c->id, c->addr, code, text);
@@ -150,9 +158,10 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     int rc = codec_decode_init(msg, len, &in);
     if (rc) return bad_message(c, "INIT", rc);
     if (in.creation_mode > 2) {
-        log_warn("client %llu (%s): INIT with unknown creation mode %u; closing",
+        /* Newer clients may define more modes; the reference opens them as mode 0. */
+        log_info("client %llu (%s): INIT with unknown creation mode %u, read as 0 (possibly create)",
                  (unsigned long long)c->id, c->addr, in.creation_mode);
-        return CLOSE;
+        in.creation_mode = 0;
     }
     hub_pending_remove(h, c);
     c->version = in.version;

@@ -168,8 +168,6 @@ FRAME_CASES = [
     ("init-offset-2^64-1", "pre",
      binary(zw.enc_init("hostile-existing", version=3, mode=1, offset=(1 << 64) - 1)),
      r"invalid offset"),
-    ("init-mode-255", "pre", binary(zw.enc_init("x", version=3, mode=255)),
-     r"unknown creation mode"),
     ("set-key-name-len-2^32-1", "post",
      binary(struct.pack(">BBHBIII", 3, 0, 1, 0, 0, 1, 0xFFFFFFFF) + b"abc"),
      r"bad SET KEY: message shorter"),
