@@ -171,8 +171,12 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     if (rc == -1) return refuse(c, CODEC_ERR_ACCESS_DENIED, "access denied");
     if (rc) return refuse(c, CODEC_ERR_UNSPECIFIED, "storage failure: cannot check access");
     if (!auth_can(&c->auth, 'r')) return refuse(c, CODEC_ERR_ACCESS_DENIED, "access denied");
-    if (c->auth.doc_id_len == 0 || c->auth.doc_id_len > app->cfg->max_doc_id_bytes)
-        return refuse(c, CODEC_ERR_UNSPECIFIED, "document id is empty or too long");
+    if (c->auth.doc_id_len == 0) return refuse(c, CODEC_ERR_UNSPECIFIED, "document id is empty");
+    if (c->auth.doc_id_len > app->cfg->max_doc_id_bytes) {
+        log_warn("client %llu (%s): document id of %zu bytes, MaxDocIdBytes is %zu",
+                 (unsigned long long)c->id, c->addr, c->auth.doc_id_len, app->cfg->max_doc_id_bytes);
+        return refuse(c, CODEC_ERR_UNSPECIFIED, "document id is too long");
+    }
 
     int mode = in.creation_mode;
     bool writer = auth_can(&c->auth, 'w');
