@@ -168,11 +168,14 @@ async def test_key_limits(server_factory, lifetime, config):
     await a.set_key("m" * (name_max + 1), "v", old_version=0, new_version=1, request_id=2,
                     lifetime=lifetime)
     await a.expect_raw(zw.exp_set_key_ack(0, 2))
+    await wait_log(server, "SET KEY rejected: name of %d bytes (MaxKeyNameBytes %d), value of 1 "
+                           "bytes (MaxKeyValueBytes %d)" % (name_max + 1, name_max, value_max))
     await a.set_key("k", "w" * (value_max + 1), old_version=0, new_version=1, request_id=3,
                     lifetime=lifetime)
     await a.expect_raw(zw.exp_set_key_ack(0, 3))
     await b.expect_nothing(0.2)
-    await wait_log(server, "key name or value over the configured limit")
+    await wait_log(server, "SET KEY rejected: name of 1 bytes (MaxKeyNameBytes %d), value of %d "
+                           "bytes (MaxKeyValueBytes %d)" % (name_max, value_max + 1, value_max))
     await a.append(b"connection kept")
 
 
