@@ -255,7 +255,8 @@ async def test_max_connections_gives_503(server_factory):
 @pytest.mark.parametrize("line,key", [
     ("MaxMessageBytes=lots", "MaxMessageBytes"),
     ("MaxMessageBytes=100", "MaxMessageBytes"),
-    ("MaxDocIdBytes=100000", "MaxDocIdBytes"),
+    ("MaxDocIdBytes=17M", "MaxDocIdBytes"),
+    ("MaxDocIdBytes=0", "MaxDocIdBytes"),
     ("MaxKeyValueBytes=1G", "MaxKeyValueBytes"),
     ("MaxApiBodyBytes=-1", "MaxApiBodyBytes"),
     ("MaxConnections=0", "MaxConnections"),
