@@ -99,17 +99,25 @@ static int session_key_held(struct hub *h, struct doc *d, const uint8_t *name, s
 int doc_keys_set(struct hub *h, struct doc *d, struct hub_client *c, const struct codec_set_key *k)
 {
     /* w.lifetime: the kind of key the write lands in — the holder's, or the asked one
-     * for a free name. A session write needs no lookup of stored keys: storage compares
-     * against them itself. */
+     * for a free name. A session write needs no lookup of stored keys (storage compares
+     * against them itself), nor a client write in cluster mode of client keys (the
+     * Redis script does): each write looks up at most the other kind. */
     struct codec_set_key w = *k;
-    int held = client_key_held(h, d, k->name, k->name_len);
-    if (held < 0) return 0;
-    if (held) {
-        w.lifetime = 0;
-    } else if (w.lifetime == 0) {
+    int held;
+    if (k->lifetime == 0 && hub_clustered(h)) {
         held = session_key_held(h, d, k->name, k->name_len);
         if (held < 0) return 0;
-        if (held) w.lifetime = 1;
+        w.lifetime = held ? 1 : 0;
+    } else {
+        held = client_key_held(h, d, k->name, k->name_len);
+        if (held < 0) return 0;
+        if (held) {
+            w.lifetime = 0;
+        } else if (w.lifetime == 0) { /* one server: in memory first, storage if needed */
+            held = session_key_held(h, d, k->name, k->name_len);
+            if (held < 0) return 0;
+            if (held) w.lifetime = 1;
+        }
     }
     if ((w.lifetime == 0) != (k->lifetime == 0))
         log_debug("client %llu (%s): key %.*s is held by a %s key: written as one",
