@@ -10,7 +10,11 @@
  * only once it is durable as far as the backend promises).
  *
  * Identifiers (document ids, key names, tokens, user ids) are byte strings given as
- * pointer + length; they need not be NUL-terminated and may hold any bytes.
+ * pointer + length; they need not be NUL-terminated and may hold any bytes. A backend
+ * must take document ids of any length from 1 byte to at least 64 KiB (clients may
+ * send them; the reference server takes any length) and key names of at least 400
+ * bytes with any such id; the empty document id is refused with STORE_EINVAL. The
+ * conformance suite (test/unit/store_conformance.c) checks both.
  *
  * Errors: every method returns STORE_OK (0) or one of the negative STORE_E* codes
  * below; store_strerror() names them. On STORE_EIO / STORE_EUNAVAILABLE the backend

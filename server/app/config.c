@@ -24,7 +24,7 @@ void config_defaults(struct config *c)
     c->max_connections = 0; /* auto: what the open-file limit allows */
     c->send_queue_bytes = 4u << 20;
     c->max_message_bytes = 16u << 20;
-    c->max_doc_id_bytes = 480;
+    c->max_doc_id_bytes = 65536;
     c->max_key_name_bytes = 256;
     c->max_key_value_bytes = 65536;
     c->max_api_body_bytes = 64u << 20;
@@ -122,7 +122,7 @@ static const struct key_spec keys[] = {
     {"Webhook", K_STR, F(webhook), 0, 0, NULL},
     {"SendQueueBytes", K_SIZE, F(send_queue_bytes), 4096, 1LL << 32, "4K-4G"},
     {"MaxMessageBytes", K_SIZE, F(max_message_bytes), 1024, 1LL << 31, "1K-2G"},
-    {"MaxDocIdBytes", K_SIZE, F(max_doc_id_bytes), 1, 480, "1-480"},
+    {"MaxDocIdBytes", K_SIZE, F(max_doc_id_bytes), 1, 16 << 20, "1-16M"},
     {"MaxKeyNameBytes", K_SIZE, F(max_key_name_bytes), 1, 400, "1-400"},
     {"MaxKeyValueBytes", K_SIZE, F(max_key_value_bytes), 0, 16 << 20, "0-16M"},
     {"MaxApiBodyBytes", K_SIZE, F(max_api_body_bytes), 1024, 1LL << 31, "1K-2G"},

@@ -31,7 +31,7 @@ struct config {
                                   the open-file limit allows (config_connection_limit) */
     size_t send_queue_bytes;   /* SendQueueBytes: per-client bound, 4 MiB */
     size_t max_message_bytes;  /* MaxMessageBytes: inbound logical message, 16 MiB */
-    size_t max_doc_id_bytes;   /* MaxDocIdBytes: 480 */
+    size_t max_doc_id_bytes;   /* MaxDocIdBytes: 64 KiB (every backend takes any length) */
     size_t max_key_name_bytes; /* MaxKeyNameBytes: 256 */
     size_t max_key_value_bytes;/* MaxKeyValueBytes: 65536 */
     size_t max_api_body_bytes; /* MaxApiBodyBytes: 64 MiB (createDocument contents) */

@@ -93,7 +93,8 @@ int hub_cluster_client_key_set(struct hub *h, struct doc *d, struct hub_client *
 /* With d->lock held: an accepted key write, announced to the document's other clients. */
 void hub_key_accepted(struct hub *h, struct doc *d, struct hub_client *c,
                       const struct codec_set_key *k);
-/* Cluster mode: calls fn for every client key of d. */
-void hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg);
+/* Cluster mode: calls fn for every client key of d. Returns 0, or a STORE_E* code
+ * (logged) when Redis could not be asked. */
+int hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg);
 
 #endif

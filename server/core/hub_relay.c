@@ -96,10 +96,11 @@ void hub_key_accepted(struct hub *h, struct doc *d, struct hub_client *c,
     }
 }
 
-void hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg)
+int hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg)
 {
     int rc = h->relay.client_keys_get(h->relay.arg, d->id, d->id_len, fn, arg);
     if (rc) log_error("client keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
+    return rc;
 }
 
 /* ---- deliveries from the subscription ---- */

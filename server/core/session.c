@@ -12,6 +12,7 @@
 #include "client.h"
 #include "codec.h"
 #include "config.h"
+#include "doc_keys.h"
 #include "hub_internal.h"
 #include "log.h"
 #include "message.h"
@@ -66,53 +67,6 @@ static int storage_failure(const struct app *app, struct hub_client *c, const ch
     return refuse(app, c, CODEC_ERR_UNSPECIFIED, text);
 }
 
-/* Collects the session's client keys and the document's stored keys into one KEY
- * INFORMATION message. */
-struct key_collector {
-    uint8_t *buf;
-    size_t len, cap;
-    int failed;
-};
-
-static int collect_key(void *arg, const uint8_t *name, size_t name_len, const uint8_t *value,
-                       size_t value_len, uint32_t version)
-{
-    struct key_collector *k = arg;
-    size_t need = k->len + codec_key_info_entry_size(name_len, value_len);
-    if (need > k->cap) {
-        size_t cap = k->cap ? k->cap : 256;
-        while (cap < need) cap *= 2;
-        uint8_t *b = realloc(k->buf, cap);
-        if (!b) {
-            k->failed = 1;
-            return 1;
-        }
-        k->buf = b;
-        k->cap = cap;
-    }
-    k->len += codec_key_info_add(k->buf + k->len, version, name, name_len, value, value_len);
-    return 0;
-}
-
-static void send_initial_keys(struct hub *h, struct doc *d, struct hub_client *c)
-{
-    struct key_collector k = {.buf = malloc(256), .cap = 256};
-    if (!k.buf) return;
-    k.len = codec_key_info_begin(k.buf);
-    for (size_t i = 0; i < d->nkeys; i++)
-        collect_key(&k, d->keys[i].name, d->keys[i].name_len, d->keys[i].value,
-                    d->keys[i].value_len, d->keys[i].version);
-    if (hub_clustered(h)) hub_cluster_client_keys(h, d, collect_key, &k);
-    int rc = store_keys_get(h->store, d->id, d->id_len, collect_key, &k);
-    if (rc) log_error("document keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
-    if (!k.failed && k.len > CODEC_KEY_INFO_HEADER) {
-        struct message *m = message_new(k.len);
-        if (m) memcpy(m->data, k.buf, k.len);
-        hub_send(h, c, m, true);
-    }
-    free(k.buf);
-}
-
 static int on_init(const struct app *app, struct hub_client *c, const uint8_t *msg, size_t len)
 {
     struct hub *h = app->hub;
@@ -120,9 +74,10 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     int rc = codec_decode_init(msg, len, &in);
     if (rc) return bad_message(app, c, "INIT", rc);
     if (in.creation_mode > 2) {
-        log_warn("client %llu (%s): INIT with unknown creation mode %u; closing",
+        /* Newer clients may define more modes; the reference opens them as mode 0. */
+        log_info("client %llu (%s): INIT with unknown creation mode %u, read as 0 (possibly create)",
                  (unsigned long long)c->id, c->addr, in.creation_mode);
-        return CLOSE;
+        in.creation_mode = 0;
     }
     c->version = in.version;
     c->max_message = in.max_message_size ? in.max_message_size : CODEC_DEFAULT_MAX_MESSAGE;
@@ -131,8 +86,12 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     if (rc == -1) return refuse(app, c, CODEC_ERR_ACCESS_DENIED, "access denied");
     if (rc) return refuse(app, c, CODEC_ERR_UNSPECIFIED, "storage failure: cannot check access");
     if (!auth_can(&c->auth, 'r')) return refuse(app, c, CODEC_ERR_ACCESS_DENIED, "access denied");
-    if (c->auth.doc_id_len == 0 || c->auth.doc_id_len > app->cfg->max_doc_id_bytes)
-        return refuse(app, c, CODEC_ERR_UNSPECIFIED, "document id is empty or too long");
+    if (c->auth.doc_id_len == 0) return refuse(app, c, CODEC_ERR_UNSPECIFIED, "document id is empty");
+    if (c->auth.doc_id_len > app->cfg->max_doc_id_bytes) {
+        log_warn("client %llu (%s): document id of %zu bytes, MaxDocIdBytes is %zu",
+                 (unsigned long long)c->id, c->addr, c->auth.doc_id_len, app->cfg->max_doc_id_bytes);
+        return refuse(app, c, CODEC_ERR_UNSPECIFIED, "document id is too long");
+    }
 
     int mode = in.creation_mode;
     bool writer = auth_can(&c->auth, 'w');
@@ -196,7 +155,7 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     hub_send(h, c, m, true);
     hub_doc_join(h, d, c, start + nbytes);
     atomic_store(&c->joined, true);
-    send_initial_keys(h, d, c);
+    doc_keys_send_all(h, d, c);
     log_info("client %llu (%s): joined document %.*s (protocol %d, offset %llu, %s)",
              (unsigned long long)c->id, c->addr, (int)d->id_len, d->id, c->version,
              (unsigned long long)start, created ? "created" : "opened");
@@ -244,51 +203,6 @@ static int on_append(const struct app *app, struct hub_client *c, const uint8_t 
     return KEEP;
 }
 
-static struct client_key *find_client_key(struct doc *d, const uint8_t *name, size_t len)
-{
-    for (size_t i = 0; i < d->nkeys; i++)
-        if (d->keys[i].name_len == len && !memcmp(d->keys[i].name, name, len)) return &d->keys[i];
-    return NULL;
-}
-
-/* Applies a client key write (lifetime 0). Returns 1 when accepted. */
-static int set_client_key(struct doc *d, struct hub_client *c, const struct codec_set_key *k)
-{
-    struct client_key *key = find_client_key(d, k->name, k->name_len);
-    if (key ? key->version != k->old_version : k->old_version != 0) return 0;
-    uint8_t *value = malloc(k->value_len ? k->value_len : 1);
-    if (!value) return 0;
-    memcpy(value, k->value, k->value_len);
-    if (!key) {
-        if (d->nkeys == d->keys_cap) {
-            size_t cap = d->keys_cap ? d->keys_cap * 2 : 8;
-            struct client_key *keys = realloc(d->keys, cap * sizeof *keys);
-            if (!keys) {
-                free(value);
-                return 0;
-            }
-            d->keys = keys;
-            d->keys_cap = cap;
-        }
-        uint8_t *name = malloc(k->name_len ? k->name_len : 1);
-        if (!name) {
-            free(value);
-            return 0;
-        }
-        memcpy(name, k->name, k->name_len);
-        key = &d->keys[d->nkeys++];
-        key->name = name;
-        key->name_len = k->name_len;
-        key->value = NULL;
-    }
-    free(key->value);
-    key->value = value;
-    key->value_len = k->value_len;
-    key->version = k->new_version;
-    key->owner = c;
-    return 1;
-}
-
 static int on_set_key(const struct app *app, struct hub_client *c, const uint8_t *msg, size_t len)
 {
     struct hub *h = app->hub;
@@ -299,21 +213,15 @@ static int on_set_key(const struct app *app, struct hub_client *c, const uint8_t
     pthread_mutex_lock(&d->lock);
     int accepted = 0;
     if (k.name_len > app->cfg->max_key_name_bytes || k.value_len > app->cfg->max_key_value_bytes) {
-        log_warn("client %llu (%s): key name or value over the configured limit; rejected",
-                 (unsigned long long)c->id, c->addr);
+        log_warn("client %llu (%s): SET KEY rejected: name of %zu bytes (MaxKeyNameBytes %zu), "
+                 "value of %zu bytes (MaxKeyValueBytes %zu)", (unsigned long long)c->id, c->addr,
+                 k.name_len, app->cfg->max_key_name_bytes, k.value_len,
+                 app->cfg->max_key_value_bytes);
     } else if (k.name_len >= 6 && !memcmp(k.name, "admin:", 6) && !auth_can(&c->auth, 'a')) {
         accepted = 0;
-    } else if (k.lifetime == 0) {
-        accepted = hub_clustered(h) ? hub_cluster_client_key_set(h, d, c, &k) : set_client_key(d, c, &k);
     } else {
-        rc = store_key_set(h->store, d->id, d->id_len, k.name, k.name_len, k.value, k.value_len,
-                           k.old_version, k.new_version);
-        accepted = rc == STORE_OK;
-        if (rc && rc != STORE_EMISMATCH)
-            log_error("client %llu (%s): session key on %.*s: %s", (unsigned long long)c->id, c->addr,
-                      (int)d->id_len, d->id, store_strerror(rc));
+        accepted = doc_keys_set(h, d, c, &k);
     }
-    if (accepted) hub_key_accepted(h, d, c, &k);
     if (!accepted || k.old_version != k.new_version)
         hub_send(h, c, msg_set_key_ack(accepted ? 1 : 0, k.request_id), false);
     pthread_mutex_unlock(&d->lock);

@@ -42,6 +42,24 @@ static void send_text(struct mg_connection *conn, int status, const char *body)
     mg_write(conn, body, n);
 }
 
+/* 1 when the query string has a parameter called `name`, with or without a value
+ * (`?ping`, `?x=1&ping=1`); parameter names are URL-decoded, as Go's Query() does. */
+static int query_has(const char *qs, const char *name)
+{
+    size_t want = strlen(name);
+    while (qs && *qs) {
+        size_t seg = strcspn(qs, "&"), n = strcspn(qs, "=&");
+        char decoded[64];
+        if (n < sizeof decoded) {
+            int d = mg_url_decode(qs, (int)n, decoded, (int)sizeof decoded, 1);
+            if (d >= 0 && (size_t)d == want && !memcmp(decoded, name, want)) return 1;
+        }
+        qs += seg;
+        if (*qs == '&') qs++;
+    }
+    return 0;
+}
+
 static int handle_http(struct mg_connection *conn, void *arg)
 {
     const struct app *app = arg;
@@ -60,7 +78,7 @@ static int handle_http(struct mg_connection *conn, void *arg)
         send_text(conn, 405, "Method not allowed.");
         return 405;
     }
-    if (ri->query_string && (!strcmp(ri->query_string, "ping") || !strncmp(ri->query_string, "ping&", 5))) {
+    if (query_has(ri->query_string, "ping")) {
         int rc = store_ping(app->store);
         if (rc) {
             log_warn("health check failed: %s", store_strerror(rc));

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <civetweb.h>
 #include <openssl/crypto.h>
@@ -19,6 +18,7 @@
 #include "jwt.h"
 #include "log.h"
 #include "respond.h"
+#include "rfc1123.h"
 #include "store.h"
 
 /* ---- responses ---- */
@@ -238,57 +238,6 @@ static int read_form(struct mg_connection *conn, const struct app *app, struct f
     return 0;
 }
 
-/* ---- dates ---- */
-
-static int name_index(const char *s, const char *const names[], int count)
-{
-    for (int i = 0; i < count; i++)
-        if (strncasecmp(s, names[i], 3) == 0) return i;
-    return -1;
-}
-
-static int digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-int mgmt_parse_rfc1123(const char *s, int64_t *out)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    /* "Mon, 02 Jan 2006 15:04:05 GMT": fixed layout, 29 characters. */
-    if (!s || strlen(s) != 29) return -1;
-    int day, year, hh, mm, ss;
-    if (name_index(s, days, 7) < 0 || s[3] != ',' || s[4] != ' ' || digits(s + 5, 2, &day) ||
-        s[7] != ' ' || s[11] != ' ' || digits(s + 12, 4, &year) || s[16] != ' ' ||
-        digits(s + 17, 2, &hh) || s[19] != ':' || digits(s + 20, 2, &mm) || s[22] != ':' ||
-        digits(s + 23, 2, &ss) || s[25] != ' ')
-        return -1;
-    int mon = name_index(s + 8, months, 12);
-    if (mon < 0) return -1;
-    if (strcmp(s + 26, "GMT") != 0 && strcmp(s + 26, "UTC") != 0) return -1;
-    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    int maxd = (mon == 1 && !leap) ? 28 : mdays[mon];
-    if (day < 1 || day > maxd || hh > 23 || mm > 59 || ss > 59) return -1;
-    struct tm tm = {0};
-    tm.tm_year = year - 1900;
-    tm.tm_mon = mon;
-    tm.tm_mday = day;
-    tm.tm_hour = hh;
-    tm.tm_min = mm;
-    tm.tm_sec = ss;
-    *out = (int64_t)timegm(&tm);
-    return 0;
-}
-
 /* ---- methods ---- */
 
 #define REQUIRE(var, idx)                                                          \
@@ -359,7 +308,7 @@ static int add_token(struct mg_connection *conn, const struct app *app,
     REQUIRE(user, F_USER_ID);
     REQUIRE(exp, F_EXPIRATION);
     int64_t expires;
-    if (memchr(exp->data, 0, exp->len) || mgmt_parse_rfc1123(exp->data, &expires) != 0)
+    if (memchr(exp->data, 0, exp->len) || rfc1123_parse(exp->data, &expires) != 0)
         return respond_text(conn, 400, "Incorrect expires format");
     if (memchr(user->data, 0, user->len))
         return respond_text(conn, 400, "Invalid userID");

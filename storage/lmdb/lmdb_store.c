@@ -2,10 +2,12 @@
  * one committer thread, map growth on MDB_MAP_FULL, keys, tokens and expiry sweep.
  *
  * Layout (named databases, all integers big-endian so memcmp order is numeric order):
- *   docs     doc id                              -> number u64, length u64,
+ *   docs     doc id (up to 511 bytes)            -> number u64, length u64,
  *                                                   last_chunk u64, last_access i64
+ *   longdocs SHA-256(doc id) (longer ids)        -> the same 32-byte header, doc id
  *   chunks   number u64, offset u64              -> bytes [offset, offset + size)
  *   keys     id_len u16, doc id, name            -> version u32, value
+ *        or  0xFFFF, SHA-256(doc id), name       -> version u32, value
  *   tokens   token                               -> expires i64, perms[8], user_len u32,
  *                                                   doc_len u32, user id, doc id
  *   tokusers user_len u16, user id, token        -> (empty)   per-user index
@@ -14,6 +16,16 @@
  * Document numbers are never reused, so chunks of a deleted document can never be
  * mistaken for those of a later one. Keys carry a length-prefixed id because ids may
  * hold any byte (a separator would be ambiguous), and so exist without a docs row.
+ *
+ * Long ids: LMDB keys are at most 511 bytes, ids may be far longer (a protocol-3 INIT
+ * carries up to 4 GiB). An id that fits is its own key, as it always was, so data
+ * written before long ids existed reads the same. A longer id is keyed by its SHA-256
+ * in longdocs, whose record keeps the full id after the header; every access compares
+ * it, so a second id with the same hash is refused (STORE_EIO, logged) rather than
+ * given the first one's bytes. A key whose (id, name) does not fit the direct form is
+ * stored under 0xFFFF + SHA-256(id): the u16 of a direct key is an id length, at most
+ * 509, so the two forms cannot meet. Key records do not repeat the id; a key of a long
+ * id is only reached after its document was opened, whose record was compared.
  *
  * Concurrency: readers run their own MDB_RDONLY transactions (MDB_NOTLS: any thread,
  * any number up to max_readers). All writes go to the committer thread (group
@@ -33,6 +45,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <openssl/sha.h>
+
 #include "bytes.h"
 #include "commit_queue.h"
 #include "mono.h"
@@ -40,6 +54,9 @@
 #include "store_log.h"
 
 #define MAX_KEY 511                          /* LMDB's compiled-in MDB_MAXKEYSIZE */
+#define HASH_SIZE 32                         /* SHA-256, the key of a long id */
+#define HASHED_PREFIX (2 + HASH_SIZE)        /* 0xFFFF, SHA-256: keys of a long (id, name) */
+#define MAX_KEY_NAME (MAX_KEY - HASHED_PREFIX)
 #define INITIAL_MAP_SIZE ((size_t)64 << 20)  /* doubled on MDB_MAP_FULL */
 #define DEFAULT_MAX_READERS 4096
 #define CHUNK_BUF_MAX 16384      /* upper bound of the merge size below */
@@ -121,7 +138,7 @@ static struct op *next_op(struct op *op) { return (struct op *)op->item.next; }
 struct lmdb_store {
     struct store base;
     MDB_env *env;
-    MDB_dbi docs, chunks, keys, tokens, tokusers, tokexp, meta;
+    MDB_dbi docs, longdocs, chunks, keys, tokens, tokusers, tokexp, meta;
     bool nosync;
     struct store_log log;
     /* Small appends join the last chunk while it stays within this size: one page
@@ -151,7 +168,8 @@ static int store_err(struct lmdb_store *ls, const char *what, int rc)
     return STORE_EIO;
 }
 
-static bool valid_doc_id(size_t id_len) { return id_len > 0 && id_len <= MAX_KEY; }
+/* Any length but 0: ids too long for an LMDB key are hashed (see the top). */
+static bool valid_doc_id(size_t id_len) { return id_len > 0 && id_len <= UINT32_MAX; }
 
 /* ---- map growth and read transactions ----------------------------------------- */
 
@@ -200,12 +218,48 @@ static void read_end(struct lmdb_store *ls, MDB_txn *txn)
 
 /* ---- helpers used inside transactions (return LMDB codes) ----------------------- */
 
+/* Where a document's header lives: its id in docs, or its SHA-256 in longdocs. The
+ * key may point into ref->hash, so a doc_ref is used where it was made. */
+struct doc_ref {
+    MDB_dbi dbi;
+    MDB_val key;
+    bool is_long;
+    uint8_t hash[HASH_SIZE];
+};
+
+static void doc_ref_init(struct lmdb_store *ls, const char *id, size_t id_len, struct doc_ref *r)
+{
+    r->is_long = id_len > MAX_KEY;
+    if (!r->is_long) {
+        r->dbi = ls->docs;
+        r->key = (MDB_val){id_len, (void *)id};
+        return;
+    }
+    SHA256((const unsigned char *)id, id_len, r->hash);
+    r->dbi = ls->longdocs;
+    r->key = (MDB_val){HASH_SIZE, r->hash};
+}
+
+/* Returned by header_get when a long id's hash is held by another id. */
+#define ID_CLASH MDB_KEYEXIST
+
 static int header_get(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_t id_len,
                       struct doc_header *h)
 {
-    MDB_val k = {id_len, (void *)id}, v;
-    int rc = mdb_get(txn, ls->docs, &k, &v);
+    struct doc_ref r;
+    doc_ref_init(ls, id, id_len, &r);
+    MDB_val v;
+    int rc = mdb_get(txn, r.dbi, &r.key, &v);
     if (rc) return rc;
+    if (r.is_long) {
+        if (v.mv_size != HEADER_SIZE + id_len ||
+            memcmp((const uint8_t *)v.mv_data + HEADER_SIZE, id, id_len) != 0) {
+            store_log_error(&ls->log, "lmdb: two document ids (one of %zu bytes) share a SHA-256; "
+                      "refusing the second", id_len);
+            return ID_CLASH;
+        }
+        v.mv_size = HEADER_SIZE;
+    }
     if (header_decode(&v, h)) {
         store_log_error(&ls->log, "lmdb: document header of %zu bytes (want %d)", v.mv_size,
                         HEADER_SIZE);
@@ -217,10 +271,14 @@ static int header_get(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
 static int header_put(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_t id_len,
                       const struct doc_header *h)
 {
-    uint8_t buf[HEADER_SIZE];
-    header_encode(buf, h);
-    MDB_val k = {id_len, (void *)id}, v = {HEADER_SIZE, buf};
-    return mdb_put(txn, ls->docs, &k, &v, 0);
+    struct doc_ref r;
+    doc_ref_init(ls, id, id_len, &r);
+    MDB_val v = {HEADER_SIZE + (r.is_long ? id_len : 0), NULL};
+    int rc = mdb_put(txn, r.dbi, &r.key, &v, MDB_RESERVE);
+    if (rc) return rc;
+    header_encode(v.mv_data, h);
+    if (r.is_long) memcpy((uint8_t *)v.mv_data + HEADER_SIZE, id, id_len);
+    return 0;
 }
 
 static int chunk_put(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_t off,
@@ -255,12 +313,35 @@ done:
     return rc;
 }
 
-/* Key-record prefix for a document: id_len u16, id. Returns its length. */
-static size_t keys_prefix(uint8_t *buf, const char *id, size_t id_len)
+/* The prefix of a document's keys stored by hash: 0xFFFF, SHA-256(id). */
+static size_t keys_hashed_prefix(uint8_t *buf, const char *id, size_t id_len)
 {
+    be_put16(buf, 0xFFFF);
+    SHA256((const unsigned char *)id, id_len, buf + 2);
+    return HASHED_PREFIX;
+}
+
+/* Key-record prefix of a document's key whose name is name_len bytes long: id_len
+ * u16 + id when that leaves room for the name, else the hashed prefix. buf holds
+ * MAX_KEY bytes. Returns the prefix length. */
+static size_t keys_prefix(uint8_t *buf, const char *id, size_t id_len, size_t name_len)
+{
+    if (id_len > MAX_KEY - 2 || name_len > MAX_KEY - 2 - id_len)
+        return keys_hashed_prefix(buf, id, id_len);
     be_put16(buf, (uint16_t)id_len);
     memcpy(buf + 2, id, id_len);
     return 2 + id_len;
+}
+
+/* The prefixes a document's keys may have: the direct one (short ids only), then the
+ * hashed one. Returns how many (1 or 2); prefix[i] holds MAX_KEY bytes. */
+static int keys_prefixes(uint8_t prefix[2][MAX_KEY], size_t plen[2], const char *id,
+                         size_t id_len)
+{
+    int n = 0;
+    if (id_len <= MAX_KEY - 2) plen[n] = keys_prefix(prefix[n], id, id_len, 0), n++;
+    plen[n] = keys_hashed_prefix(prefix[n], id, id_len);
+    return n + 1;
 }
 
 /* Removes chunks, keys and (when present) the header of a document. */
@@ -273,14 +354,19 @@ static int delete_doc(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
         be_put64(num, h->num);
         rc = delete_prefix(txn, ls->chunks, num, 8);
         if (rc) return rc;
-        MDB_val k = {id_len, (void *)id};
-        rc = mdb_del(txn, ls->docs, &k, NULL);
+        struct doc_ref r;
+        doc_ref_init(ls, id, id_len, &r);
+        rc = mdb_del(txn, r.dbi, &r.key, NULL);
         if (rc) return rc;
     }
-    uint8_t prefix[MAX_KEY];
-    if (2 + id_len > MAX_KEY) return 0; /* no key of it can exist */
-    size_t plen = keys_prefix(prefix, id, id_len);
-    return delete_prefix(txn, ls->keys, prefix, plen);
+    uint8_t prefix[2][MAX_KEY];
+    size_t plen[2];
+    int n = keys_prefixes(prefix, plen, id, id_len);
+    for (int i = 0; i < n; i++) {
+        rc = delete_prefix(txn, ls->keys, prefix[i], plen[i]);
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 static int next_doc_number(struct lmdb_store *ls, MDB_txn *txn, uint64_t *num)
@@ -441,7 +527,7 @@ static int exec_delete(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
 static int exec_key_set(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
 {
     uint8_t kb[MAX_KEY];
-    size_t klen = keys_prefix(kb, op->id, op->id_len);
+    size_t klen = keys_prefix(kb, op->id, op->id_len, op->name_len);
     memcpy(kb + klen, op->name, op->name_len);
     klen += op->name_len;
     MDB_val k = {klen, kb}, v;
@@ -618,7 +704,7 @@ done:
     return rc;
 }
 
-static int exec_op(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64_t now)
+static int exec_op_kind(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64_t now)
 {
     switch (op->kind) {
     case OP_CREATE: return exec_create(ls, txn, op, now);
@@ -632,6 +718,16 @@ static int exec_op(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64_t n
     case OP_SWEEP_TOKENS: return exec_sweep_tokens(ls, txn, op);
     }
     return EINVAL;
+}
+
+/* A hash clash fails only its own operation (before it wrote anything: header_get
+ * comes first), not the batch it rides in. */
+static int exec_op(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64_t now)
+{
+    int rc = exec_op_kind(ls, txn, op, now);
+    if (rc != ID_CLASH) return rc;
+    op->rc = STORE_EIO;
+    return 0;
 }
 
 /* ---- the committer --------------------------------------------------------------- */
@@ -870,23 +966,55 @@ static int lmdb_key_set(struct store *s, const char *id, size_t id_len, const ui
                         size_t name_len, const uint8_t *value, size_t value_len,
                         uint32_t old_version, uint32_t new_version)
 {
-    if (!valid_doc_id(id_len) || 2 + id_len + name_len > MAX_KEY) return STORE_EINVAL;
+    if (!valid_doc_id(id_len) || name_len > MAX_KEY_NAME) return STORE_EINVAL;
     struct op op = {.kind = OP_KEY_SET, .id = id, .id_len = id_len, .name = name,
                     .name_len = name_len, .data = value, .len = value_len,
                     .expected = old_version, .new_version = new_version};
     return submit((struct lmdb_store *)s, &op);
 }
 
+/* Appends the keys under one prefix to *buf, packed as name_len u32, value_len u32,
+ * version u32, name, value. Returns an LMDB code, or ENOMEM. */
+static int pack_keys(MDB_cursor *c, const uint8_t *prefix, size_t plen, uint8_t **buf,
+                     size_t *used, size_t *cap)
+{
+    MDB_val k = {plen, (void *)prefix}, v;
+    int rc;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
+        if (v.mv_size < 4) return MDB_CORRUPTED;
+        size_t name_len = k.mv_size - plen, value_len = v.mv_size - 4;
+        size_t need = 12 + name_len + value_len;
+        if (*used + need > *cap) {
+            size_t ncap = *cap ? *cap * 2 : 4096;
+            while (ncap < *used + need) ncap *= 2;
+            uint8_t *nb = realloc(*buf, ncap);
+            if (!nb) return ENOMEM;
+            *buf = nb;
+            *cap = ncap;
+        }
+        uint8_t *p = *buf + *used;
+        be_put32(p, (uint32_t)name_len);
+        be_put32(p + 4, (uint32_t)value_len);
+        memcpy(p + 8, v.mv_data, 4);
+        memcpy(p + 12, (uint8_t *)k.mv_data + plen, name_len);
+        memcpy(p + 12 + name_len, (uint8_t *)v.mv_data + 4, value_len);
+        *used += need;
+    }
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_key_fn fn,
                          void *arg)
 {
     struct lmdb_store *ls = (struct lmdb_store *)s;
-    if (!valid_doc_id(id_len) || 2 + id_len > MAX_KEY) return STORE_EINVAL;
-    uint8_t prefix[MAX_KEY];
-    size_t plen = keys_prefix(prefix, id, id_len);
+    if (!valid_doc_id(id_len)) return STORE_EINVAL;
+    uint8_t prefix[2][MAX_KEY];
+    size_t plen[2];
+    int nprefix = keys_prefixes(prefix, plen, id, id_len);
     /* Copied out, then fn runs after the transaction: fn may call the store again
-     * (a nested read could deadlock against a waiting map resize). Entries are
-     * packed as name_len u32, value_len u32, version u32, name, value. */
+     * (a nested read could deadlock against a waiting map resize). */
     uint8_t *buf = NULL;
     size_t used = 0, cap = 0;
     MDB_txn *txn;
@@ -894,33 +1022,14 @@ static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_k
     int rc = read_begin(ls, &txn);
     if (rc) return rc;
     int mrc = mdb_cursor_open(txn, ls->keys, &c);
-    if (mrc) goto fail_mdb;
-    MDB_val k = {plen, prefix}, v;
-    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); mrc == 0;
-         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
-        if (v.mv_size < 4) { mrc = MDB_CORRUPTED; goto fail_mdb; }
-        size_t name_len = k.mv_size - plen, value_len = v.mv_size - 4;
-        size_t need = 12 + name_len + value_len;
-        if (used + need > cap) {
-            size_t ncap = cap ? cap * 2 : 4096;
-            while (ncap < used + need) ncap *= 2;
-            uint8_t *nb = realloc(buf, ncap);
-            if (!nb) { rc = STORE_ENOMEM; goto fail; }
-            buf = nb;
-            cap = ncap;
-        }
-        uint8_t *p = buf + used;
-        be_put32(p, (uint32_t)name_len);
-        be_put32(p + 4, (uint32_t)value_len);
-        memcpy(p + 8, v.mv_data, 4);
-        memcpy(p + 12, (uint8_t *)k.mv_data + plen, name_len);
-        memcpy(p + 12 + name_len, (uint8_t *)v.mv_data + 4, value_len);
-        used += need;
-    }
-    if (mrc != MDB_NOTFOUND && mrc != 0) goto fail_mdb;
-    mdb_cursor_close(c);
+    for (int i = 0; mrc == 0 && i < nprefix; i++)
+        mrc = pack_keys(c, prefix[i], plen[i], &buf, &used, &cap);
+    if (c) mdb_cursor_close(c);
     read_end(ls, txn);
+    if (mrc) {
+        free(buf);
+        return mrc == ENOMEM ? STORE_ENOMEM : store_err(ls, "keys_get", mrc);
+    }
     for (size_t off = 0; off < used;) {
         const uint8_t *p = buf + off;
         size_t name_len = be_get32(p), value_len = be_get32(p + 4);
@@ -930,13 +1039,6 @@ static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_k
     }
     free(buf);
     return STORE_OK;
-fail_mdb:
-    rc = store_err(ls, "keys_get", mrc);
-fail:
-    if (c) mdb_cursor_close(c);
-    read_end(ls, txn);
-    free(buf);
-    return rc;
 }
 
 static int lmdb_token_add(struct store *s, const char *token, size_t token_len,
@@ -1003,7 +1105,7 @@ static int lmdb_user_update(struct store *s, const char *user_id, size_t user_le
 /* Scans headers in short read transactions for documents idle since before cutoff,
  * and hands them to the committer SWEEP_DOCS_PER_TXN at a time; the committer checks
  * each again, since a document may have been used after the scan saw it. */
-static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
+static int sweep_docs(struct lmdb_store *ls, MDB_dbi dbi, int64_t cutoff, uint64_t *removed)
 {
     MDB_val cand[SWEEP_DOCS_PER_TXN];
     uint8_t last[MAX_KEY];
@@ -1015,7 +1117,7 @@ static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
         MDB_cursor *c;
         rc = read_begin(ls, &txn);
         if (rc) break;
-        int mrc = mdb_cursor_open(txn, ls->docs, &c);
+        int mrc = mdb_cursor_open(txn, dbi, &c);
         if (mrc) {
             read_end(ls, txn);
             rc = store_err(ls, "sweep", mrc);
@@ -1035,10 +1137,15 @@ static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
             struct doc_header h;
             memcpy(last, k.mv_data, k.mv_size);
             last_len = k.mv_size;
-            if (header_decode(&v, &h) == 0 && h.last_access < cutoff) {
-                cand[n].mv_data = dup_bytes(k.mv_data, k.mv_size);
+            MDB_val hv = v, id = k; /* in longdocs the id follows the header */
+            if (dbi == ls->longdocs && v.mv_size >= HEADER_SIZE) {
+                hv.mv_size = HEADER_SIZE;
+                id = (MDB_val){v.mv_size - HEADER_SIZE, (uint8_t *)v.mv_data + HEADER_SIZE};
+            }
+            if (header_decode(&hv, &h) == 0 && h.last_access < cutoff) {
+                cand[n].mv_data = dup_bytes(id.mv_data, id.mv_size);
                 if (!cand[n].mv_data) { mrc = ENOMEM; break; }
-                cand[n++].mv_size = k.mv_size;
+                cand[n++].mv_size = id.mv_size;
             }
             mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
         }
@@ -1064,7 +1171,8 @@ static int lmdb_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *
     struct lmdb_store *ls = (struct lmdb_store *)s;
     uint64_t count = 0;
     int rc = STORE_OK;
-    if (max_idle >= 0) rc = sweep_docs(ls, now - max_idle, &count);
+    if (max_idle >= 0) rc = sweep_docs(ls, ls->docs, now - max_idle, &count);
+    if (max_idle >= 0 && rc == STORE_OK) rc = sweep_docs(ls, ls->longdocs, now - max_idle, &count);
     while (rc == STORE_OK) {
         struct op op = {.kind = OP_SWEEP_TOKENS, .now = now};
         rc = submit(ls, &op);
@@ -1135,7 +1243,8 @@ static int open_dbs(struct lmdb_store *ls)
     int rc = mdb_txn_begin(ls->env, NULL, 0, &txn);
     if (rc) return rc;
     struct { const char *name; MDB_dbi *dbi; } dbs[] = {
-        {"docs", &ls->docs}, {"chunks", &ls->chunks}, {"keys", &ls->keys},
+        {"docs", &ls->docs}, {"longdocs", &ls->longdocs}, {"chunks", &ls->chunks},
+        {"keys", &ls->keys},
         {"tokens", &ls->tokens}, {"tokusers", &ls->tokusers}, {"tokexp", &ls->tokexp},
         {"meta", &ls->meta},
     };
@@ -1198,7 +1307,7 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     if (stat(data_file, &st) == 0)
         while (map_size < (size_t)st.st_size + (size_t)st.st_size / 2) map_size *= 2;
     if ((rc = mdb_env_set_maxreaders(ls->env, max_readers)) ||
-        (rc = mdb_env_set_maxdbs(ls->env, 8)) ||
+        (rc = mdb_env_set_maxdbs(ls->env, 16)) ||
         (rc = mdb_env_set_mapsize(ls->env, map_size)))
         goto fail;
     /* MDB_NOTLS: read transactions belong to no thread; thousands of threads read. */

@@ -34,6 +34,22 @@ async def test_mode0_creates_missing_document(server, v):
 
 
 @versions
+@pytest.mark.parametrize("mode", [3, 7, 255])
+@aiotest()
+async def test_unknown_creation_mode_is_mode0(server, v, mode):
+    """Modes above 2 are read as 0 (possibly create), as the reference does."""
+    c = await zw.connect(server, name="A")
+    await c.send_init("doc", version=v, mode=mode, initial=b"hello")
+    await c.expect_raw(exp_append(v, 5, b""))  # created with the initial data
+    d = await zw.connect(server, name="B")
+    await d.send_init("doc", version=v, mode=mode, initial=b"IGNORED")
+    await d.expect_raw(exp_append(v, 0, b"hello"))  # opened, not refused
+    await d.append(b"!")
+    assert await zw.fetch_doc(server, "doc") == b"hello!"
+    assert "unknown creation mode %d, read as 0" % mode in server.log_path.read_text()
+
+
+@versions
 @aiotest()
 async def test_mode0_opens_existing_document(server, v):
     await create(server, "doc", b"hello world")

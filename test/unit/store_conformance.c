@@ -559,6 +559,131 @@ static void t_oversize(void **state)
     }
 }
 
+/* A long id of n bytes: the test's prefix, then `fill` bytes, then `tail`. */
+static char *long_id(const struct tctx *t, size_t n, char fill, const char *tail)
+{
+    char *id = malloc(n);
+    assert_non_null(id);
+    size_t tl = strlen(tail);
+    assert_true(n >= t->prefix_len + tl);
+    memcpy(id, t->prefix, t->prefix_len);
+    memset(id + t->prefix_len, fill, n - t->prefix_len - tl);
+    memcpy(id + n - tl, tail, tl);
+    return id;
+}
+
+static struct key_list keys_of(struct store *s, const char *id, size_t n)
+{
+    struct key_list l;
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_keys_get(s, id, n, collect_key, &l), STORE_OK);
+    return l;
+}
+
+/* One document under a long id: everything a short id can do. */
+static void exercise_id(struct store *s, const char *id, size_t n)
+{
+    uint64_t len = 0;
+    uint8_t *data = NULL;
+    size_t got = 0;
+    assert_int_equal(store_doc_length(s, id, n, &len), STORE_ENOTFOUND);
+    assert_int_equal(store_doc_create(s, id, n, (const uint8_t *)"abc", 3), STORE_OK);
+    assert_int_equal(store_doc_create(s, id, n, (const uint8_t *)"xyz", 3), STORE_EEXISTS);
+    assert_int_equal(store_doc_append(s, id, n, 3, (const uint8_t *)"def", 3, &len), STORE_OK);
+    assert_int_equal(len, 6);
+    assert_int_equal(store_doc_append(s, id, n, 3, (const uint8_t *)"!", 1, &len),
+                     STORE_EMISMATCH);
+    assert_int_equal(len, 6);
+    assert_int_equal(store_doc_read(s, id, n, 2, &data, &got, NULL), STORE_OK);
+    assert_int_equal(got, 4);
+    assert_memory_equal(data, "cdef", 4);
+    free(data);
+    /* keys, with short and long names (a long name does not fit beside a medium id) */
+    static char name[400];
+    memset(name, 'n', sizeof name);
+    assert_int_equal(store_key_set(s, id, n, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1,
+                                   0, 1), STORE_OK);
+    assert_int_equal(store_key_set(s, id, n, (const uint8_t *)name, sizeof name,
+                                   (const uint8_t *)"w", 1, 0, 5), STORE_OK);
+    assert_int_equal(store_key_set(s, id, n, (const uint8_t *)name, sizeof name,
+                                   (const uint8_t *)"w", 1, 0, 6), STORE_EMISMATCH);
+    struct key_list l = keys_of(s, id, n);
+    assert_int_equal(l.n, 2);
+    int k = find_key(&l, "k", 1);
+    assert_true(k >= 0);
+    assert_int_equal(l.versions[k], 1);
+    /* deleted with its keys; re-created fresh */
+    assert_int_equal(store_doc_delete(s, id, n), STORE_OK);
+    assert_int_equal(store_doc_length(s, id, n, &len), STORE_ENOTFOUND);
+    assert_int_equal(keys_of(s, id, n).n, 0);
+    assert_int_equal(store_doc_create(s, id, n, (const uint8_t *)"new", 3), STORE_OK);
+}
+
+/* Document ids of any length up to at least 64 KiB work on every backend. */
+static void t_long_ids(void **state)
+{
+    struct tctx *t = *state;
+    static const size_t sizes[] = {255, 256, 400, 509, 510, 511, 512, 1000, 4096, 65536};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        char *id = long_id(t, sizes[i], 'L', "#");
+        exercise_id(t->s, id, sizes[i]);
+        uint64_t len = 0;
+        assert_int_equal(store_doc_length(t->s, id, sizes[i], &len), STORE_OK);
+        assert_int_equal(len, 3);
+        free(id);
+    }
+    /* two 64 KiB ids that differ only in their last byte are two documents */
+    size_t n = 65536;
+    char *a = long_id(t, n, 'p', "a"), *b = long_id(t, n, 'p', "b");
+    assert_int_equal(store_doc_create(t->s, a, n, (const uint8_t *)"A", 1), STORE_OK);
+    assert_int_equal(store_doc_create(t->s, b, n, (const uint8_t *)"BB", 2), STORE_OK);
+    assert_int_equal(store_key_set(t->s, a, n, (const uint8_t *)"k", 1, (const uint8_t *)"a", 1,
+                                   0, 1), STORE_OK);
+    assert_int_equal(store_key_set(t->s, b, n, (const uint8_t *)"k", 1, (const uint8_t *)"b", 1,
+                                   0, 7), STORE_OK);
+    uint64_t la = 0, lb = 0;
+    assert_int_equal(store_doc_append(t->s, a, n, 1, (const uint8_t *)"a", 1, &la), STORE_OK);
+    assert_int_equal(store_doc_length(t->s, b, n, &lb), STORE_OK);
+    assert_int_equal(la, 2);
+    assert_int_equal(lb, 2);
+    struct key_list ka = keys_of(t->s, a, n), kb = keys_of(t->s, b, n);
+    assert_int_equal(ka.n, 1);
+    assert_int_equal(kb.n, 1);
+    assert_int_equal(ka.versions[0], 1);
+    assert_int_equal(kb.versions[0], 7);
+    /* and a 64 KiB id that extends another: also separate */
+    char *ab = long_id(t, n + 1, 'p', "aa");
+    uint64_t len = 0;
+    assert_int_equal(store_doc_length(t->s, ab, n + 1, &len), STORE_ENOTFOUND);
+    assert_int_equal(keys_of(t->s, ab, n + 1).n, 0);
+    assert_int_equal(store_doc_delete(t->s, a, n), STORE_OK);
+    assert_int_equal(store_doc_length(t->s, b, n, &lb), STORE_OK);
+    assert_int_equal(keys_of(t->s, b, n).n, 1);
+    /* a token may name a long document */
+    struct store_token tok, got;
+    struct id tk = ID(t, "long-doc-token");
+    token_of(&tok, b, n, "user", "rw", time(NULL) + 3600);
+    assert_int_equal(store_token_add(t->s, tk.b, tk.n, &tok), STORE_OK);
+    assert_int_equal(store_token_get(t->s, tk.b, tk.n, &got), STORE_OK);
+    assert_int_equal(got.doc_id_len, n);
+    assert_memory_equal(got.doc_id, b, n);
+    store_token_clear(&got);
+    /* kept across close and open, and swept when idle */
+    store_close(t->s);
+    t->s = backend->open(backend->ctx);
+    assert_non_null(t->s);
+    assert_int_equal(store_doc_length(t->s, b, n, &lb), STORE_OK);
+    assert_int_equal(lb, 2);
+    if (!(backend->flags & STORE_CONF_SELF_EXPIRING)) {
+        assert_int_equal(store_sweep(t->s, time(NULL) + 7200, 3600, NULL), STORE_OK);
+        assert_int_equal(store_doc_length(t->s, b, n, &lb), STORE_ENOTFOUND);
+        assert_int_equal(keys_of(t->s, b, n).n, 0);
+    }
+    free(a);
+    free(b);
+    free(ab);
+}
+
 static void t_persistence(void **state)
 {
     struct tctx *t = *state;
@@ -932,6 +1057,7 @@ int store_conformance_run(const struct store_conformance *b)
         T(t_tokens),
         T(t_sweep),
         T(t_oversize),
+        T(t_long_ids),
         T(t_persistence),
         T(t_concurrent_append),
         T(t_concurrent_read_write),

@@ -22,7 +22,9 @@
  * that prefix each other), delete removing keys and leaving nothing behind for a
  * re-created id, keys (compare-version, keys without a document row, early stop),
  * tokens (add/get/exists/expiry/replace/user_update), sweep of idle documents and
- * expired tokens, ids too long for the backend (STORE_EINVAL or working), persistence
+ * expired tokens, long ids (every size up to 64 KiB works, two 64 KiB ids differing in
+ * their last byte are two documents, keys with 400-byte names on them), tokens too
+ * long for the backend (STORE_EINVAL or working), persistence
  * across close and open, and from several threads at once: compare-and-append (one
  * winner per offset, the document equals the winners in order), readers during
  * appends (every read is a prefix), key version races and racing creates.

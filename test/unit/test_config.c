@@ -103,7 +103,7 @@ static void test_bad_values_name_the_key(void **state)
         {"Compression=2", "Compression"},      {"MaxFiles=abc", "MaxFiles"},
         {"MaxConnections=0", "MaxConnections"}, {"SendQueueBytes=12Q", "SendQueueBytes"},
         {"MaxMessageBytes=99999999999999999999", "MaxMessageBytes"},
-        {"MaxDocIdBytes=4096", "MaxDocIdBytes"},
+        {"MaxDocIdBytes=17M", "MaxDocIdBytes"},   {"MaxDocIdBytes=0", "MaxDocIdBytes"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct config c;

@@ -1,6 +1,6 @@
 /* test_store_lmdb: runs the store conformance suite against LMDB in a fresh temporary
  * directory, then LMDB-specific tests: map growth, group commit, a large document,
- * sweep in steps, last-access touches, key-size limits, store_open dispatch, kill -9 durability, and
+ * sweep in steps, last-access touches, key-size limits, the long-id layout, store_open dispatch, kill -9 durability, and
  * append latency with sync on. */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 #include <lmdb.h>
+#include <openssl/sha.h>
 
 #include "lmdb_store.h"
 #include "mono.h"
@@ -451,20 +452,27 @@ static void t_touch(void **state)
     assert_int_equal(store_doc_length(s, "late", 4, &len), STORE_OK);
 }
 
-/* LMDB's 511-byte key limit, exactly. */
+/* LMDB's 511-byte key limit: ids of any length (hashed past it), key names up to
+ * 477 bytes for any id (stored under the id's hash when id + name do not fit). */
 static void t_limits(void **state)
 {
     struct store *s = *state;
-    static char big[600];
+    static char big[70000];
     memset(big, 'i', sizeof big);
-    assert_int_equal(store_doc_create(s, big, 512, NULL, 0), STORE_EINVAL);
-    assert_int_equal(store_doc_create(s, big, 511, (const uint8_t *)"x", 1), STORE_OK);
     uint64_t len;
+    assert_int_equal(store_doc_create(s, big, 511, (const uint8_t *)"x", 1), STORE_OK);
+    assert_int_equal(store_doc_create(s, big, 512, (const uint8_t *)"yy", 2), STORE_OK);
     assert_int_equal(store_doc_length(s, big, 511, &len), STORE_OK);
-    assert_int_equal(store_doc_length(s, big, 512, &len), STORE_EINVAL);
+    assert_int_equal(len, 1);
+    assert_int_equal(store_doc_length(s, big, 512, &len), STORE_OK);
+    assert_int_equal(len, 2);
+    assert_int_equal(store_doc_length(s, big, 513, &len), STORE_ENOTFOUND);
     assert_int_equal(store_doc_create(s, "", 0, NULL, 0), STORE_EINVAL);
     assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 409, NULL, 0, 0, 1), STORE_OK);
-    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 410, NULL, 0, 0, 1),
+    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 410, NULL, 0, 0, 1), STORE_OK);
+    assert_int_equal(store_key_set(s, big, 65536, (const uint8_t *)big, 477, NULL, 0, 0, 1),
+                     STORE_OK);
+    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 478, NULL, 0, 0, 1),
                      STORE_EINVAL);
     struct store_token t = {.doc_id = "d", .doc_id_len = 1, .user_id = "u",
                             .permissions = "rw", .expires = time(NULL) + 100};
@@ -484,6 +492,71 @@ static void t_limits(void **state)
     memcpy(bad.permissions, "rwarwarw", 8); /* not terminated within 8 */
     assert_int_equal(store_token_add(s, "q", 1, &bad), STORE_EINVAL);
     assert_int_equal(store_user_update(s, "u", 1, "rwarwarw"), STORE_EINVAL);
+}
+
+/* Short ids keep the layout LMDB stores always had (data written before long ids
+ * existed reads the same); a long id lives under its SHA-256 with the full id beside
+ * the header, and a record whose id differs (a hash clash) is refused, not served. */
+static void t_long_id_layout(void **state)
+{
+    (void)state;
+    lmdb_reset_ctx(&ctx_nosync);
+    struct store *s = lmdb_open_ctx(&ctx_nosync);
+    assert_non_null(s);
+    static char a[1000], b[1000];
+    memset(a, 'a', sizeof a);
+    memset(b, 'b', sizeof b);
+    assert_int_equal(store_doc_create(s, "short", 5, (const uint8_t *)"S", 1), STORE_OK);
+    assert_int_equal(store_doc_create(s, a, sizeof a, (const uint8_t *)"A", 1), STORE_OK);
+    assert_int_equal(store_doc_create(s, b, sizeof b, (const uint8_t *)"B", 1), STORE_OK);
+    store_close(s);
+
+    char path[200];
+    snprintf(path, sizeof path, "%s/lmdb", ctx_nosync.dir);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi docs, longdocs;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_open(env, path, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "docs", 0, &docs), 0);
+    assert_int_equal(mdb_dbi_open(txn, "longdocs", 0, &longdocs), 0);
+    MDB_val k = {5, "short"}, v;
+    assert_int_equal(mdb_get(txn, docs, &k, &v), 0);
+    assert_int_equal(v.mv_size, 32);
+    uint8_t ha[32], hb[32];
+    SHA256((const unsigned char *)a, sizeof a, ha);
+    SHA256((const unsigned char *)b, sizeof b, hb);
+    MDB_val ka = {32, ha}, kb = {32, hb}, va, vb;
+    assert_int_equal(mdb_get(txn, longdocs, &ka, &va), 0);
+    assert_int_equal(va.mv_size, 32 + sizeof a);
+    assert_memory_equal((uint8_t *)va.mv_data + 32, a, sizeof a);
+    /* Fake a clash: a's hash now holds b's record. */
+    assert_int_equal(mdb_get(txn, longdocs, &kb, &vb), 0);
+    static uint8_t rec[32 + sizeof b];
+    memcpy(rec, vb.mv_data, sizeof rec);
+    MDB_val nv = {sizeof rec, rec};
+    assert_int_equal(mdb_put(txn, longdocs, &ka, &nv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    s = lmdb_open_ctx(&ctx_nosync);
+    assert_non_null(s);
+    uint64_t len;
+    uint8_t *data = NULL;
+    size_t n = 0;
+    assert_int_equal(store_doc_length(s, a, sizeof a, &len), STORE_EIO);
+    assert_int_equal(store_doc_read(s, a, sizeof a, 0, &data, &n, NULL), STORE_EIO);
+    assert_int_equal(store_doc_append(s, a, sizeof a, 1, (const uint8_t *)"!", 1, NULL),
+                     STORE_EIO);
+    assert_int_equal(store_doc_create(s, a, sizeof a, (const uint8_t *)"!", 1), STORE_EIO);
+    /* the store goes on serving the others */
+    assert_int_equal(store_doc_append(s, b, sizeof b, 1, (const uint8_t *)"b", 1, &len),
+                     STORE_OK);
+    assert_int_equal(len, 2);
+    assert_int_equal(store_doc_length(s, "short", 5, &len), STORE_OK);
+    store_close(s);
 }
 
 static void t_open_dispatch(void **state)
@@ -674,6 +747,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_sweep_steps, setup_fresh, teardown_store),
         cmocka_unit_test_setup_teardown(t_touch, setup_fresh, teardown_store),
         cmocka_unit_test_setup_teardown(t_limits, setup_fresh, teardown_store),
+        cmocka_unit_test(t_long_id_layout),
         cmocka_unit_test(t_open_dispatch),
         cmocka_unit_test(t_log),
         cmocka_unit_test(t_kill9),
