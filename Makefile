@@ -144,8 +144,13 @@ test: deps
 	@echo "all test suites passed"
 
 # Benchmarks of issue 5 (minutes; not part of `make test`): prints a table, see BENCHMARKS.md.
-bench: $(BIN)
-	/usr/bin/python3 test/bench/bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
+# The floor (test/bench/floor.c) is a minimal relay server the bench runs beside ours.
+FLOOR := build/release/test/bench/floor
+$(FLOOR): test/bench/floor.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -O2 -o $@ $< -lcrypto
+bench: $(BIN) $(FLOOR)
+	/usr/bin/python3 test/bench/bench.py --bin $(abspath $(BIN)) --floor $(abspath $(FLOOR)) $(BENCH_ARGS)
 	/usr/bin/python3 test/bench/cluster_bench.py --bin $(abspath $(BIN))
 
 clean:

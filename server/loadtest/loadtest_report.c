@@ -69,6 +69,9 @@ void lt_report_summary(const struct lt_run *run, const struct lt_result *r, FILE
             "connections", (unsigned long long)c->connected, r->expected,
             (unsigned long long)c->connect_errors, (unsigned long long)c->dropped,
             (unsigned long long)c->server_errors);
+    if (r->not_started)
+        fprintf(f, "%-18s %d not started (interrupted before their connect time)\n", "",
+                r->not_started);
     fprintf(f, "%-18s %llu bytes in %d document%s\n", "document", (unsigned long long)total_doc_len(run),
             run->n_docs, run->n_docs > 1 ? "s" : "");
     fprintf(f, "%-18s %llu sent, %llu ACKed, %llu NACKed (%.2f %%), %llu refused\n", "changes",
@@ -148,9 +151,10 @@ void lt_report_json(const struct lt_run *run, const struct lt_result *r, FILE *f
     fputc(',', f);
     json_hist(f, "ack_rtt_ms", &run->ack_rtt);
     fprintf(f, ",\"data_check\":{\"ok\":%s,\"skipped\":%s,\"checked\":%d,\"mismatched\":%d,"
-               "\"docs_unchecked\":%d,\"drain_timed_out\":%s},\"errors\":%llu,\"ok\":%s}\n",
+               "\"docs_unchecked\":%d,\"drain_timed_out\":%s},\"interrupted\":%s,"
+               "\"not_started\":%d,\"errors\":%llu,\"ok\":%s}\n",
             r->data_ok ? "true" : "false", r->check_skipped ? "true" : "false", r->checked,
-            r->mismatched, r->docs_unchecked, r->drain_timed_out ? "true" : "false", r->errors,
-            r->ok ? "true" : "false");
+            r->mismatched, r->docs_unchecked, r->drain_timed_out ? "true" : "false",
+            r->interrupted ? "true" : "false", r->not_started, r->errors, r->ok ? "true" : "false");
     fflush(f);
 }

@@ -17,6 +17,8 @@ struct lt_result {
     int docs_unchecked;    /* documents the checker could not fetch */
     int drain_timed_out;   /* clients were still behind when the check started */
     int check_skipped;     /* a second Ctrl-C cut the run short */
+    int interrupted;       /* Ctrl-C (SIGINT/SIGTERM) ended the run: a normal end */
+    int not_started;       /* ... before these clients' connect times came */
     int data_ok;
     unsigned long long errors;
     int ok;

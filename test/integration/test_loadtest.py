@@ -312,6 +312,53 @@ def test_loadtest_sigint_prints_summary():
     assert p.returncode == 0
 
 
+def interrupt_tester(url, after_s, *args):
+    """Runs the tester without --duration (the reference's way), sends it SIGINT
+    after after_s seconds; returns (exit code, stdout text, stderr text)."""
+    p = subprocess.Popen([BIN, "--test", url] + [str(a) for a in args],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        time.sleep(after_s)
+        assert p.poll() is None, "the tester ended by itself"
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def test_loadtest_sigint_against_server(server_factory):
+    """Ctrl-C is the normal end of a run without --duration: against our server it
+    prints the summary and passes, exit status 0."""
+    srv = server_factory(MaxConnections=100)
+    code, out, err = interrupt_tester(srv.url, 5, "--docid", "lt-int", "--teachers", 2,
+                                      "--students", 30, "--delay-ms", 200)
+    summary = out[out.index("--- load test summary"):]
+    assert "32 of 32 connected; 0 failed to connect, 0 dropped" in summary, out + err
+    assert "data check         PASSED: 32 clients" in summary, out + err
+    assert "errors             0 -> OK" in summary, out + err
+    assert code == 0, out + err
+
+
+def test_loadtest_sigint_during_ramp(server_factory):
+    """Ctrl-C before every client's connect time came: those never started are not
+    failures; the verdict rests on the ones that ran."""
+    srv = server_factory(MaxConnections=100)
+    code, out, err = interrupt_tester(srv.url, 3, "--docid", "lt-ramp", "--teachers", 2,
+                                      "--students", 38, "--delay-ms", 200,
+                                      "--connect-spread-ms", 20000, "--json")
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["interrupted"] and 0 < s["not_started"] < 40, err
+    assert s["connected"] + s["not_started"] == 40, err
+    assert s["data_check"]["ok"] and s["data_check"]["checked"] == s["connected"], err
+    assert s["errors"] == 0 and s["ok"], err
+    assert "not started" in err and "errors             0 -> OK" in err
+    assert code == 0, err
+
+
 def test_loadtest_bad_flags():
     need_binary()
     p = subprocess.run([BIN, "--test", "ws://127.0.0.1:1/socket", "--teachers", "x"],
