@@ -105,7 +105,7 @@ int rfc1123_parse(const char *s, int64_t *out)
     static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int wday, mon, day, year, hh, mm, ss, offset = 0;
+    int wday = 0, mon = 0, day = 0, year = 0, hh = 0, mm = 0, ss = 0, offset = 0;
     if (!s) return -1;
     /* "Mon, 02 Jan 2006 15:04:05 MST" */
     const char *p = name(s, days, 7, &wday);
