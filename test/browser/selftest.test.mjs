@@ -57,7 +57,9 @@ describe("self-test page", () => {
     }
     assert.deepEqual(failures(r), []);
     assert.equal(r.status, "pass");
-    assert.ok(r.results.length >= 12, `only ${r.results.length} checks`);
+    assert.ok(r.results.length >= 13, `only ${r.results.length} checks`);
+    // A real Chromium offers permessage-deflate and the server takes it.
+    assert.match(r.results.find((x) => x.id === "compression").reason, /^negotiated/);
     assert.equal(await page.getAttribute("#summary", "data-status"), "pass");
     const rows = await page.$$eval("tr[data-check]", (trs) => trs.map((t) => t.dataset.status));
     assert.ok(rows.every((s) => s === "pass"), rows.join(","));
@@ -70,6 +72,7 @@ describe("self-test page", () => {
     const r = await runSelftest(page, `${nginx.base}/board/socket/test`);
     await screenshot(page, "selftest-nginx.png");
     assert.deepEqual(failures(r), []);
+    assert.match(r.results.find((x) => x.id === "compression").reason, /^negotiated/); // passed through
     assert.match(r.results[0].reason, new RegExp(`ws://127\\.0\\.0\\.1:${nginx.port}/board/socket$`));
     await page.close();
   });
@@ -79,6 +82,7 @@ describe("self-test page", () => {
     const r = await runSelftest(page, `${apache.base}/socket/test`);
     await screenshot(page, "selftest-apache.png");
     assert.deepEqual(failures(r), []);
+    assert.match(r.results.find((x) => x.id === "compression").reason, /^negotiated/); // passed through
     await page.close();
   });
 
@@ -143,6 +147,7 @@ describe("over HTTPS", () => {
     await screenshot(page, "selftest-https.png");
     assert.deepEqual(failures(r), []);
     assert.match(r.results[0].reason, /^upgraded wss:\/\/127\.0\.0\.1:\d+\/socket$/);
+    assert.match(r.results.find((x) => x.id === "compression").reason, /^negotiated/);
   });
 });
 
