@@ -34,7 +34,7 @@ static void usage(FILE *out)
             "Zwibbler collaboration server. Clients connect to ws://HOST:PORT/socket.\n"
             "  --config PATH  configuration file (default " DEFAULT_CONFIG ", optional)\n"
             "  --port N       listen on port N instead of ServerPort\n"
-            "  --test URL     run the load tester against URL (see README)\n"
+            "  --test URL     run the load tester against URL (--test --help: its flags)\n"
             "  --install      install, enable and start the systemd service (as root)\n"
             "  --uninstall    stop, disable and remove the systemd service (as root)\n"
             "  --version      print the version and build date\n");

@@ -16,7 +16,8 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wext
 FUZZ_DEPS_codec := protocol/codec.o
 FUZZ_DEPS_config := server/app/config.o
 FUZZ_DEPS_jwt := server/auth/jwt.o
-FUZZ_DEPS_form := server/http/mgmt_api.o server/auth/jwt.o server/app/log.o server/http/cors.o \
+FUZZ_DEPS_form := server/http/mgmt_api.o server/http/respond.o server/http/cors.o \
+                  server/auth/jwt.o server/app/log.o \
                   $(patsubst %.c,%.o,$(wildcard storage/*.c storage/*/*.c)) server/http/civetweb_build.o
 FUZZ_OBJS := $(sort $(foreach t,$(FUZZ_TARGETS),$(FUZZ_DEPS_$(t):%=$(FZ)/%)))
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)

@@ -13,6 +13,7 @@ import asyncio
 import http
 import json
 import os
+import re
 import signal
 import ssl
 import struct
@@ -119,10 +120,15 @@ class FakeServer:
         queue = asyncio.Queue()
 
         async def writer():
-            while True:
-                msg = await queue.get()
-                for piece in self._pieces(msg, self.split):
-                    await ws.send(piece)
+            try:
+                while True:
+                    msg = await queue.get()
+                    if msg is None:  # the handler is done: all before it is sent
+                        return
+                    for piece in self._pieces(msg, self.split):
+                        await ws.send(piece)
+            except websockets.ConnectionClosed:
+                pass
 
         wtask = asyncio.ensure_future(writer())
         doc_id = None
@@ -158,8 +164,47 @@ class FakeServer:
         finally:
             if doc_id is not None and queue in self.sessions.get(doc_id, []):
                 self.sessions[doc_id].remove(queue)
-            await asyncio.sleep(0.2)  # let the writer finish what is queued
+            queue.put_nowait(None)  # let the writer finish what is queued
+            await asyncio.wait([wtask], timeout=10)
             wtask.cancel()
+
+
+class Output:
+    """Collects a running process's stdout and stderr lines, so that a test can wait
+    for what the process prints instead of sleeping."""
+
+    def __init__(self, p):
+        self.p, self.out, self.err = p, [], []
+        self.threads = [threading.Thread(target=self._read, args=(f, lines), daemon=True)
+                        for f, lines in ((p.stdout, self.out), (p.stderr, self.err))]
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def _read(f, lines):
+        for line in iter(f.readline, b""):
+            lines.append(line.decode("utf-8", "replace"))
+
+    def wait_for(self, pattern, timeout):
+        """Waits until a stdout line matches pattern (a compiled regex); returns the
+        match."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in list(self.out):
+                m = pattern.search(line)
+                if m:
+                    return m
+            assert self.p.poll() is None, "exited early: " + "".join(self.out + self.err)
+            time.sleep(0.05)
+        raise AssertionError("no line matching %r in %ss: %s" % (pattern.pattern, timeout,
+                                                                 "".join(self.out)))
+
+    def finish(self, timeout):
+        """Waits for the process to end; returns (stdout, stderr) as text."""
+        self.p.wait(timeout)
+        for t in self.threads:
+            t.join(timeout)
+        return "".join(self.out), "".join(self.err)
 
 
 def flip_last_byte(number, data):
@@ -303,12 +348,19 @@ def test_loadtest_sigint_prints_summary():
                               "--students", "3", "--delay-ms", "50",
                               "--connect-spread-ms", "0"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(2.5)
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=TIMEOUT)
-    text = out.decode()
+        output = Output(p)
+        try:
+            # Interrupted once the live status line shows everyone connected and
+            # changes stored.
+            output.wait_for(re.compile(r"connections 4/4 .*document [1-9][0-9]* bytes"), TIMEOUT)
+            p.send_signal(signal.SIGINT)
+            text, err = output.finish(TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert "connections 4/4" in text  # the live status line
-    assert "data check" in text and "PASSED" in text, text + err.decode()
+    assert "data check" in text and "PASSED" in text, text + err
     assert p.returncode == 0
 
 
@@ -366,3 +418,33 @@ def test_loadtest_bad_flags():
     assert p.returncode == 2 and b"--teachers" in p.stderr
     p = subprocess.run([BIN, "--test", "ftp://x/socket"], capture_output=True, timeout=TIMEOUT)
     assert p.returncode == 1 and b"ws://" in p.stderr
+
+
+def test_loadtest_help_lists_every_flag():
+    """--help prints the usage, made from the flag table, on stdout and exits 0."""
+    need_binary()
+    p = subprocess.run([BIN, "--test", "--help"], capture_output=True, timeout=TIMEOUT)
+    assert p.returncode == 0, p.stderr
+    usage = p.stdout.decode()
+    for flag in ("--test URL", "--docid ID", "--teachers N", "--students M", "--docs K",
+                 "--duration S", "--delay-ms D", "--change-bytes B", "--connect-spread-ms T",
+                 "--json", "--tls-verify", "--verbose"):
+        assert "\n  " + flag + " " in usage, flag + " missing from:\n" + usage
+    assert '(default "loadtest")' in usage and "(default 3000)" in usage
+    assert "--config" not in usage and "--port" not in usage  # the server's, not ours
+
+
+def test_loadtest_flag_forms():
+    """--flag=value, -flag value and -flag=value work as --flag value does (the
+    reference's Go flag package accepts them all); the server's own --config and
+    --port may share the command line."""
+    need_binary()
+    port = free_port()  # nothing listens there: every client fails at once
+    p = subprocess.run([BIN, "--config", "/nonexistent.conf", "--test",
+                        "ws://127.0.0.1:%d/socket" % port, "-teachers=2", "-students", "3",
+                        "--docs=1", "-duration", "0.2", "-connect-spread-ms=0", "-json",
+                        "--port", "1"],
+                       capture_output=True, timeout=TIMEOUT)
+    s = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert s["expected"] == 5 and s["connect_errors"] == 5, p.stderr
+    assert p.returncode == 1
