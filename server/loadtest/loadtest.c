@@ -194,6 +194,10 @@ int loadtest_main(int argc, char **argv)
         fprintf(stderr, "loadtest: %s\n", err);
         goto out;
     }
+    if (o.compression && lt_ws_ctx_offer_compression(&run.ws)) {
+        fprintf(stderr, "loadtest: out of memory\n");
+        goto out;
+    }
     if (build(&run)) {
         fprintf(stderr, "loadtest: out of memory\n");
         goto out;

@@ -51,6 +51,8 @@ static const struct flag_spec flags[] = {
      "size of each change, at least " XSTR(LT_CHANGE_MIN)},
     {"connect-spread-ms", "T", K_NUM, F(spread_ms), "3000",
      "connections are spread evenly over T ms"},
+    {"compression", NULL, K_BOOL, F(compression), NULL,
+     "offer permessage-deflate (what the server compresses\nis inflated here); bytes on the wire are reported"},
     {"json", NULL, K_BOOL, F(json), NULL,
      "one JSON summary line on stdout; the live lines go\nto stderr"},
     {"tls-verify", NULL, K_BOOL, F(tls_verify), NULL,

@@ -15,6 +15,7 @@ struct lt_opts {
     size_t change_bytes;  /* >= LT_CHANGE_MIN */
     double spread_ms;     /* connections spread over this window */
     int json;
+    int compression;      /* offer permessage-deflate */
     int verbose;
     int tls_verify;
 };

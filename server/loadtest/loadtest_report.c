@@ -79,6 +79,9 @@ void lt_report_summary(const struct lt_run *run, const struct lt_result *r, FILE
             (unsigned long long)c->nacks, 100.0 * nack_rate(run), (unsigned long long)c->readonly_acks);
     fprintf(f, "%-18s %llu (%.0f/s), %llu bytes\n", "deliveries", (unsigned long long)c->deliveries,
             rate(c->deliveries, r->run_s), (unsigned long long)c->delivered_bytes);
+    fprintf(f, "%-18s %llu bytes in, %llu bytes out%s\n", "on the wire",
+            (unsigned long long)run->ws.wire_in, (unsigned long long)run->ws.wire_out,
+            run->ws.compression ? " (permessage-deflate offered)" : "");
     hist_line(f, "screen-to-screen", &run->s2s);
     hist_line(f, "ACK round trip", &run->ack_rtt);
     if (c->gaps || c->duplicate_bytes || c->ack_mismatches)
@@ -137,7 +140,8 @@ void lt_report_json(const struct lt_run *run, const struct lt_result *r, FILE *f
                "\"doc_bytes\":%llu,\"appends_sent\":%llu,\"acks\":%llu,\"nacks\":%llu,"
                "\"refused\":%llu,\"nack_rate\":%.5f,\"deliveries\":%llu,\"deliveries_per_s\":%.1f,"
                "\"delivered_bytes\":%llu,\"gaps\":%llu,\"duplicate_bytes\":%llu,"
-               "\"ack_mismatches\":%llu,\"untimed\":%llu,",
+               "\"ack_mismatches\":%llu,\"untimed\":%llu,\"compression\":%s,"
+               "\"wire_bytes_in\":%llu,\"wire_bytes_out\":%llu,",
             o->teachers, o->students, o->docs, o->change_bytes, o->delay_ms, r->run_s, r->expected,
             (unsigned long long)c->connected, r->not_connected, (unsigned long long)c->connect_errors,
             (unsigned long long)c->dropped, (unsigned long long)c->server_errors,
@@ -146,7 +150,9 @@ void lt_report_json(const struct lt_run *run, const struct lt_result *r, FILE *f
             (unsigned long long)c->readonly_acks, nack_rate(run), (unsigned long long)c->deliveries,
             rate(c->deliveries, r->run_s), (unsigned long long)c->delivered_bytes,
             (unsigned long long)c->gaps, (unsigned long long)c->duplicate_bytes,
-            (unsigned long long)c->ack_mismatches, (unsigned long long)c->untimed);
+            (unsigned long long)c->ack_mismatches, (unsigned long long)c->untimed,
+            run->ws.compression ? "true" : "false", (unsigned long long)run->ws.wire_in,
+            (unsigned long long)run->ws.wire_out);
     json_hist(f, "s2s_ms", &run->s2s);
     fputc(',', f);
     json_hist(f, "ack_rtt_ms", &run->ack_rtt);

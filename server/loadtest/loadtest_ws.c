@@ -2,6 +2,8 @@
  * upgrade, frame codec, buffered output and epoll interest, over loadtest_net. */
 #include "loadtest_ws.h"
 
+#include "wsdeflate.h"
+
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -59,6 +61,8 @@ int lt_ws_ctx_init(struct lt_ws_ctx *ctx, const char *url, int tls_verify, int e
 void lt_ws_ctx_free(struct lt_ws_ctx *ctx)
 {
     lt_net_target_free(&ctx->target);
+    ws_deflate_ctx_free(ctx->z);
+    ctx->z = NULL;
     free(ctx->scratch);
     ctx->scratch = NULL;
 }
@@ -116,6 +120,7 @@ static int flush(struct lt_ws *ws)
         if (w == 0)
             break;
         ws->out_off += (size_t)w;
+        ws->ctx->wire_out += (size_t)w;
     }
     if (ws->out_off == ws->out_len) {
         ws->out_off = ws->out_len = 0;
@@ -179,12 +184,31 @@ int lt_ws_send(struct lt_ws_ctx *ctx, struct lt_ws *ws, const uint8_t *data, siz
     return 0;
 }
 
-/* Delivers one complete message by opcode. Returns 0, or -1 to stop. */
-static int deliver(uint8_t op, const uint8_t *p, size_t n, const struct lt_ws_cb *cb, void *user)
+int lt_ws_ctx_offer_compression(struct lt_ws_ctx *ctx)
 {
-    if (op == 0x2)
+    ctx->z = ws_deflate_ctx_new();
+    ctx->compression = ctx->z != NULL;
+    return ctx->z ? 0 : -1;
+}
+
+/* Delivers one complete message by opcode, inflated first when it came compressed.
+ * Returns 0, or -1 to stop. */
+static int deliver(struct lt_ws_ctx *ctx, struct lt_ws *ws, uint8_t op, int rsv1, const uint8_t *p,
+                   size_t n, const struct lt_ws_cb *cb, void *user)
+{
+    if (op != 0x2)
+        return 0; /* text messages are not part of the protocol: ignored */
+    if (!rsv1)
         return cb->on_message(user, p, n);
-    return 0; /* text messages are not part of the protocol: ignored */
+    uint8_t *plain = NULL;
+    size_t plain_len = 0;
+    if (ws_inflate_message(ctx->z, p, n, FRAME_MAX, &plain, &plain_len)) {
+        set_err(ws, "%s", "a compressed message does not inflate");
+        return -1;
+    }
+    int r = cb->on_message(user, plain, plain_len);
+    free(plain);
+    return r;
 }
 
 /* Parses every complete frame in buf. Returns bytes consumed, or -1 to stop. */
@@ -199,8 +223,9 @@ static ssize_t parse_frames(struct lt_ws_ctx *ctx, struct lt_ws *ws, uint8_t *bu
         uint8_t op = f[0] & 0x0F;
         uint64_t plen = f[1] & 0x7F;
         size_t hl = 2;
-        if (f[0] & 0x70) {
-            set_err(ws, "%s", "frame with reserved bits set (no extension was negotiated)");
+        int rsv1 = (f[0] & 0x40) != 0;
+        if ((f[0] & 0x30) || (rsv1 && (!ws->deflate || (f[0] & 0x0F) == 0 || (f[0] & 0x08)))) {
+            set_err(ws, "%s", "frame with reserved bits set that no extension allows");
             return -1;
         }
         if (plen == 126) {
@@ -257,7 +282,7 @@ static ssize_t parse_frames(struct lt_ws_ctx *ctx, struct lt_ws *ws, uint8_t *bu
             ws->frag_len += (size_t)plen;
             if (fin) {
                 ws->frag_open = 0;
-                int r = deliver(ws->frag_op, ws->frag, ws->frag_len, cb, user);
+                int r = deliver(ctx, ws, ws->frag_op, ws->frag_rsv1, ws->frag, ws->frag_len, cb, user);
                 ws->frag_len = 0;
                 if (r)
                     return -1;
@@ -269,11 +294,12 @@ static ssize_t parse_frames(struct lt_ws_ctx *ctx, struct lt_ws *ws, uint8_t *bu
             return -1;
         }
         if (fin) {
-            if (deliver(op, payload, (size_t)plen, cb, user))
+            if (deliver(ctx, ws, op, rsv1, payload, (size_t)plen, cb, user))
                 return -1;
         } else {
             ws->frag_open = 1;
             ws->frag_op = op;
+            ws->frag_rsv1 = rsv1;
             if (reserve(&ws->frag, &ws->frag_cap, plen)) {
                 set_err(ws, "%s", "out of memory");
                 return -1;
@@ -314,8 +340,11 @@ static int send_upgrade(struct lt_ws_ctx *ctx, struct lt_ws *ws)
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\nUser-Agent: zwibbler-loadtest\r\n\r\n",
-                     ctx->target.path, ctx->target.host_hdr, key);
+                     "Sec-WebSocket-Version: 13\r\nUser-Agent: zwibbler-loadtest\r\n%s\r\n",
+                     ctx->target.path, ctx->target.host_hdr, key,
+                     ctx->compression ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                        "client_no_context_takeover; server_no_context_takeover\r\n"
+                                      : "");
     ws->state = LT_WS_HTTP;
     return out_append(ws, (const uint8_t *)req, (size_t)n) || flush(ws) ? -1 : 0;
 }
@@ -330,9 +359,12 @@ static int check_response(struct lt_ws *ws, char *head)
         set_err(ws, "upgrade refused: %.100s", head);
         return -1;
     }
+    int accepted = 0;
     for (char *line = line_end + 2; *line;) {
         char *next = strstr(line, "\r\n");
         *next = 0;
+        if (!strncasecmp(line, "Sec-WebSocket-Extensions:", 25) && strstr(line, "permessage-deflate"))
+            ws->deflate = 1;
         if (!strncasecmp(line, "Sec-WebSocket-Accept:", 21)) {
             char *v = line + 21;
             while (*v == ' ' || *v == '\t')
@@ -344,10 +376,12 @@ static int check_response(struct lt_ws *ws, char *head)
                 set_err(ws, "%s", "wrong Sec-WebSocket-Accept in the upgrade response");
                 return -1;
             }
-            return 0;
+            accepted = 1;
         }
         line = next + 2;
     }
+    if (accepted)
+        return 0;
     set_err(ws, "%s", "no Sec-WebSocket-Accept in the upgrade response");
     return -1;
 }
@@ -382,6 +416,7 @@ void lt_ws_init(struct lt_ws *ws)
 
 int lt_ws_connect(struct lt_ws_ctx *ctx, struct lt_ws *ws, void *tag)
 {
+    ws->ctx = ctx;
     ws->tag = tag;
     ws->state = LT_WS_TCP;
     if (lt_net_connect(&ctx->target, &ws->net, ws->err, sizeof ws->err))
@@ -446,6 +481,7 @@ static int do_read(struct lt_ws_ctx *ctx, struct lt_ws *ws, const struct lt_ws_c
         }
         if (n == 0)
             return 0;
+        ctx->wire_in += (size_t)n;
         size_t used;
         if (ws->in_len == 0) {
             /* Common case: whole frames straight from the shared buffer. */

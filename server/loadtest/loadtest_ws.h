@@ -18,12 +18,16 @@ struct lt_ws_ctx {
     uint8_t *scratch; /* receive buffer shared by all connections (one thread) */
     size_t scratch_cap;
     uint64_t rng;     /* masks and keys: unpredictability is not needed here */
+    int compression;  /* offer permessage-deflate */
+    struct ws_deflate_ctx *z; /* inflates what the server compressed (one thread) */
+    uint64_t wire_in, wire_out; /* bytes read and written, all connections (TLS: clear) */
 };
 
 enum lt_ws_state { LT_WS_IDLE, LT_WS_TCP, LT_WS_TLS, LT_WS_HTTP, LT_WS_OPEN, LT_WS_ENDED };
 
 struct lt_ws {
     struct lt_net_conn net;
+    struct lt_ws_ctx *ctx; /* set by lt_ws_connect */
     enum lt_ws_state state;
     uint32_t ev;      /* epoll interest registered now */
     void *tag;        /* epoll data pointer */
@@ -35,6 +39,8 @@ struct lt_ws {
     size_t frag_len, frag_cap;
     int frag_open;
     uint8_t frag_op;
+    int frag_rsv1;     /* the fragmented message is compressed */
+    int deflate;       /* the server took permessage-deflate */
     int server_closed; /* the server sent a close frame or ended the stream */
     char accept[32];   /* the Sec-WebSocket-Accept we expect */
     char err[128];     /* why the connection ended */
@@ -53,6 +59,9 @@ struct lt_ws_cb {
 int lt_ws_ctx_init(struct lt_ws_ctx *ctx, const char *url, int tls_verify, int epfd,
                    char *err, size_t err_len);
 void lt_ws_ctx_free(struct lt_ws_ctx *ctx);
+/* Offers permessage-deflate on every connection from now on. Returns -1 when memory
+ * ran out. */
+int lt_ws_ctx_offer_compression(struct lt_ws_ctx *ctx);
 
 void lt_ws_init(struct lt_ws *ws);
 /* Starts a non-blocking connect registered on ctx->epfd with data pointer tag.

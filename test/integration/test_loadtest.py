@@ -448,3 +448,24 @@ def test_loadtest_flag_forms():
     s = json.loads(p.stdout.decode().strip().splitlines()[-1])
     assert s["expected"] == 5 and s["connect_errors"] == 5, p.stderr
     assert p.returncode == 1
+
+
+def test_loadtest_compression_counts_wire_bytes(server_factory):
+    """--compression offers permessage-deflate: the catch-ups of a document of JSON
+    text arrive compressed (inflated by the tester, whose data check still passes) and
+    the summary reports the bytes on the wire, a fraction of those without it."""
+    import mgmtapi as api
+    srv = server_factory(**api.SECRETS)
+    shapes = [{"id": i, "type": "PathNode", "strokeStyle": "#000000", "lineWidth": 2 + i % 3,
+               "points": [[(i * 7 + k) % 800, (i * 13 + k * 3) % 600] for k in range(8)]}
+              for i in range(1000)]
+    assert api.create_document(srv, "lt-z", json.dumps(shapes).encode()) == 200
+    wire = {}
+    for flag in ([], ["--compression"]):
+        code, s, err = run_tester(srv.url, "--docid", "lt-z", "--teachers", 1, "--students", 10,
+                                  "--duration", 2, "--connect-spread-ms", 200, *flag)
+        assert code == 0 and s["ok"] and s["data_check"]["ok"], err
+        assert s["compression"] == bool(flag)
+        wire[bool(flag)] = s["wire_bytes_in"]
+    assert wire[False] > 11 * len(json.dumps(shapes))  # every client's catch-up, in full
+    assert wire[True] < wire[False] / 3, wire
