@@ -308,6 +308,20 @@ def scenarios(quick):
              target=lambda r: [("ACK p99 <= 20 ms", r["ack_rtt_ms"]["p99"] <= 20)]),
         dict(name="saturation", teachers=20, students=1000, duration=d(30), delay_ms=0,
              spread=2000, ref="(report only)", perf=True),
+        # permessage-deflate: each pair runs the same load without and with compression
+        # offered by every client (the "-z" one).
+        dict(name="catchup/2MB", teachers=0, students=100, duration=d(12), spread=1000,
+             prefill_text=2 * MB, ref="(compression pair)", group="z"),
+        dict(name="catchup/2MB-z", teachers=0, students=100, duration=d(12), spread=1000,
+             prefill_text=2 * MB, compression=True, ref="(compression pair)", group="z"),
+        dict(name="5t/3000s-nz", teachers=5, students=3000, duration=d(39),
+             ref="(compression pair)", group="z"),
+        dict(name="5t/3000s-z", teachers=5, students=3000, duration=d(39), compression=True,
+             ref="(compression pair)", group="z"),
+        dict(name="3000idle", teachers=0, students=3000, duration=d(20),
+             ref="(compression pair)", group="z"),
+        dict(name="3000idle-z", teachers=0, students=3000, duration=d(20), compression=True,
+             ref="(compression pair)", group="z"),
         # No clients: RSS and threads 1 s after start, exec to the first served GET.
         dict(name="idle", idle=True, floor=True, config="default", teachers=0, students=0, duration=0,
              settle_s=1.0,
@@ -317,6 +331,25 @@ def scenarios(quick):
                  pair_max("exec to first GET /socket", o, f, lambda r: r["ready_ms"], 100, "ms")]),
     ]
     return out
+
+
+def drawing_text(size):
+    """Zwibbler-like document text of about `size` bytes: JSON shapes with points,
+    styles and text, as the whiteboard stores them."""
+    out, i = [], 0
+    total = 2
+    while total < size:
+        shape = json.dumps({"id": "s%d" % i, "type": ("PathNode", "TextNode", "ImageNode")[i % 3],
+                            "fillStyle": "#%06x" % (i * 2654435761 & 0xFFFFFF),
+                            "strokeStyle": "#000000", "lineWidth": 1 + i % 4,
+                            "matrix": [1, 0, 0, 1, (i * 37) % 1200, (i * 53) % 900],
+                            "points": [[(i * 7 + k * 11) % 1200, (i * 13 + k * 5) % 900]
+                                       for k in range(6 + i % 10)],
+                            "text": "note %d" % i if i % 3 == 1 else ""})
+        out.append(shape)
+        total += len(shape) + 1
+        i += 1
+    return ("[" + ",".join(out) + "]").encode()
 
 
 def safe_name(name):
@@ -371,6 +404,8 @@ def measure(binary, srv, sc, use_perf):
         docid = "bench-%d" % int(time.time())
         if sc.get("prefill"):
             srv.create_document(docid, os.urandom(sc["prefill"]))
+        if sc.get("prefill_text"):
+            srv.create_document(docid, drawing_text(sc["prefill_text"]))
         testers = sc.get("testers") or [dict(teachers=sc["teachers"], students=sc["students"])]
         load = os.getloadavg()[0]  # other work on the machine skews every figure
         cpu0 = srv.cpu_seconds()
@@ -386,6 +421,8 @@ def measure(binary, srv, sc, use_perf):
                             ("change_bytes", "--change-bytes")):
                 if k in sc:
                     cmd += [flag, str(sc[k])]
+            if sc.get("compression"):
+                cmd.append("--compression")
             log_path = srv.dir / ("tester.log" if len(testers) == 1 else "tester%d.log" % (i + 1))
             log = open(log_path, "wb")
             procs.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log), log,
@@ -740,6 +777,27 @@ def main():
                   "%d ACKed appends/s"
                   % (r["deliveries_per_s"], r["deliveries"] / r["cpu_s"] if r["cpu_s"] else 0,
                      r["acks"] / r["duration_s"] if r["duration_s"] else 0))
+    z = {sc["name"]: r for sc, r in results if sc.get("group") == "z" and r}
+    zrows = []
+    for plain, comp, cpu_limit, wire_limit in (("catchup/2MB", "catchup/2MB-z", 1.5, 1 / 3),
+                                                ("5t/3000s-nz", "5t/3000s-z", 1.1, None),
+                                                ("3000idle", "3000idle-z", None, None)):
+        if plain in z and comp in z:
+            p, c = z[plain], z[comp]
+            cpu_r, wire_r = ratio(c["cpu_s"], p["cpu_s"]), ratio(c["wire_bytes_in"], p["wire_bytes_in"])
+            zrows.append((plain, fmt(p["cpu_s"], 2), fmt(c["cpu_s"], 2), fmt(cpu_r, 2) + "x",
+                          "<= %gx %s" % (cpu_limit, "met" if cpu_r <= cpu_limit else "MISSED")
+                          if cpu_limit else "-",
+                          "%d" % p["wire_bytes_in"], "%d" % c["wire_bytes_in"], fmt(wire_r, 3),
+                          "<= %.2f %s" % (wire_limit, "met" if wire_r <= wire_limit else "MISSED")
+                          if wire_limit else "-",
+                          fmt(p["rss_mb"], 1), fmt(c["rss_mb"], 1)))
+    if zrows:
+        print("\npermessage-deflate: the same load without and with compression offered by every "
+              "client (CPU-s = server's; wire = bytes the testers read)")
+        print_table(("load", "CPU-s plain", "CPU-s deflate", "CPU ratio", "CPU target",
+                     "wire plain", "wire deflate", "wire ratio", "wire target", "RSS MB plain",
+                     "RSS MB deflate"), zrows, None, "Compression")
     bad = [label for label, r in rows if r is None or r["exit"] != 0]
     bad += ["%s %s" % (sc["name"], k) for sc, runs, _ in pairs for k in ("ours", "floor")
             if sc.get("idle") and any(r is None for r in runs[k])]
