@@ -31,7 +31,7 @@ void config_defaults(struct config *c)
     c->init_timeout_ms = 30000;
     c->read_timeout_ms = 30000;
     c->ping_interval_ms = 30000;
-    c->write_timeout_ms = 10000;
+    c->request_timeout_ms = 5000;
     c->io_threads = 0; /* one per core */
     c->http_threads = 8;
     c->session_threads = 4;
@@ -129,7 +129,8 @@ static const struct key_spec keys[] = {
     {"InitTimeoutMs", K_INT, F(init_timeout_ms), 100, 3600000, "100-3600000"},
     {"ReadTimeoutMs", K_INT, F(read_timeout_ms), 100, 3600000, "100-3600000"},
     {"PingIntervalMs", K_INT, F(ping_interval_ms), 1000, 3600000, "1000-3600000"},
-    {"WriteTimeoutMs", K_INT, F(write_timeout_ms), 100, 600000, "100-600000"},
+    {"RequestTimeoutMs", K_INT, F(request_timeout_ms), 100, 600000, "100-600000"},
+    {"WriteTimeoutMs", K_INT, F(request_timeout_ms), 100, 600000, "100-600000"}, /* older name */
     {"IoThreads", K_INT, F(io_threads), 0, 256, "0 (one per core) to 256"},
     {"HttpThreads", K_INT, F(http_threads), 2, 1024, "2-1024"},
     {"SessionThreads", K_INT, F(session_threads), 1, 256, "1-256"},

@@ -39,7 +39,9 @@ struct config {
     int read_timeout_ms;       /* ReadTimeoutMs: a started frame must arrive within this
                                   (+1 s per 16 KiB of payload), 30000 */
     int ping_interval_ms;      /* PingIntervalMs: WebSocket ping after this much silence, 30000 */
-    int write_timeout_ms;      /* WriteTimeoutMs: a blocked TLS write gives up, 10000 */
+    int request_timeout_ms;    /* RequestTimeoutMs (older name WriteTimeoutMs): how long an
+                                  HTTP worker waits for a request's headers or a stalled
+                                  response write; bounds silent connections, 5000 */
     int io_threads;            /* IoThreads: event loops owning the WebSockets; 0 = one per core */
     int http_threads;          /* HttpThreads: CivetWeb workers for HTTP and upgrades, 8 */
     int session_threads;       /* SessionThreads: workers running sessions' messages, 4 */

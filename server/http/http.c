@@ -174,7 +174,7 @@ struct http_server *http_start(struct app *app, char *err, size_t err_len)
         snprintf(ports, sizeof ports, "%s:%d%s", addr, cfg->port, tls ? "s" : "");
     /* The pool serves HTTP requests and upgrades only: an upgraded WebSocket leaves it. */
     snprintf(threads, sizeof threads, "%d", cfg->http_threads);
-    snprintf(request_timeout, sizeof request_timeout, "%d", cfg->write_timeout_ms);
+    snprintf(request_timeout, sizeof request_timeout, "%d", cfg->request_timeout_ms);
 
     const char *options[40];
     int n = 0;
@@ -187,7 +187,8 @@ struct http_server *http_start(struct app *app, char *err, size_t err_len)
     OPT("connection_queue", "1024");
     OPT("listen_backlog", "1024");
     OPT("enable_keep_alive", "yes");
-    OPT("keep_alive_timeout_ms", "30000");
+    /* An idle keep-alive connection holds a worker: give it back soon. */
+    OPT("keep_alive_timeout_ms", "2000");
     /* CORS is ours (cors.c), answering with the request's own origin (§6). */
     OPT("access_control_allow_origin", "");
     OPT("access_control_allow_methods", "");
