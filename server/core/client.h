@@ -52,7 +52,7 @@ struct hub_client {
 
     /* ---- membership, under the document's lock ---- */
     struct doc *doc;        /* set at join */
-    uint64_t delivered_end; /* end of the last range delivered (PROTOCOL §3.7) */
+    uint64_t delivered_end; /* end of the last range delivered (docs/protocol.md, Delivery) */
     struct hub_client *doc_prev, *doc_next;
 
     /* ---- under the hub's pending-INIT lock ---- */

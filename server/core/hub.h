@@ -1,6 +1,6 @@
 /* hub: live documents and their clients. Owns the document table (sharded by id
  * under separate mutexes), each client's bounded send queue, the sender threads that
- * drain those queues to CivetWeb, and the ordering of fan-out (DESIGN.md invariant 1).
+ * drain those queues to CivetWeb, and the ordering of fan-out (commit order, docs/protocol.md, Delivery).
  * Thread-safe throughout. */
 #ifndef ZW_HUB_H
 #define ZW_HUB_H

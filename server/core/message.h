@@ -1,5 +1,5 @@
 /* message: an encoded server->client logical message, shared by reference among the
- * send queues of every client it goes to (DESIGN.md invariant 6: encode once). */
+ * send queues of every client it goes to (encode once, share by reference). */
 #ifndef ZW_MESSAGE_H
 #define ZW_MESSAGE_H
 

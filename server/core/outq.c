@@ -216,7 +216,7 @@ void outq_client_closed(struct outq *q, struct hub_client *c)
 }
 
 /* Writes one logical message through CivetWeb, split at the client's maxMessageSize
- * (PROTOCOL §1.1). Used for TLS connections, whose bytes only CivetWeb can encrypt.
+ * (docs/protocol.md, Framing and continuations). Used for TLS connections, whose bytes only CivetWeb can encrypt.
  * Returns 0, or -1 when the connection failed. */
 static int write_message_tls(struct hub_client *c, const struct message *m, uint8_t **scratch,
                              size_t *scratch_cap)
@@ -286,7 +286,7 @@ static void add_iov(struct framer *f, const uint8_t *p, size_t len, size_t skip)
 }
 
 /* Adds iovecs for message m's framed bytes from `skip` on (split at the client's
- * maxMessageSize, PROTOCOL §1.1), as many pieces as the framer holds. Returns the
+ * maxMessageSize, docs/protocol.md, Framing and continuations), as many pieces as the framer holds. Returns the
  * framed offset reached; *total gets the framed size. */
 static size_t add_frames(struct framer *f, const struct message *m, uint32_t max, size_t skip,
                          size_t *total)

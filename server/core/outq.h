@@ -1,5 +1,5 @@
 /* outq: per-client bounded send queues and the sender threads that drain them into
- * CivetWeb (DESIGN.md invariant 4). A client whose socket has no room is parked in an
+ * CivetWeb (one slow client harms no one). A client whose socket has no room is parked in an
  * epoll set instead of blocking a sender; a client whose queue passes its bound is
  * disconnected. Thread-safe. */
 #ifndef ZW_OUTQ_H

@@ -1,4 +1,4 @@
-/* session: the protocol state machine of one connection (PROTOCOL.md §3-4). Runs on
+/* session: the protocol state machine of one connection (docs/protocol.md, Session and Keys). Runs on
  * the connection's CivetWeb worker thread; everything it sends goes through the
  * client's queue, except the last words before closing during INIT. */
 #include "session.h"
@@ -65,7 +65,7 @@ struct hub_client *session_open(const struct app *app, struct mg_connection *con
 }
 
 /* A message too short for its fields or with a length past its end closes only this
- * connection (PROTOCOL §3.10). */
+ * connection (docs/protocol.md, Session). */
 static int bad_message(const struct hub_client *c, const char *what, int rc)
 {
     log_warn("client %llu (%s): bad %s: %s; closing", (unsigned long long)c->id, c->addr, what,
@@ -248,7 +248,7 @@ static int on_append(const struct app *app, struct hub_client *c, const uint8_t 
     pthread_mutex_lock(&d->lock);
     uint64_t length = 0;
     if (!auth_can(&c->auth, 'w')) {
-        /* Read-only: the data counts as empty (PROTOCOL §3.6). */
+        /* Read-only: the data counts as empty (docs/protocol.md, Session, step 6). */
         rc = store_doc_length(h->store, d->id, d->id_len, &length);
         if (rc == STORE_OK) hub_send(h, c, msg_ack(a.offset == length ? 2 : 0, length), false);
     } else {

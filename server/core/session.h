@@ -1,4 +1,4 @@
-/* session: one WebSocket connection speaking the Zwibbler protocol (PROTOCOL.md §3-4):
+/* session: one WebSocket connection speaking the Zwibbler protocol (docs/protocol.md, Session and Keys):
  * reassembly, INIT and document resolution, appends, keys, broadcasts. Called from
  * CivetWeb's WebSocket handlers on the connection's own worker thread. */
 #ifndef ZW_SESSION_H

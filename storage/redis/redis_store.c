@@ -1,5 +1,5 @@
 /* redis_store: the Database=redis backend, on the reference server's own key layout
- * (PROTOCOL.md §10) so that both servers can share one Redis:
+ * (docs/protocol.md, Storage layouts) so that both servers can share one Redis:
  *
  *   zwibbler:<docId>                  string: the document bytes
  *   zwibbler-keys:<docId>             hash: key name -> {"Version":n,"Name":"…","Value":"…"}

@@ -1,5 +1,5 @@
 /* sqlite_store: the Database=sqlite backend, on the reference server's own zwibbler.db
- * schema (PROTOCOL.md §10) so that a deployment switching servers keeps its data.
+ * schema (docs/protocol.md, Storage layouts) so that a deployment switching servers keeps its data.
  *
  * Shape:
  * - One writer connection, used only by a committer thread. Every change (create,
