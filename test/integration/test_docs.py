@@ -75,19 +75,32 @@ def test_every_shell_block_is_run_or_marked():
     assert len(RUN) >= 5, "too few runnable blocks found: the fence convention changed?"
 
 
+def anchors(page):
+    """The anchors of a page's headings, as GitHub makes them."""
+    out = set()
+    for h in re.findall(r"^#+ (.*)$", page.read_text(), re.M):
+        slug = re.sub(r"[^\w\- ]", "", h.strip().lower().replace("`", ""))
+        out.add(slug.replace(" ", "-"))
+    return out
+
+
 def test_links_point_into_the_repository():
-    """Relative links of the pages resolve to files of the repository; no page points
-    outside it."""
+    """Relative links of the pages resolve to files of the repository, and #anchors to
+    headings of the page linked; no page points outside the repository."""
     problems = []
     for page in PAGES:
         for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"[a-z]+:", target):
                 continue
-            path = (page.parent / target.split("#")[0]).resolve()
+            file, _, anchor = target.partition("#")
+            path = (page.parent / file).resolve() if file else page
             if not str(path).startswith(str(REPO) + os.sep):
                 problems.append("%s: %s leaves the repository" % (rel(page), target))
-            elif not path.exists() and path.name not in OWNED_ELSEWHERE:
-                problems.append("%s: %s does not exist" % (rel(page), target))
+            elif not path.exists():
+                if path.name not in OWNED_ELSEWHERE:
+                    problems.append("%s: %s does not exist" % (rel(page), target))
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path):
+                problems.append("%s: %s: no such heading in %s" % (rel(page), target, path.name))
     assert not problems, "\n".join(problems)
 
 
