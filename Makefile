@@ -27,7 +27,7 @@ LDFLAGS := $(OPT) -pthread $(EXTRA_LDFLAGS)
 LIBS := -llmdb -lcjson -lsqlite3 -lhiredis -lcurl -lssl -lcrypto -lz -ldl -lm
 
 # CivetWeb 1.15 from Debian's source package (scripts/deps.sh), built with what we
-# need and nothing more: no zlib (see README), small thread stacks; an atomic stop
+# need and nothing more: no zlib (docs/protocol.md, Transport), small thread stacks; an atomic stop
 # flag and gmtime_r (ThreadSanitizer found races on both); a 0.5 s poll quantum
 # (mg_stop waits up to one quantum for the listener thread: 2 s by default).
 CW_FLAGS := -DUSE_WEBSOCKET -DUSE_IPV6 -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI \
@@ -109,7 +109,7 @@ $(B)/test/unit/%: test/unit/%.c $(LIB_INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itest/unit -o $@ $< $(LIB_INTERNAL) $(LIBS) -lcmocka
 
-# The embedding example (README: Embedding), linked the way a user's program is.
+# The embedding example (docs/embedding.md), linked the way a user's program is.
 $(EMBED_EXAMPLE): test/embed/example.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LIBS)
@@ -143,7 +143,7 @@ test: deps
 	$(MAKE) fuzz-short
 	@echo "all test suites passed"
 
-# Benchmarks of issue 5 (minutes; not part of `make test`): prints a table, see BENCHMARKS.md.
+# Benchmarks (minutes; not part of `make test`): prints a table, see BENCHMARKS.md.
 # The floor (test/bench/floor.c) is a minimal relay server the bench runs beside ours.
 FLOOR := build/release/test/bench/floor
 $(FLOOR): test/bench/floor.c
@@ -167,12 +167,17 @@ $(B)/gen/zwibbler_service.inc: conf/zwibbler.service
 $(B)/server/cmd/service.o: $(B)/gen/zwibbler_service.inc
 $(B)/server/cmd/service.o: CFLAGS += -I$(B)/gen
 
-# Debian package (issue 6): build/zwibbler_<version>_<arch>.deb, see scripts/mkdeb.sh.
-.PHONY: deb
+# Debian package: build/zwibbler_<version>_<arch>.deb, see scripts/mkdeb.sh.
+.PHONY: deb rpm
 deb: $(BIN)
 	BIN=$(abspath $(BIN)) OUT=$(abspath build) bash scripts/mkdeb.sh
 
-# Browser tests (issue 9): /socket/test and /socket/demo in Debian's Chromium, driven
+# RPM with the same files and scriptlets: build/zwibbler-<version>-1.<arch>.rpm, see
+# scripts/mkrpm.sh (rpmbuild from Debian's rpm package).
+rpm: $(BIN)
+	BIN=$(abspath $(BIN)) OUT=$(abspath build) bash scripts/mkrpm.sh
+
+# Browser tests: /socket/test and /socket/demo in Debian's Chromium, driven
 # by playwright-core from npm (never Playwright's own browser download). Bounded: a
 # hung browser or server cannot hold up `make test` for more than 10 minutes.
 .PHONY: browser-test

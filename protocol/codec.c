@@ -1,4 +1,4 @@
-/* codec: owns the byte layout of every Zwibbler message (PROTOCOL.md §1-2): decoding
+/* codec: owns the byte layout of every Zwibbler message (docs/protocol.md, Framing and Messages): decoding
  * client messages, encoding server messages, splitting by maxMessageSize and
  * reassembling continuations. Only the reassembler allocates. */
 #include "codec.h"
@@ -125,7 +125,7 @@ int codec_decode_init(const uint8_t *msg, size_t len, struct codec_init *out)
         out->offset = take64(&rd);
         take_bytes(&rd, take8(&rd), &out->doc_id, &out->doc_id_len);
     } else {
-        /* Anything but 00 02 is read with the protocol-3 layout (PROTOCOL §2.1),
+        /* Anything but 00 02 is read with the protocol-3 layout (docs/protocol.md, Messages),
          * and only then is the version judged. */
         out->generation = take32(&rd);
         out->offset = take64(&rd);

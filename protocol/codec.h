@@ -1,4 +1,4 @@
-/* codec: the Zwibbler wire format (PROTOCOL.md §1-2) as pure functions over bytes.
+/* codec: the Zwibbler wire format (docs/protocol.md, Framing and Messages) as pure functions over bytes.
  *
  * Nothing here touches sockets, threads or storage. Decoders never read past the
  * buffer they are given and never allocate: decoded structs point into the input.
@@ -27,7 +27,7 @@ enum {
     CODEC_SET_KEY_ACK = 0x83,
 };
 
-/* ERROR codes (PROTOCOL §2.2). */
+/* ERROR codes (docs/protocol.md, Error codes). */
 enum {
     CODEC_ERR_UNSPECIFIED = 0,
     CODEC_ERR_DOES_NOT_EXIST = 1,

@@ -16,7 +16,8 @@
     X(STORE_EIO, "storage failure")                                      \
     X(STORE_ENOMEM, "out of memory")                                     \
     X(STORE_EINVAL, "argument cannot be stored (too long or empty)")     \
-    X(STORE_EUNAVAILABLE, "storage unavailable, retry later")
+    X(STORE_EUNAVAILABLE, "storage unavailable, retry later")             \
+    X(STORE_ENOTSUP, "not supported by this storage backend")
 
 const char *store_strerror(int err)
 {

@@ -32,7 +32,9 @@
 #define ZW_PUBLIC __attribute__((visibility("default")))
 #endif
 
-#define STORE_METHODS_VERSION 1
+/* Version 2 added doc_list and token_list. A table of version 1 ends at sweep; the
+ * wrappers below answer STORE_ENOTSUP for a method the table does not have. */
+#define STORE_METHODS_VERSION 2
 
 enum {
     STORE_OK = 0,
@@ -44,6 +46,7 @@ enum {
     STORE_ENOMEM = -6,       /* out of memory */
     STORE_EINVAL = -7,       /* argument the backend cannot store (e.g. id too long) */
     STORE_EUNAVAILABLE = -8, /* backend unreachable for now (e.g. Redis down); retry later */
+    STORE_ENOTSUP = -9,      /* the backend does not have this (optional) method */
 };
 
 ZW_PUBLIC const char *store_strerror(int err);
@@ -58,6 +61,17 @@ struct store {
 /* Called once per key by keys_get. Return 0 to go on, non-zero to stop early. */
 typedef int (*store_key_fn)(void *arg, const uint8_t *name, size_t name_len,
                             const uint8_t *value, size_t value_len, uint32_t version);
+
+/* Called once per document by doc_list with its id (not NUL-terminated; valid only
+ * during the call). Return 0 to go on, non-zero to stop early. */
+typedef int (*store_doc_fn)(void *arg, const char *id, size_t id_len);
+
+struct store_token;
+
+/* Called once per live token by token_list; the token and t's strings are valid only
+ * during the call. Return 0 to go on, non-zero to stop early. */
+typedef int (*store_token_fn)(void *arg, const char *token, size_t token_len,
+                              const struct store_token *t);
 
 /* A token registered by the management API. Strings are heap-allocated and
  * NUL-terminated when returned by token_get; release with store_token_clear(). */
@@ -134,6 +148,22 @@ struct store_methods {
      * steps so that it never stalls other calls for long. Returns the number of
      * documents removed in *removed (may be NULL). */
     int (*sweep)(struct store *s, int64_t now, int64_t max_idle, uint64_t *removed);
+
+    /* ---- version 2: enumeration, for tools that copy or inspect a whole store
+     * (`zwibbler --copy-store`). Both may be NULL: callers get STORE_ENOTSUP. ---- */
+
+    /* Calls fn for every document's id. The backend reads ids in batches and calls fn
+     * outside any transaction, so fn may call the store's other methods (read the
+     * document, even delete it). Documents present for the whole listing are reported
+     * at least once; one created or deleted meanwhile may or may not be; a backend
+     * whose own enumeration can repeat an id (Redis SCAN while it resizes) may report
+     * it twice, so callers that must not act twice keep their own set. No last access
+     * is refreshed. STORE_OK also when there are none; fn stopping early is STORE_OK. */
+    int (*doc_list)(struct store *s, store_doc_fn fn, void *arg);
+
+    /* Calls fn for every token that has not expired, with what token_get would
+     * return. Same batching, re-entrancy and at-least-once rules as doc_list. */
+    int (*token_list)(struct store *s, store_token_fn fn, void *arg);
 };
 
 /* Log levels of store_log, lowest first. */
@@ -208,5 +238,16 @@ static inline int store_user_update(struct store *s, const char *user_id, size_t
 { return s->methods->user_update(s, user_id, user_len, permissions); }
 static inline int store_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *removed)
 { return s->methods->sweep(s, now, max_idle, removed); }
+
+static inline int store_doc_list(struct store *s, store_doc_fn fn, void *arg)
+{
+    if (s->methods->version < 2 || !s->methods->doc_list) return STORE_ENOTSUP;
+    return s->methods->doc_list(s, fn, arg);
+}
+static inline int store_token_list(struct store *s, store_token_fn fn, void *arg)
+{
+    if (s->methods->version < 2 || !s->methods->token_list) return STORE_ENOTSUP;
+    return s->methods->token_list(s, fn, arg);
+}
 
 #endif

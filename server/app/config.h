@@ -1,5 +1,5 @@
 /* config: the settings of one server process, read from a Key=Value file
- * (PROTOCOL.md §8) and the command line. */
+ * (docs/configuration.md) and the command line. */
 #ifndef ZW_CONFIG_H
 #define ZW_CONFIG_H
 
@@ -9,11 +9,11 @@
 #define CONFIG_MAX_SWARM 16
 
 struct config {
-    /* PROTOCOL §8 keys */
+    /* the reference server's keys (docs/configuration.md) */
     char *bind_address;        /* ServerBindAddress, "0.0.0.0" */
     int port;                  /* ServerPort, 3000 */
     char *cert_file, *key_file;/* CertFile, KeyFile */
-    int compression;           /* Compression (accepted; never offered, see README) */
+    int compression;           /* Compression (accepted; never offered: docs/protocol.md, Transport) */
     char *database;            /* Database: lmdb | sqlite | redis */
     char *data_dir;            /* DataDir, /var/lib/zwibbler */
     char *db_server, *db_user, *db_password; /* DbServer/RedisServer, DbUser, DbPassword/RedisPassword */

@@ -31,7 +31,7 @@ struct zwibbler;
 
 /* Builds a server from configuration: the file at config_path (NULL for none), then
  * `settings`, a NULL-terminated array of "Key=Value" lines (NULL for none) with the
- * keys of the configuration file (README: Configuration). `store` is a backend you
+ * keys of the configuration file (docs/configuration.md). `store` is a backend you
  * opened or wrote yourself, which the server uses but does not close; NULL opens the
  * one the configuration names (Database, DataDir, ...), closed by zwibbler_destroy.
  * Starts the connection layer's event loops, the session workers, the expiry sweep

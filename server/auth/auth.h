@@ -1,5 +1,5 @@
 /* auth: turns the id a client sends in INIT into a document id, user and permissions
- * (PROTOCOL.md §5): a plain id, a token registered through the management API, or a
+ * (docs/protocol.md, Access control): a plain id, a token registered through the management API, or a
  * JWT when JWTKey is configured.
  *
  * Order of resolution: a registered, unexpired token always wins; otherwise, with a

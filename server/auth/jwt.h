@@ -1,5 +1,5 @@
 /* jwt: verification of the HS256 JSON Web Tokens a client may send instead of a
- * document id (PROTOCOL.md §5). Verification only: this server never issues tokens.
+ * document id (docs/protocol.md, Access control). Verification only: this server never issues tokens.
  *
  * Accepted: exactly three base64url segments (RFC 7515 compact form, no padding, no
  * stray characters, canonical trailing bits); a header that is a JSON object whose

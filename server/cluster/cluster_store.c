@@ -150,6 +150,16 @@ static int cs_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
     return store_sweep(inner(s), now, max_idle, removed);
 }
 
+static int cs_doc_list(struct store *s, store_doc_fn fn, void *arg)
+{
+    return store_doc_list(inner(s), fn, arg);
+}
+
+static int cs_token_list(struct store *s, store_token_fn fn, void *arg)
+{
+    return store_token_list(inner(s), fn, arg);
+}
+
 static const struct store_methods cs_methods = {
     .version = STORE_METHODS_VERSION,
     .name = "redis (cluster)",
@@ -166,6 +176,8 @@ static const struct store_methods cs_methods = {
     .token_get = cs_token_get,
     .user_update = cs_user_update,
     .sweep = cs_sweep,
+    .doc_list = cs_doc_list,
+    .token_list = cs_token_list,
 };
 
 void cluster_store_init(struct cluster *cl)

@@ -12,6 +12,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "copy_store.h"
 #include "loadtest.h"
 #include "log.h"
 #include "privs.h"
@@ -29,6 +30,7 @@ static void usage(FILE *out)
             "Usage: zwibbler [--config PATH] [--port N]\n"
             "       zwibbler --test URL --docid ID --teachers N --students M [--verbose] [...]\n"
             "       zwibbler --install [--config PATH] | --uninstall\n"
+            "       zwibbler --copy-store --from SPEC --to SPEC [--overwrite]\n"
             "       zwibbler --version | --help\n"
             "\n"
             "Zwibbler collaboration server. Clients connect to ws://HOST:PORT/socket.\n"
@@ -37,7 +39,11 @@ static void usage(FILE *out)
             "  --test URL     run the load tester against URL (--test --help: its flags)\n"
             "  --install      install, enable and start the systemd service (as root)\n"
             "  --uninstall    stop, disable and remove the systemd service (as root)\n"
-            "  --version      print the version and build date\n");
+            "  --copy-store   copy documents, keys and tokens between stores\n"
+            "                 (zwibbler --copy-store --help)\n"
+            "  --version      print the version and build date\n"
+            "\n"
+            "The manual: man 8 zwibbler (man/zwibbler.8 in the source tree).\n");
 }
 
 static void raise_open_files(long want)
@@ -188,6 +194,7 @@ int main(int argc, char **argv)
     long port = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--test")) return loadtest_main(argc, argv);
+        if (!strcmp(argv[i], "--copy-store")) return copy_store_main(argc, argv);
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

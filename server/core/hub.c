@@ -210,7 +210,7 @@ void hub_doc_leave(struct hub *h, struct hub_client *c)
     if (c->doc_next) c->doc_next->doc_prev = c->doc_prev;
     c->doc_prev = c->doc_next = NULL;
     d->nclients--;
-    /* Its client keys go, announced as empty with version + 1 (PROTOCOL §4). */
+    /* Its client keys go, announced as empty with version + 1 (docs/protocol.md, Keys). */
     size_t kept = 0;
     for (size_t i = 0; i < d->nkeys; i++) {
         struct client_key *k = &d->keys[i];

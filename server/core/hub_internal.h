@@ -14,7 +14,7 @@
 
 struct message;
 
-/* A client key (PROTOCOL §4, lifetime 0): lives as long as its owner is connected. */
+/* A client key (docs/protocol.md, Keys: lifetime 0): lives as long as its owner is connected. */
 struct client_key {
     uint8_t *name;
     size_t name_len;

@@ -1,7 +1,7 @@
 /* hub_relay: the hub's side of cluster mode (hub.h, "Cluster mode"). Session events
  * go to the relay instead of the local fan-out; announcements come back here and are
  * delivered to local members under the document's lock, applying the delivery rule
- * (PROTOCOL §3.7) so that each member's bytes stay a prefix of the stored document
+ * (docs/protocol.md, Delivery) so that each member's bytes stay a prefix of the stored document
  * whatever the timing of joins, reconnects and missed announcements. */
 #include "hub_internal.h"
 

@@ -177,7 +177,7 @@ static int on_append(const struct app *app, struct hub_client *c, const uint8_t 
     pthread_mutex_lock(&d->lock);
     uint64_t length = 0;
     if (!auth_can(&c->auth, 'w')) {
-        /* Read-only: the data counts as empty (PROTOCOL §3.6). */
+        /* Read-only: the data counts as empty (docs/protocol.md, Session, step 6). */
         rc = store_doc_length(h->store, d->id, d->id_len, &length);
         if (rc == STORE_OK) hub_send(h, c, msg_ack(a.offset == length ? 2 : 0, length), false);
     } else {

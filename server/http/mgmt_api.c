@@ -1,5 +1,5 @@
 /* mgmt_api: owns the management API: credentials, form parsing into memory, and the
- * six methods of PROTOCOL.md §6. */
+ * six methods of docs/protocol.md, Management API. */
 #include "mgmt_api.h"
 
 #include <stdarg.h>

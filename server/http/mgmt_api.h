@@ -1,5 +1,5 @@
 /* mgmt_api: the management API, `POST /socket` with a form field `method`
- * (PROTOCOL.md §6): createDocument, deleteDocument, dumpDocument, checkDocument,
+ * (docs/protocol.md, Management API): createDocument, deleteDocument, dumpDocument, checkDocument,
  * addToken, updateUser.
  *
  * Every call needs HTTP Basic credentials equal to SecretUser/SecretPassword

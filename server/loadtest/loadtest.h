@@ -1,4 +1,4 @@
-/* loadtest: the bundled load tester (`zwibbler --test URL ...`, PROTOCOL §9).
+/* loadtest: the bundled load tester (`zwibbler --test URL ...`, docs/load-testing.md).
  *
  * Simulated teachers append small timestamped changes and simulated students only
  * receive; the tester reports connections, document length and screen-to-screen

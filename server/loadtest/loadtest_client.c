@@ -291,7 +291,7 @@ static int still_on(const struct lt_client *c)
 }
 
 /* One WebSocket message: a whole logical message, the first piece of a split
- * one, or a continuation (PROTOCOL §1.1). Split APPENDs are hashed piece by
+ * one, or a continuation (docs/protocol.md, Framing and continuations). Split APPENDs are hashed piece by
  * piece, so a 20 MB catch-up never needs 20 MB of memory. */
 static int on_message(void *user, const uint8_t *m, size_t n)
 {
@@ -372,7 +372,7 @@ static int on_message(void *user, const uint8_t *m, size_t n)
     return still_on(c) ? 0 : -1;
 }
 
-/* Upgrade done: INIT, protocol 3 (PROTOCOL §2.1), from offset 0 so that the
+/* Upgrade done: INIT, protocol 3 (docs/protocol.md, Messages), from offset 0 so that the
  * client's bytes are the whole document, which the data check compares. */
 static void on_open(void *user)
 {

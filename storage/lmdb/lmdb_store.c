@@ -1182,6 +1182,133 @@ static int lmdb_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *
     return rc;
 }
 
+/* ---- enumeration (doc_list, token_list) ------------------------------------------ */
+
+#define LIST_BATCH 256 /* entries copied out per read transaction */
+
+/* Entries of one batch, packed as key_len u32, value_len u32, key, value. */
+struct list_batch {
+    uint8_t *buf;
+    size_t used, cap;
+    size_t count;
+    uint8_t last[MAX_KEY]; /* the batch's last key: the next batch starts after it */
+    size_t last_len;
+    bool started, done;
+};
+
+/* Copies the next LIST_BATCH entries of dbi into b (values only when want_value), in
+ * a short read transaction, so that the caller's callbacks run with none open.
+ * Returns a store code. */
+static int list_next_batch(struct lmdb_store *ls, MDB_dbi dbi, struct list_batch *b,
+                           bool want_value)
+{
+    b->used = b->count = 0;
+    MDB_txn *txn;
+    MDB_cursor *c = NULL;
+    int rc = read_begin(ls, &txn);
+    if (rc) return rc;
+    int mrc = mdb_cursor_open(txn, dbi, &c);
+    if (mrc) goto fail_mdb;
+    MDB_val k = {b->last_len, b->last}, v;
+    if (!b->started) {
+        mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    } else {
+        mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (mrc == 0 && k.mv_size == b->last_len && memcmp(k.mv_data, b->last, b->last_len) == 0)
+            mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    for (; mrc == 0 && b->count < LIST_BATCH; mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        size_t vlen = want_value ? v.mv_size : 0;
+        size_t need = 8 + k.mv_size + vlen;
+        if (k.mv_size > MAX_KEY) { mrc = MDB_CORRUPTED; goto fail_mdb; }
+        if (b->used + need > b->cap) {
+            size_t ncap = b->cap ? b->cap * 2 : 16384;
+            while (ncap < b->used + need) ncap *= 2;
+            uint8_t *nb = realloc(b->buf, ncap);
+            if (!nb) { rc = STORE_ENOMEM; goto fail; }
+            b->buf = nb;
+            b->cap = ncap;
+        }
+        uint8_t *p = b->buf + b->used;
+        be_put32(p, (uint32_t)k.mv_size);
+        be_put32(p + 4, (uint32_t)vlen);
+        memcpy(p + 8, k.mv_data, k.mv_size);
+        if (vlen) memcpy(p + 8 + k.mv_size, v.mv_data, vlen);
+        b->used += need;
+        b->count++;
+        memcpy(b->last, k.mv_data, k.mv_size);
+        b->last_len = k.mv_size;
+    }
+    if (mrc == MDB_NOTFOUND) b->done = true;
+    else if (mrc) goto fail_mdb;
+    b->started = true;
+    mdb_cursor_close(c);
+    read_end(ls, txn);
+    return STORE_OK;
+fail_mdb:
+    rc = store_err(ls, "list", mrc);
+fail:
+    if (c) mdb_cursor_close(c);
+    read_end(ls, txn);
+    return rc;
+}
+
+static int lmdb_doc_list(struct store *s, store_doc_fn fn, void *arg)
+{
+    struct lmdb_store *ls = (struct lmdb_store *)s;
+    struct list_batch b = {0};
+    int rc = STORE_OK;
+    bool stop = false;
+    while (!stop && !b.done && (rc = list_next_batch(ls, ls->docs, &b, false)) == STORE_OK) {
+        for (size_t off = 0; off < b.used && !stop;) {
+            const uint8_t *p = b.buf + off;
+            size_t klen = be_get32(p);
+            stop = fn(arg, (const char *)p + 8, klen) != 0;
+            off += 8 + klen;
+        }
+    }
+    free(b.buf);
+    return rc;
+}
+
+static int lmdb_token_list(struct store *s, store_token_fn fn, void *arg)
+{
+    struct lmdb_store *ls = (struct lmdb_store *)s;
+    struct list_batch b = {0};
+    int rc = STORE_OK;
+    bool stop = false;
+    int64_t now = (int64_t)time(NULL);
+    while (!stop && !b.done && (rc = list_next_batch(ls, ls->tokens, &b, true)) == STORE_OK) {
+        for (size_t off = 0; off < b.used && !stop;) {
+            const uint8_t *p = b.buf + off;
+            size_t klen = be_get32(p), vlen = be_get32(p + 4);
+            off += 8 + klen + vlen;
+            MDB_val v = {vlen, (void *)(p + 8 + klen)};
+            struct token_rec r;
+            if (token_decode(&v, &r)) {
+                store_log_warn(&ls->log, "lmdb: token_list: skipping a malformed token record");
+                continue;
+            }
+            if (r.expires <= now) continue;
+            struct store_token t = {.doc_id = dup_bytes(r.doc, r.doc_len),
+                                    .doc_id_len = r.doc_len,
+                                    .user_id = dup_bytes(r.user, r.user_len),
+                                    .expires = r.expires};
+            memcpy(t.permissions, r.perms, 7);
+            if (!t.doc_id || !t.user_id) {
+                store_token_clear(&t);
+                rc = STORE_ENOMEM;
+                stop = true;
+                break;
+            }
+            stop = fn(arg, (const char *)p + 8, klen, &t) != 0;
+            store_token_clear(&t);
+        }
+    }
+    free(b.buf);
+    return rc;
+}
+
 static void lmdb_close(struct store *s)
 {
     struct lmdb_store *ls = (struct lmdb_store *)s;
@@ -1219,6 +1346,8 @@ static const struct store_methods lmdb_methods = {
     .token_get = lmdb_token_get,
     .user_update = lmdb_user_update,
     .sweep = lmdb_sweep,
+    .doc_list = lmdb_doc_list,
+    .token_list = lmdb_token_list,
 };
 
 /* ---- open ---------------------------------------------------------------------------- */

@@ -1,5 +1,5 @@
 /* redis_store: the Database=redis backend, on the reference server's own key layout
- * (PROTOCOL.md §10) so that both servers can share one Redis:
+ * (docs/protocol.md, Storage layouts) so that both servers can share one Redis:
  *
  *   zwibbler:<docId>                  string: the document bytes
  *   zwibbler-keys:<docId>             hash: key name -> {"Version":n,"Name":"…","Value":"…"}
@@ -1280,6 +1280,97 @@ static int rd_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
     return STORE_OK;
 }
 
+/* ---- Enumeration (doc_list, token_list) ----------------------------------------- */
+
+/* Calls fn with the part after `prefix` of every key SCAN finds matching prefix + "*".
+ * Each SCAN step's reply is released (and its connection given back) before the
+ * callbacks run, so they may call the store. SCAN reports every key present for the
+ * whole scan at least once, and may repeat one while Redis resizes its table. */
+static int scan_prefix(struct rd_store *rd, const char *prefix,
+                       int (*fn)(struct rd_store *rd, const char *id, size_t id_len, void *arg),
+                       void *arg)
+{
+    char cursor[32] = "0", pattern[64];
+    snprintf(pattern, sizeof pattern, "%s*", prefix);
+    size_t plen = strlen(prefix);
+    int rc = STORE_OK;
+    bool stop = false;
+    do {
+        const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT};
+        size_t lens[] = {4, strlen(cursor), 5, strlen(pattern), 5, strlen(SCAN_COUNT)};
+        redisReply *r;
+        rc = call_argv(rd, 6, argv, lens, &r, "list scan");
+        if (rc != STORE_OK) return rc;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
+            r->element[0]->len >= sizeof cursor)
+            return bad_reply(rd, r, "list scan");
+        memcpy(cursor, r->element[0]->str, r->element[0]->len);
+        cursor[r->element[0]->len] = 0;
+        /* Detach the keys from the reply: hiredis frees a reply as a whole. */
+        redisReply *keys = r->element[1];
+        size_t n = keys->elements;
+        char **names = calloc(n ? n : 1, sizeof *names);
+        size_t *name_lens = calloc(n ? n : 1, sizeof *name_lens);
+        size_t m = 0;
+        if (!names || !name_lens) rc = STORE_ENOMEM;
+        for (size_t i = 0; rc == STORE_OK && i < n; i++) {
+            redisReply *k = keys->element[i];
+            if (k->type != REDIS_REPLY_STRING || k->len < plen) continue;
+            if (!(names[m] = dup_bytes(k->str + plen, k->len - plen))) rc = STORE_ENOMEM;
+            else name_lens[m++] = k->len - plen;
+        }
+        freeReplyObject(r);
+        for (size_t i = 0; rc == STORE_OK && i < m && !stop; i++) {
+            int f = fn(rd, names[i], name_lens[i], arg);
+            if (f < 0) rc = f;
+            else stop = f > 0;
+        }
+        for (size_t i = 0; i < m; i++) free(names[i]);
+        free(names);
+        free(name_lens);
+    } while (rc == STORE_OK && !stop && strcmp(cursor, "0") != 0);
+    return rc;
+}
+
+struct rd_list_arg {
+    store_doc_fn doc_fn;
+    store_token_fn token_fn;
+    void *arg;
+};
+
+/* Scan callbacks: > 0 stops, < 0 is a store error. */
+static int list_one_doc(struct rd_store *rd, const char *id, size_t id_len, void *arg)
+{
+    (void)rd;
+    struct rd_list_arg *a = arg;
+    return a->doc_fn(a->arg, id, id_len) ? 1 : 0;
+}
+
+static int list_one_token(struct rd_store *rd, const char *token, size_t token_len, void *arg)
+{
+    struct rd_list_arg *a = arg;
+    struct store_token t;
+    int rc = rd_token_get(&rd->base, token, token_len, &t);
+    if (rc == STORE_ENOTFOUND) return 0; /* expired since the scan saw it */
+    if (rc != STORE_OK) return rc;
+    int stop = a->token_fn(a->arg, token, token_len, &t);
+    store_token_clear(&t);
+    return stop ? 1 : 0;
+}
+
+static int rd_doc_list(struct store *s, store_doc_fn fn, void *arg)
+{
+    struct rd_list_arg a = {.doc_fn = fn, .arg = arg};
+    return scan_prefix((struct rd_store *)s, "zwibbler:", list_one_doc, &a);
+}
+
+static int rd_token_list(struct store *s, store_token_fn fn, void *arg)
+{
+    struct rd_list_arg a = {.token_fn = fn, .arg = arg};
+    return scan_prefix((struct rd_store *)s, "zwibbler-token:{token}:", list_one_token, &a);
+}
+
 static const struct store_methods rd_methods = {
     .version = STORE_METHODS_VERSION,
     .name = "redis",
@@ -1296,6 +1387,8 @@ static const struct store_methods rd_methods = {
     .token_get = rd_token_get,
     .user_update = rd_user_update,
     .sweep = rd_sweep,
+    .doc_list = rd_doc_list,
+    .token_list = rd_token_list,
 };
 
 int redis_parse_server(const char *server, char **host_out, int *port, bool *unix_socket)

@@ -1,5 +1,5 @@
 /* sqlite_store: the Database=sqlite backend, on the reference server's own zwibbler.db
- * schema (PROTOCOL.md §10) so that a deployment switching servers keeps its data.
+ * schema (docs/protocol.md, Storage layouts) so that a deployment switching servers keeps its data.
  *
  * Shape:
  * - One writer connection, used only by a committer thread. Every change (create,
@@ -92,6 +92,8 @@ enum {
     ST_BEGIN_IMMEDIATE,
     ST_COMMIT,
     ST_ROLLBACK,
+    ST_DOC_LIST,    /* next batch of document ids, by rowid */
+    ST_TOKEN_LIST,  /* next batch of live tokens, by rowid */
     ST_COUNT
 };
 
@@ -127,6 +129,10 @@ static const char *const SQL[ST_COUNT] = {
     [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    [ST_DOC_LIST] = "SELECT rowid, docid FROM ZwibblerDocs WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    [ST_TOKEN_LIST] = "SELECT rowid, tokenID, docID, userID, permissions, expiration "
+                      "FROM ZwibblerTokens WHERE rowid > ?1 AND expiration > ?2 "
+                      "ORDER BY rowid LIMIT ?3",
 };
 
 #define BUSY_TIMEOUT_MS 5000 /* SQLite's own wait for a lock held by another process */
@@ -1125,6 +1131,102 @@ static int sq_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
     return out;
 }
 
+/* ---- Enumeration ---------------------------------------------------------------- */
+
+#define LIST_BATCH 256 /* rows copied out per reader use */
+
+/* One batch of rows, copied out so that callbacks run with the reader given back
+ * (they may call the store, and the pool is small). */
+struct sq_row {
+    char *col[3];   /* doc: id; token: token, docID, userID */
+    size_t len[3];
+    char perms[8];
+    int64_t expires;
+};
+
+static void rows_free(struct sq_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < 3; j++) free(rows[i].col[j]);
+}
+
+/* Reads up to LIST_BATCH rows after *after (a rowid) into rows; tokens when `tokens`.
+ * Returns a store code; *n is the number read. */
+static int list_batch(struct sq_store *st, bool tokens, int64_t *after, struct sq_row *rows,
+                      size_t *n)
+{
+    struct sq_conn *c = reader_get(st);
+    int out = STORE_OK, rc = SQLITE_ERROR;
+    *n = 0;
+    sqlite3_stmt *q = stmt(c, tokens ? ST_TOKEN_LIST : ST_DOC_LIST);
+    if (q) {
+        sqlite3_bind_int64(q, 1, *after);
+        if (tokens) sqlite3_bind_int64(q, 2, now_seconds());
+        sqlite3_bind_int(q, tokens ? 3 : 2, LIST_BATCH);
+        while ((rc = step(q)) == SQLITE_ROW) {
+            struct sq_row *r = &rows[*n];
+            memset(r, 0, sizeof *r);
+            *after = sqlite3_column_int64(q, 0);
+            int ncols = tokens ? 3 : 1;
+            bool ok = true;
+            for (int j = 0; j < ncols; j++) ok &= (r->col[j] = dup_column(q, 1 + j, &r->len[j])) != NULL;
+            (*n)++;
+            if (!ok) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            if (tokens) {
+                const unsigned char *p = sqlite3_column_text(q, 4);
+                snprintf(r->perms, sizeof r->perms, "%s", p ? (const char *)p : "");
+                r->expires = sqlite3_column_int64(q, 5);
+            }
+        }
+        sqlite3_reset(q);
+    }
+    if (rc != SQLITE_DONE) out = sq_fail(c, rc, tokens ? "list tokens" : "list documents");
+    reader_put(st, c);
+    return out;
+}
+
+static int sq_list(struct sq_store *st, bool tokens, store_doc_fn doc_fn,
+                   store_token_fn token_fn, void *arg)
+{
+    struct sq_row *rows = malloc(LIST_BATCH * sizeof *rows);
+    if (!rows) return STORE_ENOMEM;
+    int64_t after = 0;
+    int out = STORE_OK;
+    bool stop = false;
+    while (!stop) {
+        size_t n = 0;
+        out = list_batch(st, tokens, &after, rows, &n);
+        for (size_t i = 0; out == STORE_OK && i < n && !stop; i++) {
+            struct sq_row *r = &rows[i];
+            if (!tokens) {
+                stop = doc_fn(arg, r->col[0], r->len[0]) != 0;
+                continue;
+            }
+            struct store_token t = {.doc_id = r->col[1], .doc_id_len = r->len[1],
+                                    .user_id = r->col[2], .expires = r->expires};
+            memcpy(t.permissions, r->perms, sizeof t.permissions);
+            stop = token_fn(arg, r->col[0], r->len[0], &t) != 0;
+        }
+        rows_free(rows, n);
+        if (out != STORE_OK || n < LIST_BATCH) break;
+    }
+    free(rows);
+    return out;
+}
+
+static int sq_doc_list(struct store *s, store_doc_fn fn, void *arg)
+{
+    return sq_list((struct sq_store *)s, false, fn, NULL, arg);
+}
+
+static int sq_token_list(struct store *s, store_token_fn fn, void *arg)
+{
+    return sq_list((struct sq_store *)s, true, NULL, fn, arg);
+}
+
 static const struct store_methods sq_methods = {
     .version = STORE_METHODS_VERSION,
     .name = "sqlite",
@@ -1141,6 +1243,8 @@ static const struct store_methods sq_methods = {
     .token_get = sq_token_get,
     .user_update = sq_user_update,
     .sweep = sq_sweep,
+    .doc_list = sq_doc_list,
+    .token_list = sq_token_list,
 };
 
 /* mkdir -p (0750, as the LMDB backend). Returns 0 or an errno value. */

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench: the benchmark suite of issue 5 (`make bench`).
+"""bench: the benchmark suite (`make bench`).
 
 Each scenario starts a fresh server (LMDB, durable commits, loopback) with its own
 data directory, runs the bundled load tester (`zwibbler --test ... --json`) for a

@@ -24,7 +24,7 @@ describe("self-test page", () => {
     nginx = await new Nginx().start(`
     # Wrong on purpose: no proxy_http_version 1.1 and no Upgrade/Connection headers.
     location /socket { proxy_pass http://127.0.0.1:${server.port}; }
-    # Right: the README's nginx set-up, under a prefix.
+    # Right: the nginx set-up of docs/deployment.md, under a prefix.
     location /board/socket {
       proxy_pass http://127.0.0.1:${server.port}/socket;
       proxy_http_version 1.1;
@@ -32,7 +32,7 @@ describe("self-test page", () => {
       proxy_set_header Connection "upgrade";
       proxy_read_timeout 1h;
     }`);
-    // The README's Apache set-up (2.4.47+: mod_proxy_http upgrades WebSockets itself).
+    // An Apache set-up (2.4.47+: mod_proxy_http upgrades WebSockets itself).
     apache = await new Apache().start(`<Location "/socket">
     ProxyPass "http://127.0.0.1:${server.port}/socket" upgrade=websocket
 </Location>`);
@@ -51,7 +51,7 @@ describe("self-test page", () => {
     watchPage(page, errors);
     const r = await runSelftest(page, `${server.base}/socket/test`);
     await screenshot(page, "selftest.png");
-    if (process.env.ZW_DOCS_SCREENSHOT) { // refreshes the README's picture: docs/selftest.png
+    if (process.env.ZW_DOCS_SCREENSHOT) { // refreshes the picture of README and docs: docs/selftest.png
       await page.setViewportSize({ width: 860, height: 600 });
       await page.screenshot({ path: path.join(REPO, "docs/selftest.png"), fullPage: true });
     }

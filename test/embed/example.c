@@ -1,4 +1,4 @@
-/* example: embedding zwibbler-server in your own program (README: Embedding).
+/* example: embedding zwibbler-server in your own program (docs/embedding.md).
  *
  * Starts a CivetWeb server of its own with a page at "/", mounts the collaboration
  * endpoint at "/collab", and stores documents with a storage backend written right

@@ -1,4 +1,4 @@
-# Fuzz targets (issue 7), included by the Makefile. libFuzzer with clang from Debian
+# Fuzz targets, included by the Makefile. libFuzzer with clang from Debian
 # (scripts/deps.sh installs clang and libclang-rt-14-dev), ASan and UBSan on.
 #   make fuzz         each target for FUZZ_TIME seconds (default 300)
 #   make fuzz-short   each target for FUZZ_SHORT_TIME seconds (default 15; in `make test`)

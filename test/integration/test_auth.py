@@ -1,4 +1,4 @@
-"""PROTOCOL §5: tokens registered with addToken, the permissions they carry, and
+"""docs/protocol.md, Access control: tokens registered with addToken, the permissions they carry, and
 updateUser on live connections. JWTs are in test_jwt.py."""
 
 import time

@@ -1,4 +1,4 @@
-"""PROTOCOL §1.1: continuation messages in both directions, byte-exact."""
+"""docs/protocol.md, Framing and continuations: continuation messages in both directions, byte-exact."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Hostile input at the WebSocket and protocol level (issue 7, DESIGN invariant 5):
+"""Hostile input at the WebSocket and protocol level (bad input stays local):
 frames no client library would send, written by hand (rawws.py). Each case closes
 only the connection that sent it, with a log line saying why, while a bystander
 session on the same server carries on; the server stays up for all of them.

@@ -1,4 +1,4 @@
-"""PROTOCOL §6 (plain HTTP on /socket) and §1 (upgrade, compression)."""
+"""docs/protocol.md, HTTP endpoints (plain HTTP on /socket) and Transport (upgrade, compression)."""
 
 import time
 

@@ -1,4 +1,4 @@
-"""PROTOCOL §4: client keys, session keys, admin: keys; for protocol 2 and 3."""
+"""docs/protocol.md, Keys: client keys, session keys, admin: keys; for protocol 2 and 3."""
 
 import asyncio
 

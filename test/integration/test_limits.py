@@ -1,6 +1,6 @@
-"""Limits with clear errors (issue 7): the largest inbound message, document id, key
+"""Limits with clear errors: the largest inbound message, document id, key
 name and value, management-API body, and the number of connections (HTTP 503 beyond
-it). Defaults as documented in the README; each limit is checked at its edge (the
+it). Defaults as documented in docs/configuration.md; each limit is checked at its edge (the
 limit itself is accepted, one byte more is refused) with what the client sees and
 what the log says.
 """

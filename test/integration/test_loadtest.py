@@ -1,8 +1,8 @@
-"""The bundled load tester (`zwibbler --test`, issue 5): it connects everyone, counts
+"""The bundled load tester (`zwibbler --test`): it connects everyone, counts
 right and its data check passes against our server; and its data check catches a
 corrupted stream, fed by a small fake server written here.
 
-The fake speaks just enough of the protocol (PROTOCOL.md §1-3): INIT (v3) answered by
+The fake speaks just enough of the protocol (docs/protocol.md): INIT (v3) answered by
 a catch-up APPEND, APPEND answered by ACK/NACK and relayed to the document's other
 clients in commit order, optional message splitting (§1.1). It can lie to the first
 N connections (the tester's clients), then tell the truth to the checker, which

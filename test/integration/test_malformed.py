@@ -1,4 +1,4 @@
-"""PROTOCOL §1.1, §2.1, §3.1, §3.10: a malformed message closes only the connection
+"""docs/protocol.md, Framing, Messages and Session: a malformed message closes only the connection
 that sent it. A bystander session on the same document and server carries on."""
 
 import struct

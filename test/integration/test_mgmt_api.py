@@ -1,4 +1,4 @@
-"""PROTOCOL §6: the management API on POST /socket — credentials, form encodings,
+"""docs/protocol.md, Management API: the management API on POST /socket — credentials, form encodings,
 every method and every status code of the table."""
 
 import base64

@@ -1,4 +1,4 @@
-"""Issue 6: binding port 443-style privileged ports and giving up root.
+"""Binding port 443-style privileged ports and giving up root.
 
 Started as root, the server binds its port and reads its TLS key as root, and does
 everything else as User (here the system's `nobody`): its store and log files belong to

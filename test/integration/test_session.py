@@ -1,4 +1,4 @@
-"""PROTOCOL §3: a session step by step, for protocol 2 and protocol 3 clients."""
+"""docs/protocol.md, Session: a session step by step, for protocol 2 and protocol 3 clients."""
 
 import asyncio
 import time

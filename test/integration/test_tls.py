@@ -1,4 +1,4 @@
-"""Issue 6: standalone HTTPS/WSS with CertFile and KeyFile (PROTOCOL §1, §8).
+"""Standalone HTTPS/WSS with CertFile and KeyFile (docs/deployment.md).
 
 Certificates are made per test run by the openssl CLI: a root CA, an intermediate and a
 server certificate, so "a chain in CertFile" is exercised the way Let's Encrypt's

@@ -145,7 +145,7 @@ static void t_strerror(void **state)
     (void)state;
     const int codes[] = {STORE_OK, STORE_ENOTFOUND, STORE_EEXISTS, STORE_EMISMATCH,
                          STORE_ERANGE, STORE_EIO, STORE_ENOMEM, STORE_EINVAL,
-                         STORE_EUNAVAILABLE};
+                         STORE_EUNAVAILABLE, STORE_ENOTSUP};
     const char *unknown = store_strerror(-1000);
     assert_non_null(unknown);
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
@@ -1040,6 +1040,174 @@ static void t_concurrent_create(void **state)
     expect_read(t->s, d, 0, args[winner].content, strlen(args[winner].content));
 }
 
+/* ---- enumeration (version 2) ---- */
+
+struct listed {
+    const struct tctx *t;
+    struct id ids[400];
+    int n;           /* ids of this test seen (duplicates included) */
+    int calls;       /* all calls, other tests' data included */
+    int stop_after;  /* 0: never */
+    struct store_token toks[8];
+    struct store *s; /* when set: each callback also reads the document (re-entrancy) */
+    int reads_ok;
+};
+
+static int own(const struct tctx *t, const char *id, size_t id_len)
+{
+    return id_len >= t->prefix_len && memcmp(id, t->prefix, t->prefix_len) == 0;
+}
+
+static int list_doc_cb(void *arg, const char *id, size_t id_len)
+{
+    struct listed *l = arg;
+    l->calls++;
+    if (own(l->t, id, id_len) && l->n < 400 && id_len <= sizeof l->ids[0].b) {
+        memcpy(l->ids[l->n].b, id, id_len);
+        l->ids[l->n].n = id_len;
+        l->n++;
+        uint64_t len;
+        if (l->s && store_doc_length(l->s, id, id_len, &len) == STORE_OK) l->reads_ok++;
+    }
+    return l->stop_after && l->calls >= l->stop_after;
+}
+
+static int count_id(const struct listed *l, struct id id)
+{
+    int c = 0;
+    for (int i = 0; i < l->n; i++) c += l->ids[i].n == id.n && memcmp(l->ids[i].b, id.b, id.n) == 0;
+    return c;
+}
+
+static void t_doc_list(void **state)
+{
+    struct tctx *t = *state;
+    struct listed *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    l->t = t;
+    if (store_doc_list(t->s, list_doc_cb, l) == STORE_ENOTSUP) {
+        free(l);
+        skip();
+    }
+    /* More than one batch, binary ids, and glob characters for backends that match. */
+    enum { N = 300 };
+    static struct id ids[N + 3];
+    char base[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(base, sizeof base, "list-%03d", i);
+        ids[i] = mkid(t, base, strlen(base));
+        create_str(t->s, ids[i], i % 2 ? "x" : "");
+    }
+    ids[N] = ID(t, "bin\0id\xff");
+    ids[N + 1] = ID(t, "glob*?[x]");
+    ids[N + 2] = ID(t, "gone");
+    for (int i = N; i < N + 3; i++) create_str(t->s, ids[i], "data");
+    assert_int_equal(store_doc_delete(t->s, ids[N + 2].b, ids[N + 2].n), STORE_OK);
+    /* keys and tokens are not documents */
+    struct id keyonly = ID(t, "keys-without-document");
+    assert_int_equal(key_set_str(t->s, keyonly, "k", "v", 0, 1), STORE_OK);
+
+    memset(l, 0, sizeof *l);
+    l->t = t;
+    l->s = t->s;
+    assert_int_equal(store_doc_list(t->s, list_doc_cb, l), STORE_OK);
+    for (int i = 0; i < N + 2; i++) assert_true(count_id(l, ids[i]) >= 1);
+    assert_int_equal(count_id(l, ids[N + 2]), 0);
+    assert_int_equal(count_id(l, keyonly), 0);
+    /* Nothing else of ours; repeats (allowed) stay rare. */
+    assert_true(l->n >= N + 2 && l->n <= 2 * (N + 2));
+    assert_int_equal(l->reads_ok, l->n);
+
+    /* Early stop: exactly as many calls as asked for. */
+    memset(l, 0, sizeof *l);
+    l->t = t;
+    l->stop_after = 5;
+    assert_int_equal(store_doc_list(t->s, list_doc_cb, l), STORE_OK);
+    assert_int_equal(l->calls, 5);
+    free(l);
+}
+
+static int list_token_cb(void *arg, const char *token, size_t token_len,
+                         const struct store_token *tok)
+{
+    struct listed *l = arg;
+    l->calls++;
+    if (own(l->t, token, token_len) && l->n < 8) {
+        memcpy(l->ids[l->n].b, token, token_len);
+        l->ids[l->n].n = token_len;
+        struct store_token *c = &l->toks[l->n];
+        *c = *tok;
+        c->doc_id = malloc(tok->doc_id_len + 1);
+        memcpy(c->doc_id, tok->doc_id, tok->doc_id_len);
+        c->user_id = strdup(tok->user_id);
+        l->n++;
+    }
+    return l->stop_after && l->calls >= l->stop_after;
+}
+
+static void t_token_list(void **state)
+{
+    struct tctx *t = *state;
+    struct listed *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    l->t = t;
+    if (store_token_list(t->s, list_token_cb, l) == STORE_ENOTSUP) {
+        free(l);
+        skip();
+    }
+    for (int i = 0; i < l->n; i++) store_token_clear(&l->toks[i]);
+    memset(l, 0, sizeof *l);
+    l->t = t;
+    int64_t now = time(NULL);
+    struct id tk1 = ID(t, "tok1"), tk2 = ID(t, "tok\0two"), old = ID(t, "expired");
+    char user[64];
+    struct id u = ID(t, "user");
+    memcpy(user, u.b, u.n);
+    user[u.n] = 0;
+    struct store_token tok;
+    token_of(&tok, "doc\0one", 7, user, "rw", now + 3600);
+    assert_int_equal(store_token_add(t->s, tk1.b, tk1.n, &tok), STORE_OK);
+    token_of(&tok, "doc2", 4, "", "r", now + 7200);
+    assert_int_equal(store_token_add(t->s, tk2.b, tk2.n, &tok), STORE_OK);
+    token_of(&tok, "doc3", 4, user, "rwa", now - 10);
+    assert_int_equal(store_token_add(t->s, old.b, old.n, &tok), STORE_OK);
+
+    assert_int_equal(store_token_list(t->s, list_token_cb, l), STORE_OK);
+    int seen1 = 0, seen2 = 0;
+    for (int i = 0; i < l->n; i++) {
+        struct id *id = &l->ids[i];
+        struct store_token *g = &l->toks[i];
+        assert_false(id->n == old.n && memcmp(id->b, old.b, old.n) == 0);
+        if (id->n == tk1.n && memcmp(id->b, tk1.b, tk1.n) == 0) {
+            seen1++;
+            assert_int_equal(g->doc_id_len, 7);
+            assert_memory_equal(g->doc_id, "doc\0one", 7);
+            assert_string_equal(g->user_id, user);
+            assert_string_equal(g->permissions, "rw");
+            assert_int_equal(g->expires, now + 3600);
+        } else if (id->n == tk2.n && memcmp(id->b, tk2.b, tk2.n) == 0) {
+            seen2++;
+            assert_int_equal(g->doc_id_len, 4);
+            assert_memory_equal(g->doc_id, "doc2", 4);
+            assert_string_equal(g->user_id, "");
+            assert_string_equal(g->permissions, "r");
+            assert_int_equal(g->expires, now + 7200);
+        } else {
+            fail_msg("token_list reported a token this test did not add");
+        }
+    }
+    assert_true(seen1 >= 1 && seen2 >= 1);
+    for (int i = 0; i < l->n; i++) store_token_clear(&l->toks[i]);
+
+    memset(l, 0, sizeof *l);
+    l->t = t;
+    l->stop_after = 1;
+    assert_int_equal(store_token_list(t->s, list_token_cb, l), STORE_OK);
+    assert_int_equal(l->calls, 1);
+    for (int i = 0; i < l->n; i++) store_token_clear(&l->toks[i]);
+    free(l);
+}
+
 int store_conformance_run(const struct store_conformance *b)
 {
     backend = b;
@@ -1063,6 +1231,8 @@ int store_conformance_run(const struct store_conformance *b)
         T(t_concurrent_read_write),
         T(t_concurrent_keys),
         T(t_concurrent_create),
+        T(t_doc_list),
+        T(t_token_list),
     };
 #undef T
     char name[128];

@@ -27,7 +27,9 @@
  * long for the backend (STORE_EINVAL or working), persistence
  * across close and open, and from several threads at once: compare-and-append (one
  * winner per offset, the document equals the winners in order), readers during
- * appends (every read is a prefix), key version races and racing creates.
+ * appends (every read is a prefix), key version races and racing creates; listing
+ * every document and live token (doc_list, token_list: batches, binary ids, early
+ * stop, callbacks that call the store).
  */
 #ifndef ZW_STORE_CONFORMANCE_H
 #define ZW_STORE_CONFORMANCE_H

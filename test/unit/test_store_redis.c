@@ -1,6 +1,6 @@
 /* test_store_redis: the Redis backend against a real redis-server that the test starts
  * on a free loopback port and stops afterwards — the shared conformance suite, the
- * reference's key layout (PROTOCOL.md §10) read and written, atomicity against other
+ * reference's key layout (docs/protocol.md, Storage layouts) read and written, atomicity against other
  * Redis clients, a flushed script cache, passwords, riding out a Redis restart, and
  * (STORE_BENCH=1) the append cost on large documents. Skipped when redis-server is
  * not installed. */

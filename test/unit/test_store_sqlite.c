@@ -1,6 +1,6 @@
 /* test_store_sqlite: the SQLite backend — the shared conformance suite, plus what only
  * this backend has: files laid out exactly as the reference server's zwibbler.db
- * (PROTOCOL.md §10) read and written, blobs kept binary, a database locked by another
+ * (docs/protocol.md, Storage layouts) read and written, blobs kept binary, a database locked by another
  * process ridden out, and (STORE_BENCH=1) the append cost on large documents. */
 #include "mono.h"
 #include "store.h"
