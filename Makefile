@@ -127,7 +127,8 @@ integration: deps $(BIN) $(EMBED_EXAMPLE) $(LIB)
 
 # The hub and session integration tests against the TSan server (`make SAN=tsan
 # integration-tsan`). A report makes the server exit 66, which the fixture fails on.
-TSAN_TESTS := test_session.py test_race.py test_keys.py test_hostile.py test_slow.py test_continuation.py
+TSAN_TESTS := test_session.py test_race.py test_keys.py test_hostile.py test_slow.py test_continuation.py \
+              test_wsconformance.py test_compression.py
 integration-tsan: deps $(BIN)
 	TSAN_OPTIONS="exitcode=66 halt_on_error=0 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
 	ZWIBBLER_BIN=$(abspath $(BIN)) /usr/bin/python3 -m pytest -q -p no:cacheprovider \

@@ -37,7 +37,7 @@
 #define PEER_CLOSE_MS 5000      /* after the peer's close frame, for our queue to drain */
 #define MAX_UNANSWERED_PINGS 3
 /* Below this a message is not worth compressing (wsdeflate.h has the measurements). */
-#define MIN_COMPRESS WS_DEFLATE_MIN_BYTES
+#define MIN_COMPRESS WS_DEFLATE_MIN_SIZE
 
 struct conn_loop {
     struct conn_layer *L;

@@ -140,8 +140,8 @@ static void test_compressed_once_and_shared(void **state)
     (void)state;
     struct ws_deflate_ctx *z1 = ws_deflate_ctx_new(), *z2 = ws_deflate_ctx_new();
     struct message *m = text_message(20000);
-    struct framer_client a = {.max_message = 0, .z = z1, .min_compress = WS_DEFLATE_MIN_BYTES};
-    struct framer_client b = {.max_message = 0, .z = z2, .min_compress = WS_DEFLATE_MIN_BYTES};
+    struct framer_client a = {.max_message = 0, .z = z1, .min_compress = WS_DEFLATE_MIN_SIZE};
+    struct framer_client b = {.max_message = 0, .z = z2, .min_compress = WS_DEFLATE_MIN_SIZE};
     struct framer fa, fb;
     assert_int_equal(framer_fill(&fa, &m, 0, 1, 0, &a), 0);
     assert_int_equal(framer_fill(&fb, &m, 0, 1, 0, &b), 0);
@@ -164,7 +164,7 @@ static void test_compressed_once_and_shared(void **state)
     assert_memory_equal(plain, m->data, 20000);
     free(plain);
     /* Another split size is another variant, built once too. */
-    struct framer_client c = {.max_message = 4096, .z = z1, .min_compress = WS_DEFLATE_MIN_BYTES};
+    struct framer_client c = {.max_message = 4096, .z = z1, .min_compress = WS_DEFLATE_MIN_SIZE};
     assert_int_equal(framer_fill(&fa, &m, 0, 1, 0, &c), 0);
     assert_int_equal(framer_fill(&fb, &m, 0, 1, 0, &c), 0);
     assert_non_null(atomic_load(&m->variants)->next);
@@ -179,8 +179,8 @@ static void test_small_or_incompressible_goes_plain(void **state)
 {
     (void)state;
     struct ws_deflate_ctx *z = ws_deflate_ctx_new();
-    struct framer_client fc = {.max_message = 0, .z = z, .min_compress = WS_DEFLATE_MIN_BYTES};
-    struct message *small = text_message(WS_DEFLATE_MIN_BYTES - 1);
+    struct framer_client fc = {.max_message = 0, .z = z, .min_compress = WS_DEFLATE_MIN_SIZE};
+    struct message *small = text_message(WS_DEFLATE_MIN_SIZE - 1);
     struct framer f;
     assert_int_equal(framer_fill(&f, &small, 0, 1, 0, &fc), 0);
     assert_int_equal(f.hdr[0][0], 0x82); /* RSV1 clear */
