@@ -105,6 +105,12 @@ $(B)/test/unit/test_store_%: test/unit/test_store_%.c test/unit/store_conformanc
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itest/unit -o $@ $< test/unit/store_conformance.c $(LIB_INTERNAL) $(LIBS) -lcmocka
 
+# The core's tests share one fixture: store, hub and a fake loop (core_fixture.h).
+CORE_TESTS := $(B)/test/unit/test_session $(B)/test/unit/test_hub
+$(CORE_TESTS): $(B)/test/unit/%: test/unit/%.c test/unit/core_fixture.c test/unit/core_fixture.h $(LIB_INTERNAL)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itest/unit -o $@ $< test/unit/core_fixture.c $(LIB_INTERNAL) $(LIBS) -lcmocka
+
 $(B)/test/unit/%: test/unit/%.c $(LIB_INTERNAL)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itest/unit -o $@ $< $(LIB_INTERNAL) $(LIBS) -lcmocka
