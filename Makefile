@@ -27,7 +27,7 @@ LDFLAGS := $(OPT) -pthread $(EXTRA_LDFLAGS)
 LIBS := -llmdb -lcjson -lsqlite3 -lhiredis -lcurl -lssl -lcrypto -lz -ldl -lm
 
 # CivetWeb 1.15 from Debian's source package (scripts/deps.sh), built with what we
-# need and nothing more: no zlib (docs/protocol.md, Transport), small thread stacks; an atomic stop
+# need and nothing more: no zlib (its permessage-deflate is not ours: protocol/wsdeflate.c), small thread stacks; an atomic stop
 # flag and gmtime_r (ThreadSanitizer found races on both); a 0.5 s poll quantum
 # (mg_stop waits up to one quantum for the listener thread: 2 s by default).
 CW_FLAGS := -DUSE_WEBSOCKET -DUSE_IPV6 -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI \

@@ -305,16 +305,20 @@ void config_free(struct config *c)
     c->swarm_count = 0;
 }
 
+long config_files_reserve(const struct config *c)
+{
+    /* Each HTTP worker may hold a connection and a file; storage, logs and the
+     * listeners need a few dozen more. */
+    return 64 + 2L * c->http_threads;
+}
+
 int config_connection_limit(const struct config *c)
 {
     if (c->max_connections > 0) return c->max_connections;
     struct rlimit rl;
     long files = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (long)rl.rlim_cur
                                                                                    : 1024;
-    /* Each HTTP worker may hold a connection and a file; storage, logs and the
-     * listeners need a few dozen more. */
-    long reserve = 64 + 2L * c->http_threads;
-    long n = files - reserve;
+    long n = files - config_files_reserve(c);
     return n < 16 ? 16 : n > 1000000 ? 1000000 : (int)n;
 }
 

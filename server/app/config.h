@@ -13,7 +13,7 @@ struct config {
     char *bind_address;        /* ServerBindAddress, "0.0.0.0" */
     int port;                  /* ServerPort, 3000 */
     char *cert_file, *key_file;/* CertFile, KeyFile */
-    int compression;           /* Compression (accepted; never offered: docs/protocol.md, Transport) */
+    int compression;           /* Compression: permessage-deflate when offered, 1 */
     char *database;            /* Database: lmdb | sqlite | redis */
     char *data_dir;            /* DataDir, /var/lib/zwibbler */
     char *db_server, *db_user, *db_password; /* DbServer/RedisServer, DbUser, DbPassword/RedisPassword */
@@ -72,6 +72,8 @@ int config_parse_line(struct config *c, const char *line, char *err, size_t err_
 /* The connection limit in force: MaxConnections, or with 'auto' the open-file limit
  * less what storage, logs, the HTTP workers and the listeners need. */
 int config_connection_limit(const struct config *c);
+/* Open files kept for other than WebSockets: storage, logs, listeners, HTTP. */
+long config_files_reserve(const struct config *c);
 /* IoThreads in force (one per core when 0). */
 int config_io_threads(const struct config *c);
 

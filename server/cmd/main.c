@@ -53,7 +53,7 @@ static void raise_open_files(long want)
     getrlimit(RLIMIT_NOFILE, &old);
     if (old.rlim_max > rl.rlim_max) rl.rlim_max = old.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        log_info("MaxFiles: open-file limit raised to %ld", want);
+        log_info("MaxFiles: open-file limit set to %ld", want);
         return;
     }
     int err = errno;
@@ -76,9 +76,11 @@ static void check_open_files(const struct config *cfg)
         setrlimit(RLIMIT_NOFILE, &rl);
         getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (cfg->max_connections > 0 && rl.rlim_cur < (rlim_t)cfg->max_connections + 256)
-        log_warn("open-file limit %llu is below MaxConnections %d (+256); raise it with MaxFiles or ulimit -n",
-                 (unsigned long long)rl.rlim_cur, cfg->max_connections);
+    long reserve = config_files_reserve(cfg);
+    if (cfg->max_connections > 0 && rl.rlim_cur < (rlim_t)(cfg->max_connections + reserve))
+        log_warn("open-file limit %llu is below MaxConnections %d (+%ld for storage, logs and "
+                 "HTTP); raise it with MaxFiles or ulimit -n",
+                 (unsigned long long)rl.rlim_cur, cfg->max_connections, reserve);
 }
 
 /* Started as root: decides whether to become User. Returns 1 with *p filled when the
@@ -106,7 +108,7 @@ static int run_server(struct config *cfg)
     struct privs user;
 
     /* Block the stop signals before any thread exists (threads inherit the mask), so
-     * that only this thread's sigwait takes them: a store or sender thread left
+     * that only this thread's sigwait takes them: a store or loop thread left
      * unblocked would receive SIGTERM and die by its default action, uncleanly. */
     sigset_t stop;
     sigemptyset(&stop);

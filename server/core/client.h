@@ -93,7 +93,9 @@ struct hub_client {
         struct auth_result auth; /* permissions are also written by updateUser, under doc lock */
         struct codec_reasm reasm;
         atomic_bool joined;      /* INIT accepted (read by the loop for InitTimeoutMs) */
-        bool closing;            /* the session ended it: later messages are ignored */
+        /* The server ended it (the session, or the hub for deleteDocument/updateUser):
+         * messages already received are not run. Written from any thread. */
+        atomic_bool closing;
     };
 
     /* ---- membership: hub.c, under the document's lock ---- */

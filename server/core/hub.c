@@ -43,6 +43,8 @@ int hub_send(struct hub *h, struct hub_client *c, struct message *m, bool exempt
 
 void hub_send_error_and_close(struct hub *h, struct hub_client *c, uint16_t code, const char *text)
 {
+    /* What the client sent before this is not run (deleteDocument, updateUser). */
+    atomic_store(&c->closing, true);
     hub_send(h, c, msg_error(code, text), true);
     outq_close_after_drain(h->outq, c, WS_CLOSE_NORMAL);
 }

@@ -36,7 +36,7 @@ bool session_joined(const struct hub_client *c)
 /* Ends the connection now, dropping what is queued, with a close frame `code`. */
 static int fail(const struct app *app, struct hub_client *c, uint16_t code, const char *why)
 {
-    c->closing = true;
+    atomic_store(&c->closing, true);
     outq_kill(app->hub->outq, c, code, why);
     return CLOSE;
 }
@@ -54,7 +54,7 @@ static int bad_message(const struct app *app, struct hub_client *c, const char *
 static int refuse(const struct app *app, struct hub_client *c, uint16_t code, const char *text)
 {
     client_log(c, LOG_INFO, "refused with ERROR %u %s", code, text);
-    c->closing = true;
+    atomic_store(&c->closing, true);
     hub_send_error_and_close(app->hub, c, code, text);
     return CLOSE;
 }
@@ -266,7 +266,7 @@ static int dispatch(const struct app *app, struct hub_client *c, const uint8_t *
 
 void session_message(const struct app *app, struct hub_client *c, const uint8_t *data, size_t len)
 {
-    if (c->closing) return;
+    if (atomic_load(&c->closing)) return;
     atomic_fetch_add_explicit(&app->hub->bytes_in, len, memory_order_relaxed);
     const uint8_t *msg;
     size_t msg_len;
@@ -278,7 +278,7 @@ void session_message(const struct app *app, struct hub_client *c, const uint8_t 
                  app->cfg->max_message_bytes);
         client_log(c, LOG_WARN, "message too big: over the limit of %zu bytes; closing",
                    app->cfg->max_message_bytes);
-        c->closing = true;
+        atomic_store(&c->closing, true);
         hub_send(app->hub, c, msg_error(CODEC_ERR_UNSPECIFIED, text), true);
         outq_close_after_drain(app->hub->outq, c, WS_CLOSE_TOO_BIG);
         return;

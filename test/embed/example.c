@@ -316,7 +316,7 @@ int main(int argc, char **argv)
 
     char err[256];
     struct store *store = mem_store_open();
-    const char *settings[] = {"InitTimeoutMs=5000", "SenderThreads=2", NULL};
+    const char *settings[] = {"InitTimeoutMs=5000", "SessionThreads=2", NULL};
     struct zwibbler *z = store ? zwibbler_create(NULL, settings, store, err, sizeof err) : NULL;
     if (!z) {
         fprintf(stderr, "zwibbler: %s\n", store ? err : "out of memory");
@@ -325,7 +325,8 @@ int main(int argc, char **argv)
 
     char ports[32];
     snprintf(ports, sizeof ports, "127.0.0.1:%s", argv[1]);
-    const char *options[] = {"listening_ports", ports, "num_threads", "64", NULL};
+    /* Workers serve HTTP and upgrades only: open WebSockets do not hold them. */
+    const char *options[] = {"listening_ports", ports, "num_threads", "8", NULL};
     mg_init_library(0);
     struct mg_callbacks cb = {0};
     struct mg_context *ctx = mg_start(&cb, NULL, options);
@@ -342,8 +343,8 @@ int main(int argc, char **argv)
 
     int sig;
     sigwait(&stop, &sig);
-    mg_stop(ctx);       /* first: closes the connections */
-    zwibbler_destroy(z);
+    mg_stop(ctx);       /* first: no new connections or requests */
+    zwibbler_destroy(z); /* closes the WebSockets (1001) */
     store_close(store); /* ours: zwibbler does not close a store it was given */
     mg_exit_library();
     return 0;

@@ -202,7 +202,8 @@ def test_shipped_config_has_every_key_documented():
     keys |= set(re.findall(r'strcasecmp\(key, "([A-Za-z0-9]+)"\)', src))
     conf = (REPO / "conf" / "zwibbler.conf").read_text()
     present = set(re.findall(r"^#?([A-Za-z0-9]+)=", conf, re.M))
-    aliases = {"RedisServer", "RedisPassword"}  # documented in words beside DbServer
+    # older names, documented in words beside the keys they stand for
+    aliases = {"RedisServer", "RedisPassword", "WriteTimeoutMs", "SenderThreads"}
     missing = keys - present - aliases
     assert not missing, "undocumented in conf/zwibbler.conf: %s" % sorted(missing)
 

@@ -163,4 +163,4 @@ def test_max_files_raises_the_open_file_limit(server_factory):
     limits = Path("/proc/%d/limits" % s.proc.pid).read_text()
     m = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.M)
     assert m and int(m.group(1)) == want, limits
-    assert "MaxFiles: open-file limit raised to %d" % want in s.log_path.read_text()
+    assert "MaxFiles: open-file limit set to %d" % want in s.log_path.read_text()

@@ -210,6 +210,14 @@ static void test_update_user(void **state)
     }
     cf_expect_nothing(f, u2);
     cf_expect_nothing(f, plain);
+    /* What such a client sent before its socket closed is not run: no append stored
+     * or relayed, no key set. */
+    uint64_t len = cf_doc_length(f, "doc");
+    cf_append(f, u1a, len, "late", 4);
+    cf_set_key(f, u1b, 9, 1, 0, 1, "k", "v");
+    assert_int_equal(cf_doc_length(f, "doc"), len);
+    cf_expect_nothing(f, u2);
+    cf_expect_nothing(f, plain);
     assert_int_equal(hub_update_user(f->hub, "nobody", 6, "r"), 0);
     assert_int_equal(hub_update_user(f->hub, "", 0, "r"), 0); /* plain ids have no user */
     assert_true(auth_can(&plain->auth, 'w'));
