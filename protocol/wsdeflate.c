@@ -489,21 +489,21 @@ int ws_inflate_message(struct ws_deflate_ctx *z, const uint8_t *in, size_t len, 
 
     for (;;) {
         inflate_refill(&src, s);
-        if (o.used == o.cap) {
-            if (o.cap == limit) {
-                rc = WS_INFLATE_TOO_BIG;
-                goto fail;
-            }
-            if (!out_resize(z, &o, o.cap > limit / 2 ? limit : o.cap * 2)) {
-                rc = -1;
-                goto fail;
-            }
+        /* Full, but below the limit (checked after every call): grow towards it. */
+        if (o.used == o.cap && !out_resize(z, &o, o.cap > limit / 2 ? limit : o.cap * 2)) {
+            rc = -1;
+            goto fail;
         }
         unsigned out_n = piece(o.cap - o.used);
         s->next_out = o.p + o.used;
         s->avail_out = out_n;
         int zr = inflate(s, Z_SYNC_FLUSH);
         o.used += out_n - s->avail_out;
+        if (o.used > max_out) {
+            /* The byte past the limit: stop, even if this call also ended the stream. */
+            rc = WS_INFLATE_TOO_BIG;
+            goto fail;
+        }
         if (zr == Z_STREAM_END) {
             if (!final_block_ok(&src, s, in, len))
                 goto fail;

@@ -54,7 +54,7 @@ static void drop_buffer(struct ws_reader *r)
     r->cap = 0;
     r->msg_len = 0;
     r->msg_open = false;
-    r->release = 0;
+    r->release = false;
 }
 
 /* The connection is over: nothing is read after an error, and nothing but the
@@ -264,7 +264,7 @@ static size_t deliver_close(struct ws_reader *r, struct ws_event *ev, uint8_t *p
     /* Nothing more is read; the reason may sit in our buffer until the next call. */
     r->state = R_DONE;
     r->msg_open = false;
-    r->release = 1;
+    r->release = true;
     return consumed;
 }
 
@@ -344,7 +344,7 @@ size_t ws_reader_feed(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_e
 
         if (control) {
             if (!r->msg_open)
-                r->release = 1;
+                r->release = true;
             return deliver(r, ev, r->buf + at, flen, pos);
         }
         r->msg_len += flen;
@@ -355,7 +355,7 @@ size_t ws_reader_feed(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_e
         size_t n = r->msg_len;
         r->msg_len = 0;
         r->msg_open = false;
-        r->release = 1;
+        r->release = true;
         /* An empty message may have left the buffer unallocated; buf + pos is a
          * valid pointer either way (this call consumed at least the header). */
         return deliver(r, ev, n ? r->buf : buf + pos, n, pos);

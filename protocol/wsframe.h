@@ -99,7 +99,7 @@ struct ws_reader {
     uint8_t mask[4];    /* masking key of the frame being read */
     uint8_t opcode;     /* of the frame being read */
     uint8_t state;      /* reading a header, a payload, or done (after CLOSE/ERROR) */
-    uint8_t release;    /* what the previous event left in buf to drop on the next call */
+    bool release;       /* drop buf on the next call: its message was delivered */
     bool fin;           /* of the frame being read */
     bool deflate;       /* from the limits */
     bool msg_open;      /* a fragmented message is being assembled */
@@ -108,7 +108,8 @@ struct ws_reader {
 };
 
 void ws_reader_init(struct ws_reader *r, const struct ws_reader_limits *lim);
-/* Releases the reader's buffer; the reader may then be initialised again. */
+/* Releases the reader's buffer and returns it to its initial state (same limits):
+ * call when the connection ends, whatever state the reader is in. */
 void ws_reader_free(struct ws_reader *r);
 
 /* Consumes bytes of buf[0..len) and stops after at most one event. buf is writable:

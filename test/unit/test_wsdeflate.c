@@ -399,6 +399,12 @@ static void test_empty(void **state)
     assert_int_equal(inflate_rc(z, "\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 0), WS_INFLATE_TOO_BIG);
     assert_int_equal(inflate_rc(z, "\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 4), WS_INFLATE_TOO_BIG);
     assert_int_equal(inflate_rc(z, "\xf2\x48\xcd\xc9\xc9\x07\x00", 7, 5), 0);
+    /* The same with a final block, which ends the stream in the call that passes the
+     * limit (a fuzzer's find). */
+    assert_int_equal(inflate_rc(z, "\xf3\x48\xcd\xc9\xc9\x07\x00", 7, 0), WS_INFLATE_TOO_BIG);
+    assert_int_equal(inflate_rc(z, "\xf3\x48\xcd\xc9\xc9\x07\x00", 7, 4), WS_INFLATE_TOO_BIG);
+    assert_int_equal(inflate_rc(z, "\xf3\x48\xcd\xc9\xc9\x07\x00", 7, 5), 0);
+    assert_int_equal(inflate_rc(z, "\xf3\x01\x00\x00", 4, 0), WS_INFLATE_TOO_BIG);
     ws_deflate_ctx_free(z);
 }
 
