@@ -1,10 +1,7 @@
-/* codec: the Zwibbler wire format (docs/protocol.md, Framing and Messages) as pure functions over bytes.
- *
- * Nothing here touches sockets, threads or storage. Decoders never read past the
- * buffer they are given and never allocate: decoded structs point into the input.
- * Encoders write into caller-owned memory sized with the matching *_size function.
- * All integers on the wire are big-endian.
- */
+/* codec: the Zwibbler wire format (docs/protocol.md, Framing and Messages) as pure functions over
+ * bytes. Nothing here touches sockets, threads or storage. Decoders never read past the buffer they
+ * are given and never allocate: decoded structs point into the input. Encoders write into caller-
+ * owned memory sized with the matching *_size function. All integers on the wire are big-endian. */
 #ifndef ZW_CODEC_H
 #define ZW_CODEC_H
 
@@ -98,8 +95,8 @@ int codec_decode_broadcast(const uint8_t *msg, size_t len, struct codec_broadcas
 
 /* APPEND to a client of protocol `version` (2 -> type 0x02, 3 -> 0x05, generation 0). */
 size_t codec_append_size(int version, size_t data_len);
-size_t codec_encode_append(uint8_t *out, int version, uint64_t offset,
-                           const uint8_t *data, size_t data_len);
+size_t codec_encode_append(uint8_t *out, int version, uint64_t offset, const uint8_t *data,
+                           size_t data_len);
 
 size_t codec_broadcast_size(size_t data_len);
 size_t codec_encode_broadcast(uint8_t *out, const uint8_t *data, size_t data_len);
@@ -118,8 +115,8 @@ size_t codec_encode_set_key_ack(uint8_t *out, uint16_t ack, uint16_t request_id)
 #define CODEC_KEY_INFO_HEADER 2u
 size_t codec_key_info_entry_size(size_t name_len, size_t value_len);
 size_t codec_key_info_begin(uint8_t *out);
-size_t codec_key_info_add(uint8_t *out, uint32_t version, const uint8_t *name,
-                          size_t name_len, const uint8_t *value, size_t value_len);
+size_t codec_key_info_add(uint8_t *out, uint32_t version, const uint8_t *name, size_t name_len,
+                          const uint8_t *value, size_t value_len);
 
 /* ---- Splitting (server -> client) ----
  * A logical message of `len` bytes sent to a client with split size `max`
@@ -155,8 +152,8 @@ void codec_reasm_free(struct codec_reasm *r);
  * feed), 0 when more pieces are needed, or a negative CODEC_E_* on a protocol error
  * (message shorter than 2 bytes, continuation without a start, too big). Allocation
  * failure is reported as CODEC_E_TOO_BIG. */
-int codec_reasm_feed(struct codec_reasm *r, const uint8_t *data, size_t len,
-                     const uint8_t **msg, size_t *msg_len);
+int codec_reasm_feed(struct codec_reasm *r, const uint8_t *data, size_t len, const uint8_t **msg,
+                     size_t *msg_len);
 
 /* The big-endian helpers (bytes.h) under their earlier names, for the code that
  * still uses them (server/core/outq.c); new code calls be_get* / be_put*. */

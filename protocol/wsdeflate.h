@@ -90,7 +90,7 @@ size_t ws_deflate_response(const struct ws_deflate_offer *offer, char *resp, siz
 /* Per-THREAD state (one per reading or sending thread, never per connection). Not
  * safe to share between threads; cheap to create (zlib state comes on first use). */
 struct ws_deflate_ctx;
-struct ws_deflate_ctx *ws_deflate_ctx_new(void); /* NULL on OOM */
+struct ws_deflate_ctx *ws_deflate_ctx_new(void);    /* NULL on OOM */
 void ws_deflate_ctx_free(struct ws_deflate_ctx *z); /* NULL is fine */
 
 /* Compresses one whole message payload: raw deflate at WS_DEFLATE_LEVEL, flushed with

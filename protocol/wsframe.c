@@ -28,7 +28,7 @@ void ws_reader_init(struct ws_reader *r, const struct ws_reader_limits *lim)
 
 void ws_reader_free(struct ws_reader *r)
 {
-    struct ws_reader_limits lim = {r->max_message, r->deflate};
+    struct ws_reader_limits lim = { r->max_message, r->deflate };
 
     free(r->buf);
     ws_reader_init(r, &lim);
@@ -85,10 +85,8 @@ static uint64_t header_payload_len(const uint8_t *h)
 {
     unsigned l7 = h[1] & B1_LEN;
 
-    if (l7 == 126)
-        return codec_get16(h + 2);
-    if (l7 == 127)
-        return codec_get64(h + 2);
+    if (l7 == 126) return codec_get16(h + 2);
+    if (l7 == 127) return codec_get64(h + 2);
     return l7;
 }
 
@@ -98,31 +96,22 @@ static const char *check_start(const struct ws_reader *r, uint8_t b0, uint8_t b1
 {
     unsigned op = b0 & B0_OPCODE;
 
-    if (b0 & B0_RSV23)
-        return "RSV2 or RSV3 set";
+    if (b0 & B0_RSV23) return "RSV2 or RSV3 set";
     if (op > WS_OP_BINARY && op != WS_OP_CLOSE && op != WS_OP_PING && op != WS_OP_PONG)
         return "unknown opcode";
-    if (!(b1 & B1_MASK))
-        return "unmasked client frame";
+    if (!(b1 & B1_MASK)) return "unmasked client frame";
     if (op & OP_CONTROL) {
-        if (!(b0 & B0_FIN))
-            return "fragmented control frame";
-        if (b0 & B0_RSV1)
-            return "RSV1 on a control frame";
-        if ((b1 & B1_LEN) > WS_MAX_CONTROL_PAYLOAD)
-            return "control frame longer than 125 bytes";
+        if (!(b0 & B0_FIN)) return "fragmented control frame";
+        if (b0 & B0_RSV1) return "RSV1 on a control frame";
+        if ((b1 & B1_LEN) > WS_MAX_CONTROL_PAYLOAD) return "control frame longer than 125 bytes";
         return NULL;
     }
     if (op == WS_OP_CONT) {
-        if (!r->msg_open)
-            return "continuation without a message";
-        if (b0 & B0_RSV1)
-            return "RSV1 on a continuation frame";
+        if (!r->msg_open) return "continuation without a message";
+        if (b0 & B0_RSV1) return "RSV1 on a continuation frame";
     } else {
-        if (r->msg_open)
-            return "new message inside a fragmented one";
-        if ((b0 & B0_RSV1) && !r->deflate)
-            return "RSV1 without permessage-deflate";
+        if (r->msg_open) return "new message inside a fragmented one";
+        if ((b0 & B0_RSV1) && !r->deflate) return "RSV1 without permessage-deflate";
     }
     return NULL;
 }
@@ -150,10 +139,8 @@ static int read_header(struct ws_reader *r, const uint8_t *buf, size_t len, size
     } else {
         for (;;) {
             need = r->hdr_got < 2 ? 2 : header_size(r->hdr[1]);
-            if (r->hdr_got == need)
-                break;
-            if (*pos == len)
-                return 0;
+            if (r->hdr_got == need) break;
+            if (*pos == len) return 0;
             size_t take = need - r->hdr_got < len - *pos ? need - r->hdr_got : len - *pos;
             memcpy(r->hdr + r->hdr_got, buf + *pos, take);
             r->hdr_got = (uint8_t)(r->hdr_got + take);
@@ -204,16 +191,14 @@ static void unmask(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key
     uint64_t k, v;
     size_t i;
 
-    for (i = 0; i < 8; i++)
-        k8[i] = key[(phase + i) & 3];
+    for (i = 0; i < 8; i++) k8[i] = key[(phase + i) & 3];
     memcpy(&k, k8, sizeof k);
     for (i = 0; i + 8 <= n; i += 8) {
         memcpy(&v, src + i, sizeof v);
         v ^= k;
         memcpy(dst + i, &v, sizeof v);
     }
-    for (; i < n; i++)
-        dst[i] = src[i] ^ k8[i & 7];
+    for (; i < n; i++) dst[i] = src[i] ^ k8[i & 7];
 }
 
 /* Makes room for `need` bytes in the reader's buffer. A frame delivered alone gets
@@ -224,21 +209,17 @@ static bool reserve(struct ws_reader *r, size_t need, bool exact)
     size_t cap = need, grown, most;
     uint8_t *p;
 
-    if (need <= r->cap)
-        return true;
+    if (need <= r->cap) return true;
     if (!exact) {
         most = r->max_message > SIZE_MAX - WS_MAX_CONTROL_PAYLOAD
                    ? SIZE_MAX
                    : r->max_message + WS_MAX_CONTROL_PAYLOAD;
         grown = r->cap > SIZE_MAX / 2 ? SIZE_MAX : r->cap * 2;
-        if (grown > most)
-            grown = most;
-        if (grown > cap)
-            cap = grown;
+        if (grown > most) grown = most;
+        if (grown > cap) cap = grown;
     }
     p = realloc(r->buf, cap);
-    if (!p)
-        return false;
+    if (!p) return false;
     r->buf = p;
     r->cap = cap;
     return true;
@@ -273,14 +254,9 @@ static size_t deliver(struct ws_reader *r, struct ws_event *ev, uint8_t *p, size
                       size_t consumed)
 {
     switch (r->opcode) {
-    case WS_OP_CLOSE:
-        return deliver_close(r, ev, p, n, consumed);
-    case WS_OP_PING:
-        ev->kind = WS_EV_PING;
-        break;
-    case WS_OP_PONG:
-        ev->kind = WS_EV_PONG;
-        break;
+    case WS_OP_CLOSE: return deliver_close(r, ev, p, n, consumed);
+    case WS_OP_PING: ev->kind = WS_EV_PING; break;
+    case WS_OP_PONG: ev->kind = WS_EV_PONG; break;
     default:
         ev->kind = WS_EV_MESSAGE;
         ev->text = r->msg_text;
@@ -299,10 +275,8 @@ size_t ws_reader_feed(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_e
     memset(ev, 0, sizeof *ev);
     ev->kind = WS_EV_NONE;
     /* What the previous call delivered from our buffer has been handled. */
-    if (r->release || r->state == R_DONE)
-        drop_buffer(r);
-    if (r->state == R_DONE)
-        return 0;
+    if (r->release || r->state == R_DONE) drop_buffer(r);
+    if (r->state == R_DONE) return 0;
 
     for (;;) {
         if (r->state == R_HEADER) {
@@ -338,13 +312,11 @@ size_t ws_reader_feed(struct ws_reader *r, uint8_t *buf, size_t len, struct ws_e
             unmask(r->buf + at + r->frame_got, buf + pos, take, r->mask, (size_t)r->frame_got & 3);
         r->frame_got += take;
         pos += take;
-        if (r->frame_got < r->frame_len)
-            return pos;
+        if (r->frame_got < r->frame_len) return pos;
         r->state = R_HEADER;
 
         if (control) {
-            if (!r->msg_open)
-                r->release = true;
+            if (!r->msg_open) r->release = true;
             return deliver(r, ev, r->buf + at, flen, pos);
         }
         r->msg_len += flen;

@@ -88,22 +88,22 @@ struct ws_event {
 /* One per connection. Small: the state of the frame being read and the message
  * being assembled; `buf` is NULL while the connection is idle. Treat as opaque. */
 struct ws_reader {
-    uint8_t *buf;       /* own buffer: a message's fragments, then a control payload */
-    size_t cap;         /* its capacity */
-    size_t msg_len;     /* bytes of the fragmented message held in buf */
-    size_t max_message; /* from the limits */
-    uint64_t frame_len; /* payload length of the frame being read */
-    uint64_t frame_got; /* payload bytes of it received so far */
-    uint8_t hdr[14];    /* header bytes, while a header arrives in pieces */
-    uint8_t hdr_got;    /* how many of them; 0 between frames */
-    uint8_t mask[4];    /* masking key of the frame being read */
-    uint8_t opcode;     /* of the frame being read */
-    uint8_t state;      /* reading a header, a payload, or done (after CLOSE/ERROR) */
-    bool release;       /* drop buf on the next call: its message was delivered */
-    bool fin;           /* of the frame being read */
-    bool deflate;       /* from the limits */
-    bool msg_open;      /* a fragmented message is being assembled */
-    bool msg_text;      /* its first frame was TEXT */
+    uint8_t *buf;        /* own buffer: a message's fragments, then a control payload */
+    size_t cap;          /* its capacity */
+    size_t msg_len;      /* bytes of the fragmented message held in buf */
+    size_t max_message;  /* from the limits */
+    uint64_t frame_len;  /* payload length of the frame being read */
+    uint64_t frame_got;  /* payload bytes of it received so far */
+    uint8_t hdr[14];     /* header bytes, while a header arrives in pieces */
+    uint8_t hdr_got;     /* how many of them; 0 between frames */
+    uint8_t mask[4];     /* masking key of the frame being read */
+    uint8_t opcode;      /* of the frame being read */
+    uint8_t state;       /* reading a header, a payload, or done (after CLOSE/ERROR) */
+    bool release;        /* drop buf on the next call: its message was delivered */
+    bool fin;            /* of the frame being read */
+    bool deflate;        /* from the limits */
+    bool msg_open;       /* a fragmented message is being assembled */
+    bool msg_text;       /* its first frame was TEXT */
     bool msg_compressed; /* its first frame had RSV1 */
 };
 

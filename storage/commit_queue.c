@@ -10,8 +10,7 @@
 static bool batch_due(const struct commit_queue *q)
 {
     if (!q->head) return false;
-    return q->waiting > 0 || q->stopping || q->len >= q->defer_max ||
-           mono_ns() >= q->deadline_ns;
+    return q->waiting > 0 || q->stopping || q->len >= q->defer_max || mono_ns() >= q->deadline_ns;
 }
 
 static void *committer_main(void *arg)
@@ -99,8 +98,10 @@ static void enqueue(struct commit_queue *q, struct commit_queue_item *item)
 {
     item->next = NULL;
     item->done = false;
-    if (q->tail) q->tail->next = item;
-    else q->head = item;
+    if (q->tail)
+        q->tail->next = item;
+    else
+        q->head = item;
     q->tail = item;
     q->len++;
 }

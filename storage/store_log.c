@@ -16,7 +16,7 @@ void store_logf(const struct store_log *lg, int level, const char *fmt, ...)
         lg->fn(lg->arg, level, line);
         return;
     }
-    static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    static const char *const names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
     const char *name = level >= STORE_LOG_DEBUG && level <= STORE_LOG_ERROR ? names[level] : "?";
     fprintf(stderr, "%-5s %s\n", name, line); /* one call: lines from threads stay whole */
 }

@@ -21,8 +21,8 @@ static inline int64_t mono_ms(void) { return (int64_t)(mono_ns() / 1000000u); }
  * variable whose clock is CLOCK_MONOTONIC (pthread_condattr_setclock). */
 static inline struct timespec mono_timespec(uint64_t ns)
 {
-    return (struct timespec){.tv_sec = (time_t)(ns / 1000000000u),
-                             .tv_nsec = (long)(ns % 1000000000u)};
+    return (struct timespec){ .tv_sec = (time_t)(ns / 1000000000u),
+                              .tv_nsec = (long)(ns % 1000000000u) };
 }
 
 #endif

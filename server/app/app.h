@@ -16,9 +16,9 @@ struct app {
     struct hub *hub;
     struct conn_layer *conns; /* every open WebSocket */
     struct inbox *inbox;      /* runs their messages */
-    struct webhook *webhook; /* NULL when no Webhook is configured */
-    char *path;              /* where the endpoint is mounted, e.g. "/socket" */
-    int max_connections;     /* the limit in force (MaxConnections, or what 'auto' gave) */
+    struct webhook *webhook;  /* NULL when no Webhook is configured */
+    char *path;               /* where the endpoint is mounted, e.g. "/socket" */
+    int max_connections;      /* the limit in force (MaxConnections, or what 'auto' gave) */
 };
 
 #endif

@@ -37,8 +37,7 @@ struct zwibbler;
  * Starts the connection layer's event loops, the session workers, the expiry sweep
  * and the webhook sender.
  * Returns NULL with a one-line reason in err (naming the bad key, if any). */
-ZW_PUBLIC struct zwibbler *zwibbler_create(const char *config_path,
-                                           const char *const *settings,
+ZW_PUBLIC struct zwibbler *zwibbler_create(const char *config_path, const char *const *settings,
                                            struct store *store, char *err, size_t err_len);
 
 /* Serves the collaboration endpoint at `path` (e.g. "/socket") of a CivetWeb context

@@ -19,17 +19,16 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: zwibbler --copy-store --from SPEC --to SPEC [--overwrite]\n"
-            "\n"
-            "Copies every document (bytes and session keys) and every live token.\n"
-            "SPEC is one of:\n"
-            "  lmdb:DIR        the LMDB store of DataDir=DIR (files in DIR/lmdb/)\n"
-            "  sqlite:FILE     a SQLite zwibbler.db (or the directory that holds it)\n"
-            "  redis:HOST[:PORT][,user=U][,password=P][,expiration=SECONDS|never]\n"
-            "  config:PATH     the store named by a configuration file\n"
-            "A document that exists in the target is refused unless --overwrite.\n"
-            "Stop the servers of both stores first. See zwibbler(8).\n");
+    fprintf(out, "Usage: zwibbler --copy-store --from SPEC --to SPEC [--overwrite]\n"
+                 "\n"
+                 "Copies every document (bytes and session keys) and every live token.\n"
+                 "SPEC is one of:\n"
+                 "  lmdb:DIR        the LMDB store of DataDir=DIR (files in DIR/lmdb/)\n"
+                 "  sqlite:FILE     a SQLite zwibbler.db (or the directory that holds it)\n"
+                 "  redis:HOST[:PORT][,user=U][,password=P][,expiration=SECONDS|never]\n"
+                 "  config:PATH     the store named by a configuration file\n"
+                 "A document that exists in the target is refused unless --overwrite.\n"
+                 "Stop the servers of both stores first. See zwibbler(8).\n");
 }
 
 /* ---- store specs ----------------------------------------------------------------- */
@@ -74,10 +73,13 @@ static int spec_sqlite(struct spec *s, const char *path, char *err, size_t err_l
     if (strcmp(base, "zwibbler.db") != 0) {
         snprintf(err, err_len,
                  "sqlite:%s: the file must be named zwibbler.db (the name the server uses); "
-                 "rename it or give its directory", path);
+                 "rename it or give its directory",
+                 path);
         return -1;
     }
-    s->data_dir = slash == path ? strdup("/") : slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
+    s->data_dir = slash == path ? strdup("/")
+                  : slash       ? strndup(path, (size_t)(slash - path))
+                                : strdup(".");
     return 0;
 }
 
@@ -106,8 +108,10 @@ static int spec_redis(struct spec *s, const char *rest, bool target, char *err, 
             char *end;
             errno = 0;
             long long n = strtoll(v, &end, 10);
-            if (!strcasecmp(v, "never")) n = 0;
-            else if (errno || !*v || *end || n < 1) goto bad_exp;
+            if (!strcasecmp(v, "never"))
+                n = 0;
+            else if (errno || !*v || *end || n < 1)
+                goto bad_exp;
             if (target) s->expiration = n; /* a source's TTLs are never refreshed */
         } else {
             *eq = '=';
@@ -154,8 +158,10 @@ static int spec_parse(struct spec *s, const char *text, bool target, char *err, 
     memset(s, 0, sizeof *s);
     const char *colon = strchr(text, ':');
     if (!colon || colon == text) {
-        snprintf(err, err_len, "'%s' is not a store (lmdb:DIR, sqlite:FILE, redis:HOST:PORT or "
-                 "config:PATH)", text);
+        snprintf(err, err_len,
+                 "'%s' is not a store (lmdb:DIR, sqlite:FILE, redis:HOST:PORT or "
+                 "config:PATH)",
+                 text);
         return -1;
     }
     size_t klen = (size_t)(colon - text);
@@ -183,7 +189,8 @@ static int spec_parse(struct spec *s, const char *text, bool target, char *err, 
         return -1;
     }
     if (!strcmp(s->backend, "redis"))
-        snprintf(s->label, sizeof s->label, "redis:%s", s->server && *s->server ? s->server : "localhost:6379");
+        snprintf(s->label, sizeof s->label, "redis:%s",
+                 s->server && *s->server ? s->server : "localhost:6379");
     else
         snprintf(s->label, sizeof s->label, "%s:%s", s->backend, s->data_dir);
     if (target) return 0;
@@ -223,7 +230,11 @@ static struct store *spec_open(const struct spec *s, bool target, char *err, siz
 /* ---- a set of ids, so an id listed twice (Redis SCAN) is copied once ------------- */
 
 struct idset {
-    struct idset_entry { char *id; size_t len; uint64_t hash; } *slots;
+    struct idset_entry {
+        char *id;
+        size_t len;
+        uint64_t hash;
+    } * slots;
     size_t cap, count;
 };
 
@@ -259,7 +270,7 @@ static int idset_add(struct idset *s, const char *id, size_t len)
     char *c = malloc(len ? len : 1);
     if (!c) return -1;
     memcpy(c, id, len);
-    s->slots[j] = (struct idset_entry){c, len, h};
+    s->slots[j] = (struct idset_entry){ c, len, h };
     s->count++;
     return 1;
 }
@@ -290,9 +301,12 @@ static void print_id(FILE *f, const char *id, size_t len)
     fputc('"', f);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)id[i];
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (isprint(c)) fputc(c, f);
-        else fprintf(f, "\\x%02x", c);
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (isprint(c))
+            fputc(c, f);
+        else
+            fprintf(f, "\\x%02x", c);
     }
     fputc('"', f);
 }
@@ -314,8 +328,8 @@ static int copy_key(void *arg, const uint8_t *name, size_t name_len, const uint8
                     size_t value_len, uint32_t version)
 {
     struct key_copy *k = arg;
-    int rc = store_key_set(k->c->to, k->id, k->id_len, name, name_len, value, value_len, 0,
-                           version);
+    int rc =
+        store_key_set(k->c->to, k->id, k->id_len, name, name_len, value, value_len, 0, version);
     if (rc == STORE_OK) {
         k->c->keys++;
         return 0;
@@ -375,7 +389,8 @@ static int copy_doc(void *arg, const char *id, size_t id_len)
     }
     if (rc == STORE_EEXISTS && c->overwrite) {
         rc = store_doc_delete(c->to, id, id_len);
-        if (rc == STORE_OK || rc == STORE_ENOTFOUND) rc = store_doc_create(c->to, id, id_len, data, len);
+        if (rc == STORE_OK || rc == STORE_ENOTFOUND)
+            rc = store_doc_create(c->to, id, id_len, data, len);
         if (rc == STORE_OK) c->replaced++;
     }
     free(data);
@@ -389,7 +404,7 @@ static int copy_doc(void *arg, const char *id, size_t id_len)
     if (rc != STORE_OK) return fail(c, rc, "creating a document in the target");
     c->docs++;
     c->bytes += len;
-    struct key_copy k = {c, id, id_len};
+    struct key_copy k = { c, id, id_len };
     rc = store_keys_get(c->from, id, id_len, copy_key, &k);
     if (rc != STORE_OK && c->rc == STORE_OK) return fail(c, rc, "reading keys from the source");
     return c->rc != STORE_OK;
@@ -452,9 +467,12 @@ int copy_store_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--copy-store")) continue;
-        if (!strcmp(a, "--overwrite")) overwrite = true;
-        else if (!strcmp(a, "--from") && i + 1 < argc) from = argv[++i];
-        else if (!strcmp(a, "--to") && i + 1 < argc) to = argv[++i];
+        if (!strcmp(a, "--overwrite"))
+            overwrite = true;
+        else if (!strcmp(a, "--from") && i + 1 < argc)
+            from = argv[++i];
+        else if (!strcmp(a, "--to") && i + 1 < argc)
+            to = argv[++i];
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
@@ -487,7 +505,7 @@ int copy_store_main(int argc, char **argv)
         return 2;
     }
     int status = 1;
-    struct copy c = {.overwrite = overwrite};
+    struct copy c = { .overwrite = overwrite };
     c.from = spec_open(&src, false, err, sizeof err);
     if (!c.from) {
         fprintf(stderr, "copy-store: --from %s: %s\n", src.label, err);
@@ -502,9 +520,8 @@ int copy_store_main(int argc, char **argv)
     fflush(stdout);
     int rc = run_copy(&c);
     printf("copied %llu documents (%llu bytes, %llu replaced), %llu keys, %llu tokens\n",
-           (unsigned long long)c.docs, (unsigned long long)c.bytes,
-           (unsigned long long)c.replaced, (unsigned long long)c.keys,
-           (unsigned long long)c.tokens);
+           (unsigned long long)c.docs, (unsigned long long)c.bytes, (unsigned long long)c.replaced,
+           (unsigned long long)c.keys, (unsigned long long)c.tokens);
     if (c.refused_docs || c.refused_tokens || c.keys_kept)
         printf("refused %llu documents, %llu tokens; kept %llu keys of the target\n",
                (unsigned long long)c.refused_docs, (unsigned long long)c.refused_tokens,
@@ -515,8 +532,10 @@ int copy_store_main(int argc, char **argv)
     if (c.vanished)
         printf("%llu documents were deleted from the source during the copy\n",
                (unsigned long long)c.vanished);
-    if (rc != STORE_OK) status = 1;
-    else status = c.refused_docs || c.refused_tokens || c.keys_kept ? 3 : 0;
+    if (rc != STORE_OK)
+        status = 1;
+    else
+        status = c.refused_docs || c.refused_tokens || c.keys_kept ? 3 : 0;
 out:
     idset_free(&c.seen);
     store_close(c.to); /* an LMDB target is synced here */

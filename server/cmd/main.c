@@ -48,7 +48,7 @@ static void usage(FILE *out)
 
 static void raise_open_files(long want)
 {
-    struct rlimit rl = {.rlim_cur = (rlim_t)want, .rlim_max = (rlim_t)want};
+    struct rlimit rl = { .rlim_cur = (rlim_t)want, .rlim_max = (rlim_t)want };
     struct rlimit old;
     getrlimit(RLIMIT_NOFILE, &old);
     if (old.rlim_max > rl.rlim_max) rl.rlim_max = old.rlim_max;
@@ -147,14 +147,16 @@ static int run_server(struct config *cfg)
     /* Logged once the log file is open, where the operator will look. */
     if (choice == 2)
         log_warn("User: no user '%s' on this machine; running as root (create it, or set "
-                 "User= to run as root without this warning)", cfg->run_as_user);
+                 "User= to run as root without this warning)",
+                 cfg->run_as_user);
     else if (geteuid() == 0 && !switching)
         log_info("running as root (User is empty)");
 
     zw = zwibbler_start(cfg, NULL, err, sizeof err);
     if (!zw) {
         log_error("%s%s%s", err, switching ? " (as user " : "", switching ? user.name : "");
-        if (switching) log_error("DataDir %s must be writable by user %s", cfg->data_dir, user.name);
+        if (switching)
+            log_error("DataDir %s must be writable by user %s", cfg->data_dir, user.name);
         goto out;
     }
 
@@ -175,8 +177,9 @@ static int run_server(struct config *cfg)
         log_info("running as user %s (uid %ld)", user.name, (long)user.uid);
     }
     log_info("zwibbler %s listening on %s:%d (%s), Database=%s, up to %d connections", ZW_VERSION,
-             cfg->bind_address, cfg->port, cfg->cert_file && *cfg->cert_file ? "https/wss" : "http/ws",
-             cfg->database, config_connection_limit(cfg));
+             cfg->bind_address, cfg->port,
+             cfg->cert_file && *cfg->cert_file ? "https/wss" : "http/ws", cfg->database,
+             config_connection_limit(cfg));
 
     int sig = 0;
     sigwait(&stop, &sig);

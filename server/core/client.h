@@ -34,10 +34,10 @@ struct client_send {
     struct message **ring; /* FIFO of queued messages; NULL slots were superseded */
     size_t head, count, cap;
     size_t queued_bytes;
-    size_t sent_off;       /* framed bytes of the first queued message already written */
+    size_t sent_off; /* framed bytes of the first queued message already written */
     enum outq_state state;
-    uint16_t close_code;   /* the close frame to end with (0: none, just close) */
-    bool scheduled;        /* handed to the connection's loop, which will write */
+    uint16_t close_code; /* the close frame to end with (0: none, just close) */
+    bool scheduled;      /* handed to the connection's loop, which will write */
 };
 
 /* ---- the socket: conn.c, its event loop's thread only ---- */
@@ -45,17 +45,17 @@ enum conn_state { CONN_OPEN, CONN_CLOSING, CONN_CLOSED };
 struct client_io {
     struct conn_loop *loop;
     int fd;
-    void *ssl;               /* SSL *, NULL for plain connections */
+    void *ssl; /* SSL *, NULL for plain connections */
     enum conn_state state;
-    bool deflate;            /* permessage-deflate negotiated */
-    bool want_out;           /* waiting for room to write (EPOLLOUT) */
-    bool paused;             /* not reading: the session has enough queued */
-    bool partial;            /* the socket holds half a frame: no close frame may follow */
-    uint32_t events;         /* the epoll interest registered now */
+    bool deflate;    /* permessage-deflate negotiated */
+    bool want_out;   /* waiting for room to write (EPOLLOUT) */
+    bool paused;     /* not reading: the session has enough queued */
+    bool partial;    /* the socket holds half a frame: no close frame may follow */
+    uint32_t events; /* the epoll interest registered now */
     struct ws_reader reader;
-    uint8_t *early;          /* bytes CivetWeb read past the upgrade request */
+    uint8_t *early; /* bytes CivetWeb read past the upgrade request */
     size_t early_len;
-    uint8_t *tls_retry;      /* bytes OpenSSL must be given again after WANT_WRITE */
+    uint8_t *tls_retry; /* bytes OpenSSL must be given again after WANT_WRITE */
     size_t tls_retry_len;
     int64_t connected_ms, last_rx_ms, frame_start_ms, last_ping_ms, close_deadline_ms;
     int unanswered_pings;
@@ -71,28 +71,28 @@ struct client_io {
 struct client_inbox {
     struct inbox_item *head, *tail;
     size_t bytes;
-    bool scheduled;      /* in the pool's run list or being run */
-    bool closed;         /* the close item has been queued: nothing follows it */
-    bool paused;         /* its loop stopped reading it: resume when it drains */
+    bool scheduled; /* in the pool's run list or being run */
+    bool closed;    /* the close item has been queued: nothing follows it */
+    bool paused;    /* its loop stopped reading it: resume when it drains */
     struct hub_client *run_next;
 };
 
 struct hub_client {
     atomic_int refs;
-    uint64_t id;        /* for log lines */
-    char addr[48];      /* peer address, for log lines */
+    uint64_t id;   /* for log lines */
+    char addr[48]; /* peer address, for log lines */
     bool tls;
-    struct client_send send;   /* outq.c */
-    struct client_io io;       /* conn.c */
-    struct client_inbox in;    /* inbox.c */
+    struct client_send send; /* outq.c */
+    struct client_io io;     /* conn.c */
+    struct client_inbox in;  /* inbox.c */
 
     /* ---- protocol state: session.c, on the one worker running this client ---- */
     struct {
-        int version;             /* protocol 2 or 3; 0 until INIT */
+        int version;                  /* protocol 2 or 3; 0 until INIT */
         _Atomic uint32_t max_message; /* split size: set by INIT, read by the loop */
         struct auth_result auth; /* permissions are also written by updateUser, under doc lock */
         struct codec_reasm reasm;
-        atomic_bool joined;      /* INIT accepted (read by the loop for InitTimeoutMs) */
+        atomic_bool joined; /* INIT accepted (read by the loop for InitTimeoutMs) */
         /* The server ended it (the session, or the hub for deleteDocument/updateUser):
          * messages already received are not run. Written from any thread. */
         atomic_bool closing;
@@ -100,8 +100,8 @@ struct hub_client {
 
     /* ---- membership: hub.c, under the document's lock ---- */
     struct {
-        struct doc *doc;         /* set at join */
-        uint64_t delivered_end;  /* end of the last range delivered (the delivery rule) */
+        struct doc *doc;        /* set at join */
+        uint64_t delivered_end; /* end of the last range delivered (the delivery rule) */
         struct hub_client *doc_prev, *doc_next;
     };
 };

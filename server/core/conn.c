@@ -27,14 +27,14 @@
 #include "wsframe.h"
 
 #define READ_BUF (64u << 10)
-#define READS_PER_EVENT 16      /* then other connections get a turn */
-#define BATCH_MESSAGES 64       /* one take from a send queue */
+#define READS_PER_EVENT 16 /* then other connections get a turn */
+#define BATCH_MESSAGES 64  /* one take from a send queue */
 #define BATCH_BYTES (256u << 10)
 #define BATCHES_PER_TURN 4
 #define TLS_SCRATCH (64u << 10) /* bytes handed to one SSL_write */
 #define SWEEP_MS 250
-#define CLOSE_WAIT_MS 2000      /* after our close frame, for the peer's end */
-#define PEER_CLOSE_MS 5000      /* after the peer's close frame, for our queue to drain */
+#define CLOSE_WAIT_MS 2000 /* after our close frame, for the peer's end */
+#define PEER_CLOSE_MS 5000 /* after the peer's close frame, for our queue to drain */
 #define MAX_UNANSWERED_PINGS 3
 /* Below this a message is not worth compressing (wsdeflate.h has the measurements). */
 #define MIN_COMPRESS WS_DEFLATE_MIN_SIZE
@@ -45,7 +45,7 @@ struct conn_loop {
     pthread_t thread;
     bool started;
 
-    pthread_mutex_t lock; /* guards the lists below and `stopping` */
+    pthread_mutex_t lock;                       /* guards the lists below and `stopping` */
     struct hub_client *ready_head, *ready_tail; /* each holds a reference */
     struct hub_client *adopt_head, *adopt_tail;
     bool stopping;
@@ -100,8 +100,10 @@ static void loop_post(struct conn_loop *lp, struct hub_client *c, bool resume)
     c->io.in_ready = true;
     c->io.ready_next = NULL;
     bool was_empty = !lp->ready_head;
-    if (lp->ready_tail) lp->ready_tail->io.ready_next = c;
-    else lp->ready_head = c;
+    if (lp->ready_tail)
+        lp->ready_tail->io.ready_next = c;
+    else
+        lp->ready_head = c;
     lp->ready_tail = c;
     pthread_mutex_unlock(&lp->lock);
     /* A loop that has a non-empty list is awake or about to look at it. */
@@ -126,7 +128,7 @@ static void set_interest(struct conn_loop *lp, struct hub_client *c)
 {
     uint32_t ev = (c->io.paused ? 0 : EPOLLIN) | (c->io.want_out ? EPOLLOUT : 0);
     if (ev == c->io.events) return;
-    struct epoll_event e = {.events = ev, .data.ptr = c};
+    struct epoll_event e = { .events = ev, .data.ptr = c };
     if (epoll_ctl(lp->epfd, EPOLL_CTL_MOD, c->io.fd, &e) == 0) c->io.events = ev;
 }
 
@@ -140,8 +142,10 @@ static void close_now(struct conn_loop *lp, struct hub_client *c, const char *wh
     c->io.ssl = NULL;
     close(c->io.fd);
     c->io.state = CONN_CLOSED;
-    if (c->io.all_prev) c->io.all_prev->io.all_next = c->io.all_next;
-    else lp->all = c->io.all_next;
+    if (c->io.all_prev)
+        c->io.all_prev->io.all_next = c->io.all_next;
+    else
+        lp->all = c->io.all_next;
     if (c->io.all_next) c->io.all_next->io.all_prev = c->io.all_prev;
     ws_reader_free(&c->io.reader);
     free(c->io.tls_retry);
@@ -193,7 +197,7 @@ static ssize_t send_plain(int fd, struct iovec *iov, int cnt, bool *blocked)
 {
     size_t sent = 0;
     while (cnt > 0) {
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
         ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
             if (errno == EINTR) continue;
@@ -287,9 +291,10 @@ static ssize_t send_frames(struct conn_loop *lp, struct hub_client *c, bool *blo
 static int write_batch(struct conn_loop *lp, struct hub_client *c, struct outq_batch *b)
 {
     const struct outq *q = &lp->L->outq;
-    struct framer_client fc = {.max_message = atomic_load_explicit(&c->max_message, memory_order_relaxed),
-                               .z = c->io.deflate ? lp->z : NULL,
-                               .min_compress = MIN_COMPRESS};
+    struct framer_client fc = { .max_message =
+                                    atomic_load_explicit(&c->max_message, memory_order_relaxed),
+                                .z = c->io.deflate ? lp->z : NULL,
+                                .min_compress = MIN_COMPRESS };
     size_t i = 0, off = b->sent_off;
     bool blocked = false;
     int rc = 0;
@@ -346,8 +351,10 @@ static void flush(struct conn_loop *lp, struct hub_client *c)
         outq_take(c, slots, BATCH_MESSAGES, BATCH_BYTES, &b);
         if (b.state == OUTQ_DEAD) {
             outq_release(&lp->L->outq, &b, 0);
-            if (b.close_code) start_closing(lp, c, b.close_code);
-            else close_now(lp, c, NULL);
+            if (b.close_code)
+                start_closing(lp, c, b.close_code);
+            else
+                close_now(lp, c, NULL);
             return;
         }
         if (b.n == 0) {
@@ -364,6 +371,7 @@ static void flush(struct conn_loop *lp, struct hub_client *c)
             set_interest(lp, c);
             return;
         }
+        if (b.drained && b.state == OUTQ_OPEN) return; /* a push wakes us again */
     }
     loop_post(lp, client_ref(c), false); /* more queued: after the others */
 }
@@ -386,7 +394,8 @@ static void push_control(struct conn_loop *lp, struct hub_client *c, enum ws_opc
 /* A message over MaxMessageBytes: the client is told why before the 1009 close, so
  * an application does not just see a disconnect and resend the same change. `size`
  * is what was announced (0: unknown, e.g. while inflating). */
-static void refuse_too_big(struct conn_loop *lp, struct hub_client *c, const char *what, uint64_t size)
+static void refuse_too_big(struct conn_loop *lp, struct hub_client *c, const char *what,
+                           uint64_t size)
 {
     size_t limit = lp->L->cfg.max_message;
     if (size)
@@ -415,8 +424,10 @@ static void deliver(struct conn_loop *lp, struct hub_client *c, struct ws_event 
             return;
         }
         if (rc) {
-            outq_kill(&L->outq, c, rc == WS_INFLATE_CORRUPT ? WS_CLOSE_BAD_DATA : WS_CLOSE_SERVER_ERROR,
-                      rc == WS_INFLATE_CORRUPT ? "corrupt compressed message" : "out of memory inflating");
+            outq_kill(&L->outq, c,
+                      rc == WS_INFLATE_CORRUPT ? WS_CLOSE_BAD_DATA : WS_CLOSE_SERVER_ERROR,
+                      rc == WS_INFLATE_CORRUPT ? "corrupt compressed message"
+                                               : "out of memory inflating");
             return;
         }
         data = inflated;
@@ -462,8 +473,10 @@ static void parse(struct conn_loop *lp, struct hub_client *c, uint8_t *buf, size
         if (ev.kind == WS_EV_NONE) break; /* all consumed, or the reader is done */
         on_event(lp, c, &ev);
     }
-    if (ws_reader_idle(&c->io.reader)) c->io.frame_start_ms = 0;
-    else if (!c->io.frame_start_ms) c->io.frame_start_ms = lp->now;
+    if (ws_reader_idle(&c->io.reader))
+        c->io.frame_start_ms = 0;
+    else if (!c->io.frame_start_ms)
+        c->io.frame_start_ms = lp->now;
 }
 
 /* Reads once. Returns the bytes read, 0 when there is nothing now, -1 at the end. */
@@ -518,7 +531,8 @@ static void sweep(struct conn_loop *lp)
     for (struct hub_client *c = lp->all, *next; c; c = next) {
         next = c->io.all_next;
         if (c->io.close_deadline_ms && now >= c->io.close_deadline_ms) {
-            close_now(lp, c, c->io.state == CONN_CLOSING ? NULL : "the close handshake did not finish");
+            close_now(lp, c,
+                      c->io.state == CONN_CLOSING ? NULL : "the close handshake did not finish");
             continue;
         }
         if (c->io.state != CONN_OPEN) continue;
@@ -534,7 +548,8 @@ static void sweep(struct conn_loop *lp)
             if (now - c->io.frame_start_ms >= L->cfg.read_timeout_ms + (int64_t)(expected / 16)) {
                 char why[128];
                 if (expected)
-                    snprintf(why, sizeof why, "frame of %llu bytes not complete in time (%llu received)",
+                    snprintf(why, sizeof why,
+                             "frame of %llu bytes not complete in time (%llu received)",
                              (unsigned long long)expected, (unsigned long long)got);
                 else
                     snprintf(why, sizeof why, "frame header not complete in time");
@@ -561,7 +576,7 @@ static void open_adopted(struct conn_loop *lp, struct hub_client *c)
 {
     const struct conn_layer *L = lp->L;
     c->io.connected_ms = c->io.last_rx_ms = c->io.last_ping_ms = lp->now;
-    struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+    struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
     c->io.events = EPOLLIN;
     c->io.all_prev = NULL;
     c->io.all_next = lp->all;
@@ -716,7 +731,8 @@ int conn_adopt(struct conn_layer *L, const struct conn_adoption *a)
     if (early) memcpy(early, a->early, a->early_len);
     int fl = fcntl(a->fd, F_GETFL);
     if (fl < 0 || fcntl(a->fd, F_SETFL, fl | O_NONBLOCK) < 0) goto fail;
-    if (a->ssl) SSL_set_mode(a->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (a->ssl)
+        SSL_set_mode(a->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     struct conn_loop *lp = &L->loops[atomic_fetch_add(&L->next_loop, 1) % (unsigned)L->nloops];
     c->io.loop = lp;
     c->io.fd = a->fd;
@@ -724,7 +740,7 @@ int conn_adopt(struct conn_layer *L, const struct conn_adoption *a)
     c->io.deflate = a->deflate;
     c->io.early = early;
     c->io.early_len = a->early_len;
-    struct ws_reader_limits lim = {.max_message = L->cfg.max_message, .deflate = a->deflate};
+    struct ws_reader_limits lim = { .max_message = L->cfg.max_message, .deflate = a->deflate };
     ws_reader_init(&c->io.reader, &lim);
     pthread_mutex_lock(&lp->lock);
     if (lp->stopping) {
@@ -737,8 +753,10 @@ int conn_adopt(struct conn_layer *L, const struct conn_adoption *a)
     atomic_fetch_add(&L->count, 1);
     c->io.ready_next = NULL;
     bool was_empty = !lp->adopt_head;
-    if (lp->adopt_tail) lp->adopt_tail->io.ready_next = c;
-    else lp->adopt_head = c;
+    if (lp->adopt_tail)
+        lp->adopt_tail->io.ready_next = c;
+    else
+        lp->adopt_head = c;
     lp->adopt_tail = c;
     pthread_mutex_unlock(&lp->lock);
     if (was_empty) loop_signal(lp);
@@ -751,15 +769,9 @@ fail:
     return -1;
 }
 
-uint64_t conn_count(const struct conn_layer *L)
-{
-    return atomic_load(&L->count);
-}
+uint64_t conn_count(const struct conn_layer *L) { return atomic_load(&L->count); }
 
-const struct outq *conn_layer_outq(const struct conn_layer *L)
-{
-    return &L->outq;
-}
+const struct outq *conn_layer_outq(const struct conn_layer *L) { return &L->outq; }
 
 static int loop_init(struct conn_loop *lp, struct conn_layer *L)
 {
@@ -772,7 +784,7 @@ static int loop_init(struct conn_loop *lp, struct conn_layer *L)
     lp->z = ws_deflate_ctx_new();
     lp->now = lp->last_sweep = mono_ms();
     if (lp->epfd < 0 || lp->evfd < 0 || !lp->rbuf || !lp->scratch || !lp->z) return -1;
-    struct epoll_event e = {.events = EPOLLIN, .data.ptr = lp};
+    struct epoll_event e = { .events = EPOLLIN, .data.ptr = lp };
     if (epoll_ctl(lp->epfd, EPOLL_CTL_ADD, lp->evfd, &e)) return -1;
     if (pthread_create(&lp->thread, NULL, loop_main, lp)) return -1;
     lp->started = true;
@@ -799,8 +811,9 @@ struct conn_layer *conn_layer_start(const struct conn_config *cfg, const struct 
     }
     L->cfg = *cfg;
     L->h = *h;
-    L->outq = (struct outq){.bound = cfg->send_queue_bytes, .counters = &L->counters,
-                            .wake = conn_wake, .wake_arg = L};
+    L->outq = (struct outq){
+        .bound = cfg->send_queue_bytes, .counters = &L->counters, .wake = conn_wake, .wake_arg = L
+    };
     L->nloops = cfg->loops > 0 ? cfg->loops : 1;
     L->loops = calloc((size_t)L->nloops, sizeof *L->loops);
     if (!L->loops) {

@@ -17,12 +17,12 @@ struct conn_layer;
 struct hub_client;
 
 struct conn_config {
-    int loops;                /* event-loop threads */
-    size_t max_message;       /* largest inbound WebSocket message (MaxMessageBytes) */
-    int init_timeout_ms;      /* the session must have accepted INIT by then */
-    int read_timeout_ms;      /* a started frame must arrive within this, +1 s per 16 KiB */
-    int ping_interval_ms;     /* a ping after this much silence; 3 unanswered end it */
-    size_t send_queue_bytes;  /* outq bound */
+    int loops;               /* event-loop threads */
+    size_t max_message;      /* largest inbound WebSocket message (MaxMessageBytes) */
+    int init_timeout_ms;     /* the session must have accepted INIT by then */
+    int read_timeout_ms;     /* a started frame must arrive within this, +1 s per 16 KiB */
+    int ping_interval_ms;    /* a ping after this much silence; 3 unanswered end it */
+    size_t send_queue_bytes; /* outq bound */
 };
 
 /* What the layer calls, on the connection's loop thread. */
@@ -54,11 +54,11 @@ const struct outq *conn_layer_outq(const struct conn_layer *L);
 /* A connection CivetWeb has upgraded. */
 struct conn_adoption {
     int fd;
-    void *ssl;                 /* SSL *, or NULL */
-    const uint8_t *early;      /* bytes CivetWeb read past the HTTP request */
+    void *ssl;            /* SSL *, or NULL */
+    const uint8_t *early; /* bytes CivetWeb read past the HTTP request */
     size_t early_len;
-    const char *addr;          /* peer address, for logs */
-    bool deflate;              /* permessage-deflate was negotiated */
+    const char *addr; /* peer address, for logs */
+    bool deflate;     /* permessage-deflate was negotiated */
 };
 /* Takes over fd and ssl (closed and freed here from now on, also on failure).
  * Returns 0, or -1 when the layer is stopping or memory ran out. */

@@ -80,14 +80,14 @@ static int probe_key(void *arg, const uint8_t *name, size_t name_len, const uint
 static int client_key_held(struct hub *h, struct doc *d, const uint8_t *name, size_t len)
 {
     if (!hub_clustered(h)) return find_client_key(d, name, len) != NULL;
-    struct name_probe p = {name, len, false};
+    struct name_probe p = { name, len, false };
     return hub_cluster_client_keys(h, d, probe_key, &p) ? -1 : p.found;
 }
 
 /* 1 when a stored key holds the name, 0 when none does, -1 on a storage failure. */
 static int session_key_held(struct hub *h, struct doc *d, const uint8_t *name, size_t len)
 {
-    struct name_probe p = {name, len, false};
+    struct name_probe p = { name, len, false };
     int rc = store_keys_get(h->store, d->id, d->id_len, probe_key, &p);
     if (rc) {
         log_error("keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
@@ -125,10 +125,11 @@ int doc_keys_set(struct hub *h, struct doc *d, struct hub_client *c, const struc
                   w.lifetime ? "session" : "client");
     int accepted;
     if (w.lifetime == 0) {
-        accepted = hub_clustered(h) ? hub_cluster_client_key_set(h, d, c, &w) : set_client_key(d, c, &w);
+        accepted =
+            hub_clustered(h) ? hub_cluster_client_key_set(h, d, c, &w) : set_client_key(d, c, &w);
     } else {
-        int rc = store_key_set(h->store, d->id, d->id_len, w.name, w.name_len, w.value,
-                               w.value_len, w.old_version, w.new_version);
+        int rc = store_key_set(h->store, d->id, d->id_len, w.name, w.name_len, w.value, w.value_len,
+                               w.old_version, w.new_version);
         accepted = rc == STORE_OK;
         if (rc && rc != STORE_EMISMATCH)
             log_error("client %llu (%s): session key on %.*s: %s", (unsigned long long)c->id,
@@ -168,7 +169,7 @@ static int list_key(void *arg, const uint8_t *name, size_t name_len, const uint8
     if (!bytes) goto fail;
     memcpy(bytes, name, name_len);
     if (value_len) memcpy(bytes + name_len, value, value_len);
-    l->e[l->n++] = (struct key_entry){bytes, name_len, value_len, version, false};
+    l->e[l->n++] = (struct key_entry){ bytes, name_len, value_len, version, false };
     return 0;
 fail:
     l->failed = true;
@@ -193,7 +194,7 @@ static size_t add_entries(uint8_t *out, size_t at, const struct key_list *l)
 
 void doc_keys_send_all(struct hub *h, struct doc *d, struct hub_client *c)
 {
-    struct key_list client = {0}, session = {0};
+    struct key_list client = { 0 }, session = { 0 };
     if (hub_clustered(h)) {
         hub_cluster_client_keys(h, d, list_key, &client);
     } else {
@@ -213,19 +214,25 @@ void doc_keys_send_all(struct hub *h, struct doc *d, struct hub_client *c)
             if (k->dropped || k->name_len != s->name_len || memcmp(k->bytes, s->bytes, s->name_len))
                 continue;
             log_warn("keys of %.*s: a client key and a session key share a name; sending "
-                     "version %u", (int)d->id_len, d->id, s->version >= k->version ? s->version : k->version);
-            if (s->version >= k->version) k->dropped = true;
-            else s->dropped = true;
+                     "version %u",
+                     (int)d->id_len, d->id, s->version >= k->version ? s->version : k->version);
+            if (s->version >= k->version)
+                k->dropped = true;
+            else
+                s->dropped = true;
         }
     }
     for (int pass = 0; pass < 2; pass++) {
         const struct key_list *l = pass ? &session : &client;
         for (size_t i = 0; i < l->n; i++)
-            if (!l->e[i].dropped) len += codec_key_info_entry_size(l->e[i].name_len, l->e[i].value_len);
+            if (!l->e[i].dropped)
+                len += codec_key_info_entry_size(l->e[i].name_len, l->e[i].value_len);
     }
     if (!client.failed && !session.failed && len > CODEC_KEY_INFO_HEADER) {
         struct message *m = message_new(len);
-        if (m) add_entries(m->data, add_entries(m->data, codec_key_info_begin(m->data), &client), &session);
+        if (m)
+            add_entries(m->data, add_entries(m->data, codec_key_info_begin(m->data), &client),
+                        &session);
         hub_send(h, c, m, true);
     }
     list_free(&client);

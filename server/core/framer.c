@@ -13,7 +13,8 @@
 
 static void add_iov(struct framer *f, const uint8_t *p, size_t len, size_t skip)
 {
-    if (skip < len) f->iov[f->niov++] = (struct iovec){.iov_base = (void *)(p + skip), .iov_len = len - skip};
+    if (skip < len)
+        f->iov[f->niov++] = (struct iovec){ .iov_base = (void *)(p + skip), .iov_len = len - skip };
 }
 
 /* Adds one frame (header h of hl bytes, then body) that starts at framed offset `pos`
@@ -79,7 +80,8 @@ static struct message_variant *build_variant(const struct message *m, uint32_t m
     size_t off = 0;
     for (size_t k = 0; k < npieces; k++) {
         memcpy(v->bytes + off, out[k], out_len[k]);
-        v->pieces[k] = (struct message_piece){.off = off, .len = out_len[k], .compressed = !raw[k]};
+        v->pieces[k] =
+            (struct message_piece){ .off = off, .len = out_len[k], .compressed = !raw[k] };
         off += out_len[k];
     }
 done:
@@ -142,7 +144,7 @@ static size_t add_message(struct framer *f, struct message *m, const struct fram
     size_t pieces = codec_split_count(m->len, max), pos = 0;
     bool split = pieces > 1;
     for (size_t k = 0; k < pieces; k++) {
-        struct codec_piece p = {.body = m->data, .body_len = m->len};
+        struct codec_piece p = { .body = m->data, .body_len = m->len };
         if (split) codec_split_piece(m->data, m->len, max, k, &p);
         size_t hl = ws_frame_header(h, WS_OP_BINARY, false, p.body_len + (split ? 2 : 0));
         if (split) memcpy(h + hl, p.hdr, 2), hl += 2;
@@ -162,8 +164,9 @@ int framer_fill(struct framer *f, struct message *const *slots, size_t i, size_t
         struct message *m = (struct message *)((uintptr_t)slots[j] & ~(uintptr_t)1);
         size_t reached = add_message(f, m, fc, o, &total);
         if (reached == (size_t)-1) return -1;
-        f->seg[f->nseg++] = (struct framer_segment){.msg = j, .start = o, .end = reached,
-                                                    .last = reached == total};
+        f->seg[f->nseg++] = (struct framer_segment){
+            .msg = j, .start = o, .end = reached, .last = reached == total
+        };
         if (reached < total) break; /* f is full inside this message */
         j++;
         o = 0;

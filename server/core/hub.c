@@ -11,6 +11,7 @@
 #include "config.h"
 #include "log.h"
 #include "message.h"
+#include "store.h"
 #include "wsframe.h"
 
 #define SHARD_COUNT 64
@@ -26,6 +27,47 @@ static uint64_t hash_bytes(const char *p, size_t n)
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
     return h;
+}
+
+/* ---- catch-up ---- */
+
+/* Smaller documents are read again for each joiner: cheap, and nothing is held. */
+#define CATCH_UP_SHARED_MIN (64u << 10)
+
+struct message *hub_catch_up(struct hub *h, struct doc *d, int version, uint64_t start,
+                             uint64_t length, uint64_t *end, int *rc)
+{
+    int v = version == 2 ? 0 : 1;
+    *rc = STORE_OK;
+    if (start == 0 && d->catch_up[v] && d->catch_up_len == length) {
+        *end = length;
+        return message_ref(d->catch_up[v]);
+    }
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    if (start < length) {
+        uint64_t total;
+        *rc = store_doc_read(h->store, d->id, d->id_len, start, &bytes, &n, &total);
+        if (*rc) return NULL;
+    }
+    struct message *m = msg_append(version, start, bytes, n);
+    free(bytes);
+    if (!m) {
+        *rc = STORE_ENOMEM;
+        return NULL;
+    }
+    *end = start + n;
+    if (start == 0 && n >= CATCH_UP_SHARED_MIN && *end == length) {
+        if (d->catch_up_len != length)
+            for (int i = 0; i < 2; i++) {
+                message_unref(d->catch_up[i]);
+                d->catch_up[i] = NULL;
+            }
+        message_unref(d->catch_up[v]);
+        d->catch_up[v] = message_ref(m);
+        d->catch_up_len = length;
+    }
+    return m;
 }
 
 /* ---- sending ---- */
@@ -177,6 +219,8 @@ void hub_doc_release(struct hub *h, struct doc *d)
     atomic_fetch_sub(&h->documents, 1);
     /* No reference left means no member and so no client key either. */
     free(d->keys);
+    message_unref(d->catch_up[0]);
+    message_unref(d->catch_up[1]);
     pthread_mutex_destroy(&d->lock);
     free(d->id);
     free(d);

@@ -37,6 +37,11 @@ struct doc {
     int nclients;
     struct client_key *keys;
     size_t nkeys, keys_cap;
+
+    /* The last whole-document catch-up (offset 0) per protocol layout, while the
+     * document is still that long: joiners share it (hub_catch_up). */
+    struct message *catch_up[2];
+    uint64_t catch_up_len;
 };
 
 struct hub {
@@ -69,6 +74,15 @@ void hub_fanout_append(struct hub *h, struct doc *d, struct hub_client *writer,
                        uint64_t offset, const uint8_t *data, size_t len);
 /* With d->lock held: queues m for every member but `except`. */
 void hub_send_others(struct hub *h, struct doc *d, struct hub_client *except, struct message *m);
+
+/* With d->lock held: the APPEND that catches a joiner of protocol `version` up from
+ * `start` to `length`, the document's length now; *end gets where its bytes end. A
+ * whole-document catch-up of a large document is kept with the live document and
+ * shared by the joiners that follow until it grows: read (and compressed, for clients
+ * with permessage-deflate) once, not once per joiner. Returns the message with a
+ * reference, or NULL with a STORE_E* code in *rc (STORE_ENOMEM when memory ran out). */
+struct message *hub_catch_up(struct hub *h, struct doc *d, int version, uint64_t start,
+                             uint64_t length, uint64_t *end, int *rc);
 
 /* Queues m for c, taking over the caller's reference (exempt: not counted against
  * the bound). A NULL m (failed encoding) disconnects c. */

@@ -34,8 +34,10 @@ static void schedule(struct inbox *ib, struct hub_client *c)
     if (in->scheduled) return;
     in->scheduled = true;
     in->run_next = NULL;
-    if (ib->run_tail) ib->run_tail->in.run_next = c;
-    else ib->run_head = c;
+    if (ib->run_tail)
+        ib->run_tail->in.run_next = c;
+    else
+        ib->run_head = c;
     ib->run_tail = c;
     pthread_cond_signal(&ib->wake);
 }
@@ -52,8 +54,10 @@ bool inbox_push(struct inbox *ib, struct hub_client *c, const uint8_t *data, siz
     memcpy(it->data, data, len);
     pthread_mutex_lock(&ib->lock);
     struct client_inbox *in = &c->in;
-    if (in->tail) in->tail->next = it;
-    else in->head = it;
+    if (in->tail)
+        in->tail->next = it;
+    else
+        in->head = it;
     in->tail = it;
     in->bytes += len;
     schedule(ib, c);
@@ -102,8 +106,10 @@ static void run_client(struct inbox *ib, struct hub_client *c)
     pthread_mutex_lock(&ib->lock);
     if (c->in.head || c->in.closed) { /* after the others */
         c->in.run_next = NULL;
-        if (ib->run_tail) ib->run_tail->in.run_next = c;
-        else ib->run_head = c;
+        if (ib->run_tail)
+            ib->run_tail->in.run_next = c;
+        else
+            ib->run_head = c;
         ib->run_tail = c;
     } else {
         c->in.scheduled = false;
@@ -123,8 +129,10 @@ static void *worker_main(void *arg)
             continue;
         }
         ib->run_head = c->in.run_next;
-        if (!ib->run_head) ib->run_tail = NULL;
-        else pthread_cond_signal(&ib->wake); /* more work: another worker may take it */
+        if (!ib->run_head)
+            ib->run_tail = NULL;
+        else
+            pthread_cond_signal(&ib->wake); /* more work: another worker may take it */
         pthread_mutex_unlock(&ib->lock);
         run_client(ib, c);
         pthread_mutex_lock(&ib->lock);

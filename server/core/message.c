@@ -63,7 +63,8 @@ struct message *msg_set_key_ack(uint16_t ack, uint16_t request_id)
 struct message *msg_key_info_one(uint32_t version, const uint8_t *name, size_t name_len,
                                  const uint8_t *value, size_t value_len)
 {
-    struct message *m = message_new(CODEC_KEY_INFO_HEADER + codec_key_info_entry_size(name_len, value_len));
+    struct message *m =
+        message_new(CODEC_KEY_INFO_HEADER + codec_key_info_entry_size(name_len, value_len));
     if (!m) return NULL;
     size_t n = codec_key_info_begin(m->data);
     codec_key_info_add(m->data + n, version, name, name_len, value, value_len);

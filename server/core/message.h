@@ -19,7 +19,7 @@ struct message_variant {
     struct message_piece {
         size_t off, len; /* in bytes[] */
         bool compressed;
-    } *pieces;
+    } * pieces;
     uint8_t *bytes;
 };
 

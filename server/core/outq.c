@@ -15,7 +15,8 @@ static bool slot_exempt(struct message *s) { return ((uintptr_t)s & EXEMPT_BIT) 
 /* Called with c->send.lock held. */
 static void drop_queue(struct client_send *s)
 {
-    for (size_t i = 0; i < s->count; i++) message_unref(outq_slot_msg(s->ring[(s->head + i) % s->cap]));
+    for (size_t i = 0; i < s->count; i++)
+        message_unref(outq_slot_msg(s->ring[(s->head + i) % s->cap]));
     free(s->ring);
     s->ring = NULL;
     s->head = s->count = s->cap = 0;
@@ -65,8 +66,10 @@ static size_t lag_bytes(const struct client_send *s, size_t m_len)
     for (size_t i = 0; i < s->count; i++) {
         struct message *slot = s->ring[(s->head + i) % s->cap];
         if (!slot) continue;
-        if (slot_exempt(slot)) exempt += outq_slot_msg(slot)->len;
-        else if (!oldest) oldest = outq_slot_msg(slot)->len;
+        if (slot_exempt(slot))
+            exempt += outq_slot_msg(slot)->len;
+        else if (!oldest)
+            oldest = outq_slot_msg(slot)->len;
     }
     if (!oldest) return 0; /* the new message would be the oldest */
     return s->queued_bytes - exempt - oldest + m_len;
@@ -106,8 +109,9 @@ int outq_push(const struct outq *q, struct hub_client *c, struct message *m, boo
         bool wake = kill_locked(c, 0);
         pthread_mutex_unlock(&s->lock);
         atomic_fetch_add(&q->counters->slow_disconnects, 1);
-        client_log(c, LOG_WARN, "send queue %zu bytes passed its bound of %zu; disconnecting slow client",
-                   lag, q->bound);
+        client_log(c, LOG_WARN,
+                   "send queue %zu bytes passed its bound of %zu; disconnecting slow client", lag,
+                   q->bound);
         if (wake) q->wake(q->wake_arg, c);
         return -1;
     }
@@ -173,8 +177,10 @@ void outq_take(struct hub_client *c, struct message **slots, size_t max, size_t 
     }
     b->state = s->state;
     b->close_code = s->close_code;
-    /* Nothing left to write and nothing to close: a later push wakes the loop again. */
-    if (!b->n && s->state == OUTQ_OPEN) s->scheduled = false;
+    /* Nothing left after this batch and nothing to close: a later push wakes the loop
+     * again (while this batch is being written, if it comes that soon). */
+    b->drained = s->count == 0;
+    if (b->drained && s->state == OUTQ_OPEN) s->scheduled = false;
     pthread_mutex_unlock(&s->lock);
 }
 

@@ -49,13 +49,15 @@ void outq_kill(const struct outq *q, struct hub_client *c, uint16_t code, const 
 struct outq_batch {
     struct message **msgs; /* slots as queued (see outq_slot_msg) */
     size_t n;
-    size_t sent_off;        /* framed bytes of msgs[0] already written */
-    enum outq_state state;  /* DRAINING with n == 0: close now; DEAD: close, drop all */
+    size_t sent_off;       /* framed bytes of msgs[0] already written */
+    enum outq_state state; /* DRAINING with n == 0: close now; DEAD: close, drop all */
     uint16_t close_code;
+    bool drained;          /* the queue was left empty (and, when OPEN, unscheduled) */
 };
 
-/* Takes up to `max` messages (about max_bytes) from the head of c's queue. When the
- * queue is empty the client is no longer scheduled (a later push wakes it again). */
+/* Takes up to `max` messages (about max_bytes) from the head of c's queue. When that
+ * leaves the queue empty the client is no longer scheduled (a later push wakes it
+ * again). */
 void outq_take(struct hub_client *c, struct message **slots, size_t max, size_t max_bytes,
                struct outq_batch *b);
 /* Puts back msgs[done..n) of a batch that the socket did not take, the first with

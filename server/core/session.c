@@ -135,25 +135,16 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
         result = refuse(app, c, CODEC_ERR_INVALID_OFFSET, "invalid offset");
         goto out;
     }
-    uint8_t *bytes = NULL;
-    size_t nbytes = 0;
-    if (start < length) {
-        uint64_t total;
-        rc = store_doc_read(h->store, d->id, d->id_len, start, &bytes, &nbytes, &total);
-        if (rc) {
-            result = rc == STORE_ERANGE ? refuse(app, c, CODEC_ERR_INVALID_OFFSET, "invalid offset")
-                                        : storage_failure(app, c, "reading the document", rc);
-            goto out;
-        }
-    }
-    struct message *m = msg_append(c->version, start, bytes, nbytes);
-    free(bytes);
+    uint64_t end;
+    struct message *m = hub_catch_up(h, d, c->version, start, length, &end, &rc);
     if (!m) {
-        result = refuse(app, c, CODEC_ERR_UNSPECIFIED, "out of memory");
+        result = rc == STORE_ERANGE    ? refuse(app, c, CODEC_ERR_INVALID_OFFSET, "invalid offset")
+                 : rc == STORE_ENOMEM ? refuse(app, c, CODEC_ERR_UNSPECIFIED, "out of memory")
+                                      : storage_failure(app, c, "reading the document", rc);
         goto out;
     }
     hub_send(h, c, m, true);
-    hub_doc_join(h, d, c, start + nbytes);
+    hub_doc_join(h, d, c, end);
     atomic_store(&c->joined, true);
     doc_keys_send_all(h, d, c);
     log_info("client %llu (%s): joined document %.*s (protocol %d, offset %llu, %s)",

@@ -162,7 +162,8 @@ struct http_server *http_start(struct app *app, char *err, size_t err_len)
     }
     const char *mpath = cfg->metrics_path;
     if (mpath && *mpath && (mpath[0] != '/' || !strncmp(mpath, "/socket", 7))) {
-        snprintf(err, err_len, "MetricsPath: '%s' must start with / and lie outside /socket", mpath);
+        snprintf(err, err_len, "MetricsPath: '%s' must start with / and lie outside /socket",
+                 mpath);
         free(s);
         return NULL;
     }
@@ -198,13 +199,14 @@ struct http_server *http_start(struct app *app, char *err, size_t err_len)
     options[n] = NULL;
 #undef OPT
 
-
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_civetweb;
     if (tls) cb.init_ssl = init_ssl;
-    struct mg_init_data init = {.callbacks = &cb, .user_data = s, .configuration_options = options};
-    struct mg_error_data error = {.text = err, .text_buffer_size = err_len};
+    struct mg_init_data init = { .callbacks = &cb,
+                                 .user_data = s,
+                                 .configuration_options = options };
+    struct mg_error_data error = { .text = err, .text_buffer_size = err_len };
     s->ctx = mg_start2(&init, &error);
     if (!s->ctx) {
         if (s->tls_err[0]) snprintf(err, err_len, "%s", s->tls_err);

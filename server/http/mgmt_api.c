@@ -24,8 +24,8 @@
 /* ---- responses ---- */
 
 /* Sent with every 401, so that a browser asks for the credentials. */
-static const char *const ask_credentials[] = {"WWW-Authenticate", "Basic realm=\"Zwibbler\"",
-                                              NULL};
+static const char *const ask_credentials[] = { "WWW-Authenticate", "Basic realm=\"Zwibbler\"",
+                                               NULL };
 
 static int respond_text(struct mg_connection *conn, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -97,8 +97,16 @@ static int authorized(struct mg_connection *conn, const struct config *cfg)
 
 /* ---- form fields ---- */
 
-enum { F_METHOD, F_DOCUMENT_ID, F_CONTENTS, F_TOKEN, F_USER_ID, F_EXPIRATION,
-       F_PERMISSIONS, F_COUNT };
+enum {
+    F_METHOD,
+    F_DOCUMENT_ID,
+    F_CONTENTS,
+    F_TOKEN,
+    F_USER_ID,
+    F_EXPIRATION,
+    F_PERMISSIONS,
+    F_COUNT
+};
 static const char *const field_names[F_COUNT] = {
     "method", "documentID", "contents", "token", "userID", "expiration", "permissions",
 };
@@ -111,7 +119,7 @@ struct field {
 
 struct form {
     struct field f[F_COUNT];
-    int current;       /* field receiving chunks, -1 when skipping */
+    int current; /* field receiving chunks, -1 when skipping */
     size_t total, limit;
     int too_big, no_mem;
 };
@@ -123,8 +131,8 @@ static int field_index(const char *name)
     return -1;
 }
 
-static int on_field_found(const char *key, const char *filename, char *path,
-                          size_t pathlen, void *arg)
+static int on_field_found(const char *key, const char *filename, char *path, size_t pathlen,
+                          void *arg)
 {
     (void)path;
     (void)pathlen;
@@ -240,8 +248,8 @@ static int read_form(struct mg_connection *conn, const struct app *app, struct f
 
 /* ---- methods ---- */
 
-#define REQUIRE(var, idx)                                                          \
-    const struct field *var = get(fm, idx);                                        \
+#define REQUIRE(var, idx)                                                                          \
+    const struct field *var = get(fm, idx);                                                        \
     if (!var) return respond_text(conn, 400, "Missing %s", field_names[idx])
 
 static void keep_permissions(const struct field *p, char out[8])
@@ -252,23 +260,20 @@ static void keep_permissions(const struct field *p, char out[8])
     out[n] = 0;
 }
 
-static int create_document(struct mg_connection *conn, const struct app *app,
-                           const struct form *fm)
+static int create_document(struct mg_connection *conn, const struct app *app, const struct form *fm)
 {
     REQUIRE(doc, F_DOCUMENT_ID);
     /* A text field must be non-empty; an uploaded file may be empty (as reference). */
     const struct field *c = &fm->f[F_CONTENTS];
     if (!c->present || (!c->is_file && c->len == 0))
         return respond_text(conn, 400, "Missing contents");
-    int rc = store_doc_create(app->store, doc->data, doc->len, (const uint8_t *)c->data,
-                              c->len);
+    int rc = store_doc_create(app->store, doc->data, doc->len, (const uint8_t *)c->data, c->len);
     if (rc == STORE_EEXISTS) return respond_text(conn, 409, "Document already exists");
     if (rc != STORE_OK) return respond_store_error(conn, "createDocument", rc);
     return respond_text(conn, 200, "OK");
 }
 
-static int delete_document(struct mg_connection *conn, const struct app *app,
-                           const struct form *fm)
+static int delete_document(struct mg_connection *conn, const struct app *app, const struct form *fm)
 {
     REQUIRE(doc, F_DOCUMENT_ID);
     /* Clients first, so none of them can append between the delete and its close. */
@@ -279,8 +284,8 @@ static int delete_document(struct mg_connection *conn, const struct app *app,
     return respond_text(conn, 200, "OK");
 }
 
-static int dump_document(struct mg_connection *conn, const struct app *app,
-                         const struct form *fm, int with_body)
+static int dump_document(struct mg_connection *conn, const struct app *app, const struct form *fm,
+                         int with_body)
 {
     REQUIRE(doc, F_DOCUMENT_ID);
     if (!with_body) {
@@ -300,8 +305,7 @@ static int dump_document(struct mg_connection *conn, const struct app *app,
     return status;
 }
 
-static int add_token(struct mg_connection *conn, const struct app *app,
-                     const struct form *fm)
+static int add_token(struct mg_connection *conn, const struct app *app, const struct form *fm)
 {
     REQUIRE(doc, F_DOCUMENT_ID);
     REQUIRE(token, F_TOKEN);
@@ -310,8 +314,7 @@ static int add_token(struct mg_connection *conn, const struct app *app,
     int64_t expires;
     if (memchr(exp->data, 0, exp->len) || rfc1123_parse(exp->data, &expires) != 0)
         return respond_text(conn, 400, "Incorrect expires format");
-    if (memchr(user->data, 0, user->len))
-        return respond_text(conn, 400, "Invalid userID");
+    if (memchr(user->data, 0, user->len)) return respond_text(conn, 400, "Invalid userID");
 
     struct store_token t;
     memset(&t, 0, sizeof t);
@@ -324,8 +327,8 @@ static int add_token(struct mg_connection *conn, const struct app *app,
 
     const struct field *contents = get(fm, F_CONTENTS);
     if (contents) {
-        rc = store_doc_create(app->store, doc->data, doc->len,
-                              (const uint8_t *)contents->data, contents->len);
+        rc = store_doc_create(app->store, doc->data, doc->len, (const uint8_t *)contents->data,
+                              contents->len);
         if (rc == STORE_EEXISTS) return respond_text(conn, 409, "Document already exists");
         if (rc != STORE_OK) return respond_store_error(conn, "addToken", rc);
     }
@@ -340,8 +343,7 @@ static int add_token(struct mg_connection *conn, const struct app *app,
     return respond_text(conn, 200, "OK");
 }
 
-static int update_user(struct mg_connection *conn, const struct app *app,
-                       const struct form *fm)
+static int update_user(struct mg_connection *conn, const struct app *app, const struct form *fm)
 {
     REQUIRE(user, F_USER_ID);
     char perms[8];

@@ -26,8 +26,8 @@ int http_respond_with(struct mg_connection *conn, int status, const char *conten
     return status;
 }
 
-int http_respond(struct mg_connection *conn, int status, const char *content_type,
-                 const void *body, size_t len)
+int http_respond(struct mg_connection *conn, int status, const char *content_type, const void *body,
+                 size_t len)
 {
     return http_respond_with(conn, status, content_type, body, len, NULL);
 }

@@ -11,8 +11,8 @@ struct mg_connection;
  * CORS headers (cors.h), then `len` bytes of body; no body when the request is HEAD
  * (Content-Length still says what GET would send). Returns status, for a CivetWeb
  * request handler to return. */
-int http_respond(struct mg_connection *conn, int status, const char *content_type,
-                 const void *body, size_t len);
+int http_respond(struct mg_connection *conn, int status, const char *content_type, const void *body,
+                 size_t len);
 
 /* The same with more headers: `headers` is a NULL-terminated list of name, value,
  * name, value, ... (NULL: none), sent after Cache-Control. */

@@ -81,8 +81,8 @@ static const char *zone(const char *s)
 static const char *numeric_zone(const char *s, int *offset)
 {
     int hh, mm;
-    if ((*s != '+' && *s != '-') || !fixed(s + 1, 2, &hh) || !fixed(s + 3, 2, &mm) ||
-        hh > 23 || mm > 59)
+    if ((*s != '+' && *s != '-') || !fixed(s + 1, 2, &hh) || !fixed(s + 3, 2, &mm) || hh > 23 ||
+        mm > 59)
         return NULL;
     *offset = (*s == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
     return s + 5;
@@ -101,10 +101,10 @@ static int64_t days_from_civil(int64_t y, int m, int d)
 
 int rfc1123_parse(const char *s, int64_t *out)
 {
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    static const char *const days[] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char *const months[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    static const int mdays[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
     int wday = 0, mon = 0, day = 0, year = 0, hh = 0, mm = 0, ss = 0, offset = 0;
     if (!s) return -1;
     /* "Mon, 02 Jan 2006 15:04:05 MST" */

@@ -98,9 +98,14 @@ int upgrade_websocket(const struct mg_connection *cconn, void *arg)
               use_deflate ? "\r\n" : "");
     struct mg_zw_detached d;
     mg_zw_detach(conn, &d);
-    struct conn_adoption a = {.fd = d.fd, .ssl = d.ssl, .early = (const uint8_t *)d.early,
-                              .early_len = d.early_len, .addr = ri->remote_addr,
-                              .deflate = use_deflate};
-    if (conn_adopt(app->conns, &a)) log_warn("dropped a connection from %s: the server is stopping or out of memory", ri->remote_addr);
+    struct conn_adoption a = { .fd = d.fd,
+                               .ssl = d.ssl,
+                               .early = (const uint8_t *)d.early,
+                               .early_len = d.early_len,
+                               .addr = ri->remote_addr,
+                               .deflate = use_deflate };
+    if (conn_adopt(app->conns, &a))
+        log_warn("dropped a connection from %s: the server is stopping or out of memory",
+                 ri->remote_addr);
     return 1;
 }

@@ -42,9 +42,12 @@ int web_handle(struct mg_connection *conn, const struct app *app, const char *pa
     /* Always fresh (no-store): after an upgrade the page must match the server it
      * tests. */
     static const char *const headers[] = {
-        "Content-Security-Policy", CSP,
-        "X-Content-Type-Options", "nosniff",
-        "Referrer-Policy", "no-referrer",
+        "Content-Security-Policy",
+        CSP,
+        "X-Content-Type-Options",
+        "nosniff",
+        "Referrer-Policy",
+        "no-referrer",
         NULL,
     };
     return http_respond_with(conn, 200, "text/html; charset=utf-8", a->data, a->len, headers);

@@ -22,7 +22,7 @@ enum kind {
 
 struct flag_spec {
     const char *name;
-    const char *arg;  /* what the value is, in the usage; NULL for booleans */
+    const char *arg; /* what the value is, in the usage; NULL for booleans */
     enum kind kind;
     size_t offset;    /* in struct lt_opts */
     const char *def;  /* default, parsed like a value given on the command line */
@@ -33,45 +33,45 @@ struct flag_spec {
 #define STR(x) #x
 #define XSTR(x) STR(x)
 static const struct flag_spec flags[] = {
-    {"test", "URL", K_STR, F(url), NULL,
-     "the server's endpoint, ws://host:port/socket or\nwss://host:port/socket (required)"},
-    {"docid", "ID", K_STR, F(docid), "loadtest",
-     "document id; with --docs K > 1 the clients are spread\nover ID-0 .. ID-(K-1)"},
-    {"teachers", "N", K_INT, F(teachers), "1", "clients that append"},
-    {"students", "M", K_INT, F(students), "10", "clients that only receive"},
-    {"docs", "K", K_INT, F(docs), "1", "number of documents"},
-    {"duration", "S", K_NUM, F(duration_s), NULL,
-     "stop after S seconds, print the summary, exit 0 when\n"
-     "everything checked out and 1 otherwise (default: run\n"
-     "until Ctrl-C, which also prints the summary)"},
-    {"delay-ms", "D", K_NUM, F(delay_ms), "1000",
-     "mean interval between one teacher's changes; 0: the\n"
-     "next right after the previous one's ACK"},
-    {"change-bytes", "B", K_SIZE, F(change_bytes), XSTR(LT_CHANGE_MIN),
-     "size of each change, at least " XSTR(LT_CHANGE_MIN)},
-    {"connect-spread-ms", "T", K_NUM, F(spread_ms), "3000",
-     "connections are spread evenly over T ms"},
-    {"compression", NULL, K_BOOL, F(compression), NULL,
-     "offer permessage-deflate (what the server compresses\nis inflated here); bytes on the wire are reported"},
-    {"json", NULL, K_BOOL, F(json), NULL,
-     "one JSON summary line on stdout; the live lines go\nto stderr"},
-    {"tls-verify", NULL, K_BOOL, F(tls_verify), NULL,
-     "verify the wss:// server certificate (default: not\n"
-     "verified, so self-signed test servers work)"},
-    {"verbose", NULL, K_BOOL, F(verbose), NULL, "log every connection event and error"},
+    { "test", "URL", K_STR, F(url), NULL,
+      "the server's endpoint, ws://host:port/socket or\nwss://host:port/socket (required)" },
+    { "docid", "ID", K_STR, F(docid), "loadtest",
+      "document id; with --docs K > 1 the clients are spread\nover ID-0 .. ID-(K-1)" },
+    { "teachers", "N", K_INT, F(teachers), "1", "clients that append" },
+    { "students", "M", K_INT, F(students), "10", "clients that only receive" },
+    { "docs", "K", K_INT, F(docs), "1", "number of documents" },
+    { "duration", "S", K_NUM, F(duration_s), NULL,
+      "stop after S seconds, print the summary, exit 0 when\n"
+      "everything checked out and 1 otherwise (default: run\n"
+      "until Ctrl-C, which also prints the summary)" },
+    { "delay-ms", "D", K_NUM, F(delay_ms), "1000",
+      "mean interval between one teacher's changes; 0: the\n"
+      "next right after the previous one's ACK" },
+    { "change-bytes", "B", K_SIZE, F(change_bytes), XSTR(LT_CHANGE_MIN),
+      "size of each change, at least " XSTR(LT_CHANGE_MIN) },
+    { "connect-spread-ms", "T", K_NUM, F(spread_ms), "3000",
+      "connections are spread evenly over T ms" },
+    { "compression", NULL, K_BOOL, F(compression), NULL,
+      "offer permessage-deflate (what the server compresses\nis inflated here); bytes on the wire "
+      "are reported" },
+    { "json", NULL, K_BOOL, F(json), NULL,
+      "one JSON summary line on stdout; the live lines go\nto stderr" },
+    { "tls-verify", NULL, K_BOOL, F(tls_verify), NULL,
+      "verify the wss:// server certificate (default: not\n"
+      "verified, so self-signed test servers work)" },
+    { "verbose", NULL, K_BOOL, F(verbose), NULL, "log every connection event and error" },
     /* The server's own flags may share the command line; they are not ours. */
-    {"config", "PATH", K_SERVER, 0, NULL, NULL},
-    {"port", "N", K_SERVER, 0, NULL, NULL},
+    { "config", "PATH", K_SERVER, 0, NULL, NULL },
+    { "port", "N", K_SERVER, 0, NULL, NULL },
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: zwibbler --test URL [flags]\n"
-            "Simulated teachers append small timestamped changes to shared documents and\n"
-            "simulated students receive them; prints connections, document length and\n"
-            "screen-to-screen time every second, then a summary with percentiles and a\n"
-            "check that every client holds the document's exact bytes.\n\n");
+    fprintf(out, "usage: zwibbler --test URL [flags]\n"
+                 "Simulated teachers append small timestamped changes to shared documents and\n"
+                 "simulated students receive them; prints connections, document length and\n"
+                 "screen-to-screen time every second, then a summary with percentiles and a\n"
+                 "check that every client holds the document's exact bytes.\n\n");
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
         const struct flag_spec *f = &flags[i];
         if (!f->help) continue;
@@ -109,8 +109,7 @@ static int parse_int(const char *flag, const char *s, int *out)
 {
     double v = parse_num(flag, s);
     if (v < 0 || v != floor(v) || v > 1e7) {
-        if (v >= 0)
-            fprintf(stderr, "loadtest: %s wants a whole number, got '%s'\n", flag, s);
+        if (v >= 0) fprintf(stderr, "loadtest: %s wants a whole number, got '%s'\n", flag, s);
         return -1;
     }
     *out = (int)v;
@@ -124,14 +123,9 @@ static int set_value(struct lt_opts *o, const struct flag_spec *f, const char *v
     double d;
     int n;
     switch (f->kind) {
-    case K_BOOL:
-        *(int *)field = 1;
-        return 0;
-    case K_STR:
-        *(const char **)field = val;
-        return 0;
-    case K_INT:
-        return parse_int(f->name, val, (int *)field);
+    case K_BOOL: *(int *)field = 1; return 0;
+    case K_STR: *(const char **)field = val; return 0;
+    case K_INT: return parse_int(f->name, val, (int *)field);
     case K_SIZE:
         if (parse_int(f->name, val, &n)) return -1;
         *(size_t *)field = (size_t)n;
@@ -140,8 +134,7 @@ static int set_value(struct lt_opts *o, const struct flag_spec *f, const char *v
         if ((d = parse_num(f->name, val)) < 0) return -1;
         *(double *)field = d;
         return 0;
-    case K_SERVER:
-        return 0;
+    case K_SERVER: return 0;
     }
     return -1;
 }
@@ -165,8 +158,8 @@ static int check(const struct lt_opts *o)
         return -1;
     }
     if (o->change_bytes < LT_CHANGE_MIN || o->change_bytes > 16u << 20) {
-        fprintf(stderr, "loadtest: --change-bytes must be between %d and %u\n",
-                LT_CHANGE_MIN, 16u << 20);
+        fprintf(stderr, "loadtest: --change-bytes must be between %d and %u\n", LT_CHANGE_MIN,
+                16u << 20);
         return -1;
     }
     if (o->teachers + o->students < 1) {

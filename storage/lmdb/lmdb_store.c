@@ -53,22 +53,22 @@
 #include "store.h"
 #include "store_log.h"
 
-#define MAX_KEY 511                          /* LMDB's compiled-in MDB_MAXKEYSIZE */
-#define HASH_SIZE 32                         /* SHA-256, the key of a long id */
-#define HASHED_PREFIX (2 + HASH_SIZE)        /* 0xFFFF, SHA-256: keys of a long (id, name) */
+#define MAX_KEY 511                   /* LMDB's compiled-in MDB_MAXKEYSIZE */
+#define HASH_SIZE 32                  /* SHA-256, the key of a long id */
+#define HASHED_PREFIX (2 + HASH_SIZE) /* 0xFFFF, SHA-256: keys of a long (id, name) */
 #define MAX_KEY_NAME (MAX_KEY - HASHED_PREFIX)
-#define INITIAL_MAP_SIZE ((size_t)64 << 20)  /* doubled on MDB_MAP_FULL */
+#define INITIAL_MAP_SIZE ((size_t)64 << 20) /* doubled on MDB_MAP_FULL */
 #define DEFAULT_MAX_READERS 4096
-#define CHUNK_BUF_MAX 16384      /* upper bound of the merge size below */
-#define TOUCH_GRANULARITY 10     /* s: a read refreshes last access at most this often */
+#define CHUNK_BUF_MAX 16384         /* upper bound of the merge size below */
+#define TOUCH_GRANULARITY 10        /* s: a read refreshes last access at most this often */
 #define TOUCH_FLUSH_NS 1000000000LL /* a pending touch waits at most this for a commit */
-#define TOUCH_QUEUE_MAX 10000    /* ...or until this many operations are pending */
+#define TOUCH_QUEUE_MAX 10000       /* ...or until this many operations are pending */
 #define SWEEP_DOCS_PER_TXN 64
 #define SWEEP_SCAN_PER_READ 4096 /* headers looked at per sweep read transaction */
 #define SWEEP_TOKENS_PER_TXN 256
 #define FORMAT_VERSION 1u
 #define HEADER_SIZE 32
-#define TOKEN_FIXED 24           /* expires, perms[8], user_len, doc_len */
+#define TOKEN_FIXED 24 /* expires, perms[8], user_len, doc_len */
 
 /* ---- encoding ---------------------------------------------------------------- */
 
@@ -103,8 +103,15 @@ static int header_decode(const MDB_val *v, struct doc_header *h)
 /* ---- the store and its queue --------------------------------------------------- */
 
 enum op_kind {
-    OP_CREATE, OP_APPEND, OP_DELETE, OP_KEY_SET, OP_TOKEN_ADD, OP_USER_UPDATE,
-    OP_TOUCH, OP_SWEEP_DOCS, OP_SWEEP_TOKENS,
+    OP_CREATE,
+    OP_APPEND,
+    OP_DELETE,
+    OP_KEY_SET,
+    OP_TOKEN_ADD,
+    OP_USER_UPDATE,
+    OP_TOUCH,
+    OP_SWEEP_DOCS,
+    OP_SWEEP_TOKENS,
 };
 
 /* One write request. Waited-for ops live on the caller's stack (their buffers stay
@@ -119,13 +126,13 @@ struct op {
     size_t name_len;
     const uint8_t *data;
     size_t len;
-    uint64_t expected;     /* append: expected length; key_set: old version */
+    uint64_t expected; /* append: expected length; key_set: old version */
     uint32_t new_version;
     const struct store_token *tok;
     const char *perms;
-    int64_t now;           /* sweep: the caller's clock */
-    int64_t cutoff;        /* sweep docs: last access before this goes */
-    MDB_val *cand;         /* sweep docs: candidate ids */
+    int64_t now;    /* sweep: the caller's clock */
+    int64_t cutoff; /* sweep docs: last access before this goes */
+    MDB_val *cand;  /* sweep docs: candidate ids */
     size_t n_cand;
     /* results */
     int rc;
@@ -232,12 +239,12 @@ static void doc_ref_init(struct lmdb_store *ls, const char *id, size_t id_len, s
     r->is_long = id_len > MAX_KEY;
     if (!r->is_long) {
         r->dbi = ls->docs;
-        r->key = (MDB_val){id_len, (void *)id};
+        r->key = (MDB_val){ id_len, (void *)id };
         return;
     }
     SHA256((const unsigned char *)id, id_len, r->hash);
     r->dbi = ls->longdocs;
-    r->key = (MDB_val){HASH_SIZE, r->hash};
+    r->key = (MDB_val){ HASH_SIZE, r->hash };
 }
 
 /* Returned by header_get when a long id's hash is held by another id. */
@@ -254,8 +261,10 @@ static int header_get(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
     if (r.is_long) {
         if (v.mv_size != HEADER_SIZE + id_len ||
             memcmp((const uint8_t *)v.mv_data + HEADER_SIZE, id, id_len) != 0) {
-            store_log_error(&ls->log, "lmdb: two document ids (one of %zu bytes) share a SHA-256; "
-                      "refusing the second", id_len);
+            store_log_error(&ls->log,
+                            "lmdb: two document ids (one of %zu bytes) share a SHA-256; "
+                            "refusing the second",
+                            id_len);
             return ID_CLASH;
         }
         v.mv_size = HEADER_SIZE;
@@ -273,7 +282,7 @@ static int header_put(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
 {
     struct doc_ref r;
     doc_ref_init(ls, id, id_len, &r);
-    MDB_val v = {HEADER_SIZE + (r.is_long ? id_len : 0), NULL};
+    MDB_val v = { HEADER_SIZE + (r.is_long ? id_len : 0), NULL };
     int rc = mdb_put(txn, r.dbi, &r.key, &v, MDB_RESERVE);
     if (rc) return rc;
     header_encode(v.mv_data, h);
@@ -287,7 +296,7 @@ static int chunk_put(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_t
     uint8_t kb[16];
     be_put64(kb, num);
     be_put64(kb + 8, off);
-    MDB_val k = {16, kb}, v = {len, (void *)data};
+    MDB_val k = { 16, kb }, v = { len, (void *)data };
     return mdb_put(txn, ls->chunks, &k, &v, 0);
 }
 
@@ -297,7 +306,7 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const void *prefix, size_t p
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, dbi, &c);
     if (rc) return rc;
-    MDB_val k = {plen, (void *)prefix}, v;
+    MDB_val k = { plen, (void *)prefix }, v;
     /* After mdb_cursor_del the cursor already sits on the next record; LMDB's
      * MDB_NEXT knows this (C_DEL) and does not skip it. */
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
@@ -335,8 +344,7 @@ static size_t keys_prefix(uint8_t *buf, const char *id, size_t id_len, size_t na
 
 /* The prefixes a document's keys may have: the direct one (short ids only), then the
  * hashed one. Returns how many (1 or 2); prefix[i] holds MAX_KEY bytes. */
-static int keys_prefixes(uint8_t prefix[2][MAX_KEY], size_t plen[2], const char *id,
-                         size_t id_len)
+static int keys_prefixes(uint8_t prefix[2][MAX_KEY], size_t plen[2], const char *id, size_t id_len)
 {
     int n = 0;
     if (id_len <= MAX_KEY - 2) plen[n] = keys_prefix(prefix[n], id, id_len, 0), n++;
@@ -371,12 +379,16 @@ static int delete_doc(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
 
 static int next_doc_number(struct lmdb_store *ls, MDB_txn *txn, uint64_t *num)
 {
-    MDB_val k = {8, "next_doc"}, v;
+    MDB_val k = { 8, "next_doc" }, v;
     int rc = mdb_get(txn, ls->meta, &k, &v);
-    if (rc == MDB_NOTFOUND) *num = 1;
-    else if (rc) return rc;
-    else if (v.mv_size != 8) return MDB_CORRUPTED;
-    else *num = be_get64(v.mv_data);
+    if (rc == MDB_NOTFOUND)
+        *num = 1;
+    else if (rc)
+        return rc;
+    else if (v.mv_size != 8)
+        return MDB_CORRUPTED;
+    else
+        *num = be_get64(v.mv_data);
     uint8_t buf[8];
     be_put64(buf, *num + 1);
     v.mv_size = 8;
@@ -408,8 +420,8 @@ static int token_decode(const MDB_val *v, struct token_rec *r)
     return 0;
 }
 
-static size_t user_index_key(uint8_t *buf, const char *user, size_t user_len,
-                             const char *token, size_t token_len)
+static size_t user_index_key(uint8_t *buf, const char *user, size_t user_len, const char *token,
+                             size_t token_len)
 {
     be_put16(buf, (uint16_t)user_len);
     memcpy(buf + 2, user, user_len);
@@ -425,20 +437,20 @@ static size_t expiry_key(uint8_t *buf, int64_t expires, const char *token, size_
 }
 
 /* Deletes a token's record and both index entries. */
-static int token_remove(struct lmdb_store *ls, MDB_txn *txn, const char *token,
-                        size_t token_len, const struct token_rec *r)
+static int token_remove(struct lmdb_store *ls, MDB_txn *txn, const char *token, size_t token_len,
+                        const struct token_rec *r)
 {
     uint8_t kb[MAX_KEY];
     int rc;
     if (2 + r->user_len + token_len <= MAX_KEY) {
-        MDB_val k = {user_index_key(kb, r->user, r->user_len, token, token_len), kb};
+        MDB_val k = { user_index_key(kb, r->user, r->user_len, token, token_len), kb };
         rc = mdb_del(txn, ls->tokusers, &k, NULL);
         if (rc && rc != MDB_NOTFOUND) return rc;
     }
-    MDB_val k = {expiry_key(kb, r->expires, token, token_len), kb};
+    MDB_val k = { expiry_key(kb, r->expires, token, token_len), kb };
     rc = mdb_del(txn, ls->tokexp, &k, NULL);
     if (rc && rc != MDB_NOTFOUND) return rc;
-    MDB_val tk = {token_len, (void *)token};
+    MDB_val tk = { token_len, (void *)token };
     rc = mdb_del(txn, ls->tokens, &tk, NULL);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
@@ -449,9 +461,12 @@ static int exec_create(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64
 {
     struct doc_header h;
     int rc = header_get(ls, txn, op->id, op->id_len, &h);
-    if (rc == 0) { op->rc = STORE_EEXISTS; return 0; }
+    if (rc == 0) {
+        op->rc = STORE_EEXISTS;
+        return 0;
+    }
     if (rc != MDB_NOTFOUND) return rc;
-    h = (struct doc_header){.length = op->len, .last_chunk = 0, .last_access = now};
+    h = (struct doc_header){ .length = op->len, .last_chunk = 0, .last_access = now };
     rc = next_doc_number(ls, txn, &h.num);
     if (rc) return rc;
     if (op->len) {
@@ -469,7 +484,10 @@ static int exec_append(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64
 {
     struct doc_header h;
     int rc = header_get(ls, txn, op->id, op->id_len, &h);
-    if (rc == MDB_NOTFOUND) { op->rc = STORE_ENOTFOUND; return 0; }
+    if (rc == MDB_NOTFOUND) {
+        op->rc = STORE_ENOTFOUND;
+        return 0;
+    }
     if (rc) return rc;
     if (h.length != op->expected) {
         op->rc = STORE_EMISMATCH;
@@ -484,7 +502,7 @@ static int exec_append(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64
             uint8_t buf[CHUNK_BUF_MAX], kb[16];
             be_put64(kb, h.num);
             be_put64(kb + 8, h.last_chunk);
-            MDB_val k = {16, kb}, v;
+            MDB_val k = { 16, kb }, v;
             rc = mdb_get(txn, ls->chunks, &k, &v);
             if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size != last_len)) {
                 store_log_error(&ls->log,
@@ -530,13 +548,19 @@ static int exec_key_set(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     size_t klen = keys_prefix(kb, op->id, op->id_len, op->name_len);
     memcpy(kb + klen, op->name, op->name_len);
     klen += op->name_len;
-    MDB_val k = {klen, kb}, v;
+    MDB_val k = { klen, kb }, v;
     int rc = mdb_get(txn, ls->keys, &k, &v);
     if (rc == 0) {
         if (v.mv_size < 4) return MDB_CORRUPTED;
-        if (be_get32(v.mv_data) != op->expected) { op->rc = STORE_EMISMATCH; return 0; }
+        if (be_get32(v.mv_data) != op->expected) {
+            op->rc = STORE_EMISMATCH;
+            return 0;
+        }
     } else if (rc == MDB_NOTFOUND) {
-        if (op->expected != 0) { op->rc = STORE_EMISMATCH; return 0; }
+        if (op->expected != 0) {
+            op->rc = STORE_EMISMATCH;
+            return 0;
+        }
     } else {
         return rc;
     }
@@ -554,12 +578,15 @@ static int exec_token_add(struct lmdb_store *ls, MDB_txn *txn, struct op *op, in
     const struct store_token *t = op->tok;
     const char *user = t->user_id ? t->user_id : "";
     size_t user_len = strlen(user);
-    MDB_val k = {op->id_len, (void *)op->id}, v;
+    MDB_val k = { op->id_len, (void *)op->id }, v;
     int rc = mdb_get(txn, ls->tokens, &k, &v);
     if (rc == 0) {
         struct token_rec old;
         if (token_decode(&v, &old)) return MDB_CORRUPTED;
-        if (old.expires > now) { op->rc = STORE_EEXISTS; return 0; }
+        if (old.expires > now) {
+            op->rc = STORE_EEXISTS;
+            return 0;
+        }
         rc = token_remove(ls, txn, op->id, op->id_len, &old); /* expired: replace it */
         if (rc) return rc;
     } else if (rc != MDB_NOTFOUND) {
@@ -578,11 +605,11 @@ static int exec_token_add(struct lmdb_store *ls, MDB_txn *txn, struct op *op, in
     if (t->doc_id_len) memcpy(p + TOKEN_FIXED + user_len, t->doc_id, t->doc_id_len);
 
     uint8_t kb[MAX_KEY];
-    MDB_val empty = {0, NULL};
-    MDB_val uk = {user_index_key(kb, user, user_len, op->id, op->id_len), kb};
+    MDB_val empty = { 0, NULL };
+    MDB_val uk = { user_index_key(kb, user, user_len, op->id, op->id_len), kb };
     rc = mdb_put(txn, ls->tokusers, &uk, &empty, 0);
     if (rc) return rc;
-    MDB_val ek = {expiry_key(kb, t->expires, op->id, op->id_len), kb};
+    MDB_val ek = { expiry_key(kb, t->expires, op->id, op->id_len), kb };
     rc = mdb_put(txn, ls->tokexp, &ek, &empty, 0);
     if (rc) return rc;
     op->rc = STORE_OK;
@@ -595,29 +622,35 @@ static int exec_user_update(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     size_t plen = 2 + op->id_len;
     be_put16(prefix, (uint16_t)op->id_len);
     memcpy(prefix + 2, op->id, op->id_len);
-    char perms[8] = {0};
+    char perms[8] = { 0 };
     memcpy(perms, op->perms, strnlen(op->perms, 7));
 
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, ls->tokusers, &c);
     if (rc) return rc;
-    MDB_val k = {plen, prefix}, v;
+    MDB_val k = { plen, prefix }, v;
     uint64_t n = 0;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
-        MDB_val tk = {k.mv_size - plen, (uint8_t *)k.mv_data + plen}, tv;
+        MDB_val tk = { k.mv_size - plen, (uint8_t *)k.mv_data + plen }, tv;
         rc = mdb_get(txn, ls->tokens, &tk, &tv);
         if (rc == MDB_NOTFOUND) continue; /* stale index entry: harmless */
         if (rc) goto done;
-        if (tv.mv_size < TOKEN_FIXED) { rc = MDB_CORRUPTED; goto done; }
+        if (tv.mv_size < TOKEN_FIXED) {
+            rc = MDB_CORRUPTED;
+            goto done;
+        }
         if (memcmp((uint8_t *)tv.mv_data + 8, perms, 8) == 0) continue;
         /* Records are small; rewrite through a copy since tv points into the map. */
         uint8_t *copy = malloc(tv.mv_size);
-        if (!copy) { rc = ENOMEM; goto done; }
+        if (!copy) {
+            rc = ENOMEM;
+            goto done;
+        }
         memcpy(copy, tv.mv_data, tv.mv_size);
         memcpy(copy + 8, perms, 8);
-        MDB_val nv = {tv.mv_size, copy};
+        MDB_val nv = { tv.mv_size, copy };
         rc = mdb_put(txn, ls->tokens, &tk, &nv, 0);
         free(copy);
         if (rc) goto done;
@@ -674,18 +707,24 @@ static int exec_sweep_tokens(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     uint64_t limit = time_key(op->now);
     while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
         if (k.mv_size < 8 || be_get64(k.mv_data) > limit) break; /* expired iff <= now */
-        if (n == SWEEP_TOKENS_PER_TXN) { op->more = true; break; }
+        if (n == SWEEP_TOKENS_PER_TXN) {
+            op->more = true;
+            break;
+        }
         char token[MAX_KEY];
         size_t token_len = k.mv_size - 8;
         memcpy(token, (uint8_t *)k.mv_data + 8, token_len);
         int64_t expires = (int64_t)(be_get64(k.mv_data) ^ ((uint64_t)1 << 63));
         rc = mdb_cursor_del(c, 0);
         if (rc) goto done;
-        MDB_val tk = {token_len, token}, tv;
+        MDB_val tk = { token_len, token }, tv;
         rc = mdb_get(txn, ls->tokens, &tk, &tv);
         if (rc == 0) {
             struct token_rec r;
-            if (token_decode(&tv, &r)) { rc = MDB_CORRUPTED; goto done; }
+            if (token_decode(&tv, &r)) {
+                rc = MDB_CORRUPTED;
+                goto done;
+            }
             /* Only when the record is the one this index entry was made for. */
             if (r.expires == expires) rc = token_remove(ls, txn, token, token_len, &r);
         } else if (rc == MDB_NOTFOUND) {
@@ -766,8 +805,10 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
             struct op *op = first;
             for (size_t i = 0; i < n && rc == 0; i++, op = next_op(op))
                 rc = exec_op(ls, txn, op, now);
-            if (rc == 0) rc = mdb_txn_commit(txn); /* frees txn, also on failure */
-            else mdb_txn_abort(txn);
+            if (rc == 0)
+                rc = mdb_txn_commit(txn); /* frees txn, also on failure */
+            else
+                mdb_txn_abort(txn);
         }
         pthread_rwlock_unlock(&ls->map_lock);
         if (rc == 0) {
@@ -835,17 +876,17 @@ static int lmdb_ping(struct store *s)
     MDB_txn *txn;
     int rc = read_begin(ls, &txn);
     if (rc) return rc;
-    MDB_val k = {6, "format"}, v;
+    MDB_val k = { 6, "format" }, v;
     int mrc = mdb_get(txn, ls->meta, &k, &v);
     read_end(ls, txn);
     return store_err(ls, "ping", mrc);
 }
 
-static int lmdb_doc_create(struct store *s, const char *id, size_t id_len,
-                           const uint8_t *data, size_t len)
+static int lmdb_doc_create(struct store *s, const char *id, size_t id_len, const uint8_t *data,
+                           size_t len)
 {
     if (!valid_doc_id(id_len)) return STORE_EINVAL;
-    struct op op = {.kind = OP_CREATE, .id = id, .id_len = id_len, .data = data, .len = len};
+    struct op op = { .kind = OP_CREATE, .id = id, .id_len = id_len, .data = data, .len = len };
     return submit((struct lmdb_store *)s, &op);
 }
 
@@ -868,8 +909,8 @@ static int lmdb_doc_length(struct store *s, const char *id, size_t id_len, uint6
 
 /* Copies bytes [offset, offset + n) of document `num` into out, seeking straight to
  * the chunk that holds offset. Returns an LMDB code. */
-static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_t offset,
-                      size_t n, uint8_t *out)
+static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_t offset, size_t n,
+                      uint8_t *out)
 {
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, ls->chunks, &c);
@@ -877,10 +918,11 @@ static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_
     uint8_t kb[16];
     be_put64(kb, num);
     be_put64(kb + 8, offset);
-    MDB_val k = {16, kb}, v;
+    MDB_val k = { 16, kb }, v;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     /* Unless a chunk starts exactly at offset, the one holding it is the previous. */
-    if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
     else if (rc == 0 && !(k.mv_size == 16 && memcmp(k.mv_data, kb, 16) == 0))
         rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
     size_t done = 0;
@@ -918,15 +960,27 @@ static int lmdb_doc_read(struct store *s, const char *id, size_t id_len, uint64_
     int rc = read_begin(ls, &txn);
     if (rc) return rc;
     int mrc = header_get(ls, txn, id, id_len, &h);
-    if (mrc == MDB_NOTFOUND) { rc = STORE_ENOTFOUND; goto fail; }
+    if (mrc == MDB_NOTFOUND) {
+        rc = STORE_ENOTFOUND;
+        goto fail;
+    }
     if (mrc) goto fail_mdb;
     if (total) *total = h.length;
-    if (offset > h.length) { rc = STORE_ERANGE; goto fail; }
-    if (h.length - offset > SIZE_MAX) { rc = STORE_ENOMEM; goto fail; }
+    if (offset > h.length) {
+        rc = STORE_ERANGE;
+        goto fail;
+    }
+    if (h.length - offset > SIZE_MAX) {
+        rc = STORE_ENOMEM;
+        goto fail;
+    }
     n = (size_t)(h.length - offset);
     if (n) {
         buf = malloc(n);
-        if (!buf) { rc = STORE_ENOMEM; goto fail; }
+        if (!buf) {
+            rc = STORE_ENOMEM;
+            goto fail;
+        }
         mrc = copy_range(ls, txn, h.num, offset, n, buf);
         if (mrc) goto fail_mdb;
     }
@@ -943,13 +997,16 @@ fail:
     return rc;
 }
 
-static int lmdb_doc_append(struct store *s, const char *id, size_t id_len,
-                           uint64_t expected_len, const uint8_t *data, size_t len,
-                           uint64_t *new_len)
+static int lmdb_doc_append(struct store *s, const char *id, size_t id_len, uint64_t expected_len,
+                           const uint8_t *data, size_t len, uint64_t *new_len)
 {
     if (!valid_doc_id(id_len)) return STORE_EINVAL;
-    struct op op = {.kind = OP_APPEND, .id = id, .id_len = id_len, .data = data,
-                    .len = len, .expected = expected_len};
+    struct op op = { .kind = OP_APPEND,
+                     .id = id,
+                     .id_len = id_len,
+                     .data = data,
+                     .len = len,
+                     .expected = expected_len };
     int rc = submit((struct lmdb_store *)s, &op);
     if ((rc == STORE_OK || rc == STORE_EMISMATCH) && new_len) *new_len = op.out;
     return rc;
@@ -958,7 +1015,7 @@ static int lmdb_doc_append(struct store *s, const char *id, size_t id_len,
 static int lmdb_doc_delete(struct store *s, const char *id, size_t id_len)
 {
     if (!valid_doc_id(id_len)) return STORE_EINVAL;
-    struct op op = {.kind = OP_DELETE, .id = id, .id_len = id_len};
+    struct op op = { .kind = OP_DELETE, .id = id, .id_len = id_len };
     return submit((struct lmdb_store *)s, &op);
 }
 
@@ -967,18 +1024,24 @@ static int lmdb_key_set(struct store *s, const char *id, size_t id_len, const ui
                         uint32_t old_version, uint32_t new_version)
 {
     if (!valid_doc_id(id_len) || name_len > MAX_KEY_NAME) return STORE_EINVAL;
-    struct op op = {.kind = OP_KEY_SET, .id = id, .id_len = id_len, .name = name,
-                    .name_len = name_len, .data = value, .len = value_len,
-                    .expected = old_version, .new_version = new_version};
+    struct op op = { .kind = OP_KEY_SET,
+                     .id = id,
+                     .id_len = id_len,
+                     .name = name,
+                     .name_len = name_len,
+                     .data = value,
+                     .len = value_len,
+                     .expected = old_version,
+                     .new_version = new_version };
     return submit((struct lmdb_store *)s, &op);
 }
 
 /* Appends the keys under one prefix to *buf, packed as name_len u32, value_len u32,
  * version u32, name, value. Returns an LMDB code, or ENOMEM. */
-static int pack_keys(MDB_cursor *c, const uint8_t *prefix, size_t plen, uint8_t **buf,
-                     size_t *used, size_t *cap)
+static int pack_keys(MDB_cursor *c, const uint8_t *prefix, size_t plen, uint8_t **buf, size_t *used,
+                     size_t *cap)
 {
-    MDB_val k = {plen, (void *)prefix}, v;
+    MDB_val k = { plen, (void *)prefix }, v;
     int rc;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
@@ -1005,8 +1068,7 @@ static int pack_keys(MDB_cursor *c, const uint8_t *prefix, size_t plen, uint8_t 
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_key_fn fn,
-                         void *arg)
+static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_key_fn fn, void *arg)
 {
     struct lmdb_store *ls = (struct lmdb_store *)s;
     if (!valid_doc_id(id_len)) return STORE_EINVAL;
@@ -1048,7 +1110,7 @@ static int lmdb_token_add(struct store *s, const char *token, size_t token_len,
     if (token_len == 0 || 8 + token_len > MAX_KEY || 2 + user_len + token_len > MAX_KEY ||
         t->doc_id_len > UINT32_MAX || strnlen(t->permissions, 8) > 7)
         return STORE_EINVAL;
-    struct op op = {.kind = OP_TOKEN_ADD, .id = token, .id_len = token_len, .tok = t};
+    struct op op = { .kind = OP_TOKEN_ADD, .id = token, .id_len = token_len, .tok = t };
     return submit((struct lmdb_store *)s, &op);
 }
 
@@ -1070,13 +1132,22 @@ static int lmdb_token_get(struct store *s, const char *token, size_t token_len,
     MDB_txn *txn;
     int rc = read_begin(ls, &txn);
     if (rc) return rc;
-    MDB_val k = {token_len, (void *)token}, v;
+    MDB_val k = { token_len, (void *)token }, v;
     struct token_rec r;
     int mrc = mdb_get(txn, ls->tokens, &k, &v);
-    if (mrc == MDB_NOTFOUND) { rc = STORE_ENOTFOUND; goto done; }
+    if (mrc == MDB_NOTFOUND) {
+        rc = STORE_ENOTFOUND;
+        goto done;
+    }
     if (mrc == 0 && token_decode(&v, &r)) mrc = MDB_CORRUPTED;
-    if (mrc) { rc = store_err(ls, "token_get", mrc); goto done; }
-    if (r.expires <= (int64_t)time(NULL)) { rc = STORE_ENOTFOUND; goto done; }
+    if (mrc) {
+        rc = store_err(ls, "token_get", mrc);
+        goto done;
+    }
+    if (r.expires <= (int64_t)time(NULL)) {
+        rc = STORE_ENOTFOUND;
+        goto done;
+    }
     memset(out, 0, sizeof *out);
     out->doc_id = dup_bytes(r.doc, r.doc_len);
     out->doc_id_len = r.doc_len;
@@ -1097,8 +1168,9 @@ static int lmdb_user_update(struct store *s, const char *user_id, size_t user_le
                             const char *permissions)
 {
     if (2 + user_len > MAX_KEY || strnlen(permissions, 8) > 7) return STORE_EINVAL;
-    struct op op = {.kind = OP_USER_UPDATE, .id = user_id, .id_len = user_len,
-                    .perms = permissions};
+    struct op op = {
+        .kind = OP_USER_UPDATE, .id = user_id, .id_len = user_len, .perms = permissions
+    };
     return submit((struct lmdb_store *)s, &op);
 }
 
@@ -1123,7 +1195,7 @@ static int sweep_docs(struct lmdb_store *ls, MDB_dbi dbi, int64_t cutoff, uint64
             rc = store_err(ls, "sweep", mrc);
             break;
         }
-        MDB_val k = {last_len, last}, v;
+        MDB_val k = { last_len, last }, v;
         if (!started) {
             mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
         } else {
@@ -1132,30 +1204,34 @@ static int sweep_docs(struct lmdb_store *ls, MDB_dbi dbi, int64_t cutoff, uint64
                 mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
         }
         started = true;
-        for (size_t scanned = 0; mrc == 0 && scanned < SWEEP_SCAN_PER_READ &&
-                                 n < SWEEP_DOCS_PER_TXN; scanned++) {
+        for (size_t scanned = 0;
+             mrc == 0 && scanned < SWEEP_SCAN_PER_READ && n < SWEEP_DOCS_PER_TXN; scanned++) {
             struct doc_header h;
             memcpy(last, k.mv_data, k.mv_size);
             last_len = k.mv_size;
             MDB_val hv = v, id = k; /* in longdocs the id follows the header */
             if (dbi == ls->longdocs && v.mv_size >= HEADER_SIZE) {
                 hv.mv_size = HEADER_SIZE;
-                id = (MDB_val){v.mv_size - HEADER_SIZE, (uint8_t *)v.mv_data + HEADER_SIZE};
+                id = (MDB_val){ v.mv_size - HEADER_SIZE, (uint8_t *)v.mv_data + HEADER_SIZE };
             }
             if (header_decode(&hv, &h) == 0 && h.last_access < cutoff) {
                 cand[n].mv_data = dup_bytes(id.mv_data, id.mv_size);
-                if (!cand[n].mv_data) { mrc = ENOMEM; break; }
+                if (!cand[n].mv_data) {
+                    mrc = ENOMEM;
+                    break;
+                }
                 cand[n++].mv_size = id.mv_size;
             }
             mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
         }
         mdb_cursor_close(c);
         read_end(ls, txn);
-        if (mrc == MDB_NOTFOUND) at_end = true;
-        else if (mrc) rc = store_err(ls, "sweep", mrc);
+        if (mrc == MDB_NOTFOUND)
+            at_end = true;
+        else if (mrc)
+            rc = store_err(ls, "sweep", mrc);
         if (n && rc == STORE_OK) {
-            struct op op = {.kind = OP_SWEEP_DOCS, .cutoff = cutoff, .cand = cand,
-                            .n_cand = n};
+            struct op op = { .kind = OP_SWEEP_DOCS, .cutoff = cutoff, .cand = cand, .n_cand = n };
             rc = submit(ls, &op);
             if (rc == STORE_OK) *removed += op.out;
         }
@@ -1174,7 +1250,7 @@ static int lmdb_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *
     if (max_idle >= 0) rc = sweep_docs(ls, ls->docs, now - max_idle, &count);
     if (max_idle >= 0 && rc == STORE_OK) rc = sweep_docs(ls, ls->longdocs, now - max_idle, &count);
     while (rc == STORE_OK) {
-        struct op op = {.kind = OP_SWEEP_TOKENS, .now = now};
+        struct op op = { .kind = OP_SWEEP_TOKENS, .now = now };
         rc = submit(ls, &op);
         if (!op.more) break;
     }
@@ -1209,7 +1285,7 @@ static int list_next_batch(struct lmdb_store *ls, MDB_dbi dbi, struct list_batch
     if (rc) return rc;
     int mrc = mdb_cursor_open(txn, dbi, &c);
     if (mrc) goto fail_mdb;
-    MDB_val k = {b->last_len, b->last}, v;
+    MDB_val k = { b->last_len, b->last }, v;
     if (!b->started) {
         mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
     } else {
@@ -1220,12 +1296,18 @@ static int list_next_batch(struct lmdb_store *ls, MDB_dbi dbi, struct list_batch
     for (; mrc == 0 && b->count < LIST_BATCH; mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         size_t vlen = want_value ? v.mv_size : 0;
         size_t need = 8 + k.mv_size + vlen;
-        if (k.mv_size > MAX_KEY) { mrc = MDB_CORRUPTED; goto fail_mdb; }
+        if (k.mv_size > MAX_KEY) {
+            mrc = MDB_CORRUPTED;
+            goto fail_mdb;
+        }
         if (b->used + need > b->cap) {
             size_t ncap = b->cap ? b->cap * 2 : 16384;
             while (ncap < b->used + need) ncap *= 2;
             uint8_t *nb = realloc(b->buf, ncap);
-            if (!nb) { rc = STORE_ENOMEM; goto fail; }
+            if (!nb) {
+                rc = STORE_ENOMEM;
+                goto fail;
+            }
             b->buf = nb;
             b->cap = ncap;
         }
@@ -1239,8 +1321,10 @@ static int list_next_batch(struct lmdb_store *ls, MDB_dbi dbi, struct list_batch
         memcpy(b->last, k.mv_data, k.mv_size);
         b->last_len = k.mv_size;
     }
-    if (mrc == MDB_NOTFOUND) b->done = true;
-    else if (mrc) goto fail_mdb;
+    if (mrc == MDB_NOTFOUND)
+        b->done = true;
+    else if (mrc)
+        goto fail_mdb;
     b->started = true;
     mdb_cursor_close(c);
     read_end(ls, txn);
@@ -1256,7 +1340,7 @@ fail:
 static int lmdb_doc_list(struct store *s, store_doc_fn fn, void *arg)
 {
     struct lmdb_store *ls = (struct lmdb_store *)s;
-    struct list_batch b = {0};
+    struct list_batch b = { 0 };
     int rc = STORE_OK;
     bool stop = false;
     while (!stop && !b.done && (rc = list_next_batch(ls, ls->docs, &b, false)) == STORE_OK) {
@@ -1274,7 +1358,7 @@ static int lmdb_doc_list(struct store *s, store_doc_fn fn, void *arg)
 static int lmdb_token_list(struct store *s, store_token_fn fn, void *arg)
 {
     struct lmdb_store *ls = (struct lmdb_store *)s;
-    struct list_batch b = {0};
+    struct list_batch b = { 0 };
     int rc = STORE_OK;
     bool stop = false;
     int64_t now = (int64_t)time(NULL);
@@ -1283,17 +1367,17 @@ static int lmdb_token_list(struct store *s, store_token_fn fn, void *arg)
             const uint8_t *p = b.buf + off;
             size_t klen = be_get32(p), vlen = be_get32(p + 4);
             off += 8 + klen + vlen;
-            MDB_val v = {vlen, (void *)(p + 8 + klen)};
+            MDB_val v = { vlen, (void *)(p + 8 + klen) };
             struct token_rec r;
             if (token_decode(&v, &r)) {
                 store_log_warn(&ls->log, "lmdb: token_list: skipping a malformed token record");
                 continue;
             }
             if (r.expires <= now) continue;
-            struct store_token t = {.doc_id = dup_bytes(r.doc, r.doc_len),
-                                    .doc_id_len = r.doc_len,
-                                    .user_id = dup_bytes(r.user, r.user_len),
-                                    .expires = r.expires};
+            struct store_token t = { .doc_id = dup_bytes(r.doc, r.doc_len),
+                                     .doc_id_len = r.doc_len,
+                                     .user_id = dup_bytes(r.user, r.user_len),
+                                     .expires = r.expires };
             memcpy(t.permissions, r.perms, 7);
             if (!t.doc_id || !t.user_id) {
                 store_token_clear(&t);
@@ -1371,17 +1455,19 @@ static int open_dbs(struct lmdb_store *ls)
     MDB_txn *txn;
     int rc = mdb_txn_begin(ls->env, NULL, 0, &txn);
     if (rc) return rc;
-    struct { const char *name; MDB_dbi *dbi; } dbs[] = {
-        {"docs", &ls->docs}, {"longdocs", &ls->longdocs}, {"chunks", &ls->chunks},
-        {"keys", &ls->keys},
-        {"tokens", &ls->tokens}, {"tokusers", &ls->tokusers}, {"tokexp", &ls->tokexp},
-        {"meta", &ls->meta},
+    struct {
+        const char *name;
+        MDB_dbi *dbi;
+    } dbs[] = {
+        { "docs", &ls->docs },     { "longdocs", &ls->longdocs }, { "chunks", &ls->chunks },
+        { "keys", &ls->keys },     { "tokens", &ls->tokens },     { "tokusers", &ls->tokusers },
+        { "tokexp", &ls->tokexp }, { "meta", &ls->meta },
     };
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
         if (rc) goto fail;
     }
-    MDB_val k = {6, "format"}, v;
+    MDB_val k = { 6, "format" }, v;
     rc = mdb_get(txn, ls->meta, &k, &v);
     if (rc == MDB_NOTFOUND) {
         uint8_t buf[4];
@@ -1414,11 +1500,18 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     size_t dlen = strlen(cfg->data_dir);
     path = malloc(dlen + sizeof "/lmdb");
     ls = calloc(1, sizeof *ls);
-    if (!path || !ls) { rc = ENOMEM; what = "allocating"; goto fail; }
+    if (!path || !ls) {
+        rc = ENOMEM;
+        what = "allocating";
+        goto fail;
+    }
     memcpy(path, cfg->data_dir, dlen);
     memcpy(path + dlen, "/lmdb", sizeof "/lmdb");
     rc = make_dirs(path);
-    if (rc) { what = "creating the directory"; goto fail; }
+    if (rc) {
+        what = "creating the directory";
+        goto fail;
+    }
 
     ls->base.methods = &lmdb_methods;
     ls->nosync = cfg->nosync != 0;
@@ -1436,8 +1529,7 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     if (stat(data_file, &st) == 0)
         while (map_size < (size_t)st.st_size + (size_t)st.st_size / 2) map_size *= 2;
     if ((rc = mdb_env_set_maxreaders(ls->env, max_readers)) ||
-        (rc = mdb_env_set_maxdbs(ls->env, 16)) ||
-        (rc = mdb_env_set_mapsize(ls->env, map_size)))
+        (rc = mdb_env_set_maxdbs(ls->env, 16)) || (rc = mdb_env_set_mapsize(ls->env, map_size)))
         goto fail;
     /* MDB_NOTLS: read transactions belong to no thread; thousands of threads read. */
     rc = mdb_env_open(ls->env, path, MDB_NOTLS | (ls->nosync ? MDB_NOSYNC : 0), 0640);
@@ -1464,8 +1556,11 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     ls->merge_max = (est.ms_psize < CHUNK_BUF_MAX ? est.ms_psize : CHUNK_BUF_MAX) - 16;
 
     what = "starting the committer";
-    ls->queue = (struct commit_queue){.run = commit_batch, .release = free_touch, .arg = ls,
-                                      .defer_ns = TOUCH_FLUSH_NS, .defer_max = TOUCH_QUEUE_MAX};
+    ls->queue = (struct commit_queue){ .run = commit_batch,
+                                       .release = free_touch,
+                                       .arg = ls,
+                                       .defer_ns = TOUCH_FLUSH_NS,
+                                       .defer_max = TOUCH_QUEUE_MAX };
     rc = commit_queue_start(&ls->queue);
     if (rc) goto fail;
     store_log_info(&ls->log, "lmdb: opened %s (map %zu MiB, %u readers%s)", path,

@@ -63,19 +63,19 @@ static const char SCHEMA[] =
  * BLOBs, but NULL (an empty []byte may be bound as NULL) or TEXT must not be misread:
  * length() of TEXT counts characters. length(data) straight on the column lets SQLite
  * answer from the record header without reading the blob's overflow pages. */
-#define LEN_EXPR                                                                      \
-    "CASE typeof(data) WHEN 'blob' THEN length(data) WHEN 'null' THEN 0 "            \
+#define LEN_EXPR                                                                                   \
+    "CASE typeof(data) WHEN 'blob' THEN length(data) WHEN 'null' THEN 0 "                          \
     "ELSE length(CAST(data AS BLOB)) END"
 
 enum {
-    ST_DOC_LEN,     /* docid -> byte length */
-    ST_DOC_INFO,    /* docid -> rowid, byte length */
+    ST_DOC_LEN,  /* docid -> byte length */
+    ST_DOC_INFO, /* docid -> rowid, byte length */
     ST_DOC_INSERT,
     ST_DOC_APPEND,
     ST_DOC_TOUCH,
     ST_DOC_DELETE,
-    ST_DOC_EXPIRE,  /* delete one document if still idle */
-    ST_DOC_IDLE,    /* list idle documents */
+    ST_DOC_EXPIRE, /* delete one document if still idle */
+    ST_DOC_IDLE,   /* list idle documents */
     ST_KEYS_DELETE,
     ST_KEY_GET,
     ST_KEY_UPDATE,
@@ -92,8 +92,8 @@ enum {
     ST_BEGIN_IMMEDIATE,
     ST_COMMIT,
     ST_ROLLBACK,
-    ST_DOC_LIST,    /* next batch of document ids, by rowid */
-    ST_TOKEN_LIST,  /* next batch of live tokens, by rowid */
+    ST_DOC_LIST,   /* next batch of document ids, by rowid */
+    ST_TOKEN_LIST, /* next batch of live tokens, by rowid */
     ST_COUNT
 };
 
@@ -113,12 +113,14 @@ static const char *const SQL[ST_COUNT] = {
     [ST_KEYS_DELETE] = "DELETE FROM ZwibblerKeys WHERE docID=?1",
     [ST_KEY_GET] = "SELECT version FROM ZwibblerKeys WHERE docID=?1 AND name=?2",
     [ST_KEY_UPDATE] = "UPDATE ZwibblerKeys SET value=?3, version=?4 WHERE docID=?1 AND name=?2",
-    [ST_KEY_INSERT] = "INSERT INTO ZwibblerKeys(docID, name, value, version) VALUES(?1, ?2, ?3, ?4)",
+    [ST_KEY_INSERT] =
+        "INSERT INTO ZwibblerKeys(docID, name, value, version) VALUES(?1, ?2, ?3, ?4)",
     [ST_KEYS_LIST] = "SELECT name, value, version FROM ZwibblerKeys WHERE docID=?1",
     [ST_TOKEN_EXP] = "SELECT expiration FROM ZwibblerTokens WHERE tokenID=?1",
     [ST_TOKEN_DELETE] = "DELETE FROM ZwibblerTokens WHERE tokenID=?1",
-    [ST_TOKEN_INSERT] = "INSERT INTO ZwibblerTokens(tokenID, docID, userID, permissions, expiration) "
-                        "VALUES(?1, ?2, ?3, ?4, ?5)",
+    [ST_TOKEN_INSERT] =
+        "INSERT INTO ZwibblerTokens(tokenID, docID, userID, permissions, expiration) "
+        "VALUES(?1, ?2, ?3, ?4, ?5)",
     [ST_TOKEN_GET] = "SELECT docID, userID, permissions, expiration FROM ZwibblerTokens "
                      "WHERE tokenID=?1 AND expiration > ?2",
     [ST_USER_UPDATE] = "UPDATE ZwibblerTokens SET permissions=?1 WHERE userID=?2",
@@ -129,7 +131,8 @@ static const char *const SQL[ST_COUNT] = {
     [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_DOC_LIST] = "SELECT rowid, docid FROM ZwibblerDocs WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    [ST_DOC_LIST] =
+        "SELECT rowid, docid FROM ZwibblerDocs WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
     [ST_TOKEN_LIST] = "SELECT rowid, tokenID, docID, userID, permissions, expiration "
                       "FROM ZwibblerTokens WHERE rowid > ?1 AND expiration > ?2 "
                       "ORDER BY rowid LIMIT ?3",
@@ -142,8 +145,8 @@ static const char *const SQL[ST_COUNT] = {
 #define SWEEP_CHUNK 64        /* documents deleted per committer op */
 #define TOKEN_SWEEP_CHUNK 256 /* expired tokens deleted per committer op */
 #define CHECKPOINT_FRAMES 1000
-#define TOUCH_SLOTS 1024      /* remembered recent last-access refreshes */
-#define TOUCH_EVERY 10        /* seconds between refreshes of one document by reads */
+#define TOUCH_SLOTS 1024 /* remembered recent last-access refreshes */
+#define TOUCH_EVERY 10   /* seconds between refreshes of one document by reads */
 
 struct sq_conn {
     sqlite3 *db;
@@ -183,10 +186,10 @@ struct sq_op {
     const char *perm;
     int64_t now;
     int64_t cutoff;
-    char **ids;          /* OP_EXPIRE_DOCS: ids (NUL-terminated) with lengths */
+    char **ids; /* OP_EXPIRE_DOCS: ids (NUL-terminated) with lengths */
     size_t *id_lens;
     size_t nids;
-    uint64_t count;      /* OP_EXPIRE_*: rows removed */
+    uint64_t count; /* OP_EXPIRE_*: rows removed */
     uint64_t new_len;
     int rc;
 };
@@ -210,7 +213,7 @@ struct sq_store {
     /* Writer and its queue. */
     struct sq_conn writer;
     struct commit_queue queue; /* to the committer thread, the writer's only user */
-    int wal_frames; /* last WAL size seen by the wal hook (committer only) */
+    int wal_frames;            /* last WAL size seen by the wal hook (committer only) */
     /* Reads refresh lastAccess at most every TOUCH_EVERY seconds per document, so a
      * busy reader cannot flood the committer (id hash and time per slot). */
     pthread_mutex_t touch_lock;
@@ -227,17 +230,12 @@ static int sq_err(int rc)
     switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_DONE:
-    case SQLITE_ROW:
-        return STORE_OK;
+    case SQLITE_ROW: return STORE_OK;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return STORE_EUNAVAILABLE;
-    case SQLITE_NOMEM:
-        return STORE_ENOMEM;
-    case SQLITE_TOOBIG:
-        return STORE_EINVAL;
-    default:
-        return STORE_EIO;
+    case SQLITE_LOCKED: return STORE_EUNAVAILABLE;
+    case SQLITE_NOMEM: return STORE_ENOMEM;
+    case SQLITE_TOOBIG: return STORE_EINVAL;
+    default: return STORE_EIO;
     }
 }
 
@@ -252,7 +250,7 @@ static int sq_fail(struct sq_conn *c, int rc, const char *what)
 /* Sleeps a little more on each busy retry: another process holds the write lock. */
 static void busy_backoff(int attempt)
 {
-    struct timespec ts = {0, (long)(50 + attempt * 100) * 1000000L};
+    struct timespec ts = { 0, (long)(50 + attempt * 100) * 1000000L };
     nanosleep(&ts, NULL);
 }
 
@@ -260,8 +258,8 @@ static void busy_backoff(int attempt)
 static sqlite3_stmt *stmt(struct sq_conn *c, int which)
 {
     if (!c->st[which]) {
-        int rc = sqlite3_prepare_v3(c->db, SQL[which], -1, SQLITE_PREPARE_PERSISTENT,
-                                    &c->st[which], NULL);
+        int rc = sqlite3_prepare_v3(c->db, SQL[which], -1, SQLITE_PREPARE_PERSISTENT, &c->st[which],
+                                    NULL);
         if (rc != SQLITE_OK) {
             sq_fail(c, rc, SQL[which]);
             c->st[which] = NULL;
@@ -337,8 +335,7 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 
 /* Opens one connection. The writer gets durability settings; readers are query-only.
  * Returns 0, or -1 with the reason in err. */
-static int conn_open(struct sq_store *st, struct sq_conn *c, bool writer, char *err,
-                     size_t err_len)
+static int conn_open(struct sq_store *st, struct sq_conn *c, bool writer, char *err, size_t err_len)
 {
     memset(c, 0, sizeof *c);
     c->log = &st->log;
@@ -817,8 +814,12 @@ static int sq_ping(struct store *s)
 static int sq_doc_create(struct store *s, const char *id, size_t id_len, const uint8_t *data,
                          size_t len)
 {
-    struct sq_op op = {.kind = OP_CREATE, .id = id, .id_len = id_len, .data = data,
-                       .len = len, .now = now_seconds()};
+    struct sq_op op = { .kind = OP_CREATE,
+                        .id = id,
+                        .id_len = id_len,
+                        .data = data,
+                        .len = len,
+                        .now = now_seconds() };
     return submit((struct sq_store *)s, &op);
 }
 
@@ -950,8 +951,13 @@ done:
 static int sq_doc_append(struct store *s, const char *id, size_t id_len, uint64_t expected_len,
                          const uint8_t *data, size_t len, uint64_t *new_len)
 {
-    struct sq_op op = {.kind = OP_APPEND, .id = id, .id_len = id_len, .data = data,
-                       .len = len, .expected = expected_len, .now = now_seconds()};
+    struct sq_op op = { .kind = OP_APPEND,
+                        .id = id,
+                        .id_len = id_len,
+                        .data = data,
+                        .len = len,
+                        .expected = expected_len,
+                        .now = now_seconds() };
     int rc = submit((struct sq_store *)s, &op);
     if (new_len && (rc == STORE_OK || rc == STORE_EMISMATCH)) *new_len = op.new_len;
     return rc;
@@ -959,17 +965,23 @@ static int sq_doc_append(struct store *s, const char *id, size_t id_len, uint64_
 
 static int sq_doc_delete(struct store *s, const char *id, size_t id_len)
 {
-    struct sq_op op = {.kind = OP_DELETE, .id = id, .id_len = id_len};
+    struct sq_op op = { .kind = OP_DELETE, .id = id, .id_len = id_len };
     return submit((struct sq_store *)s, &op);
 }
 
 static int sq_key_set(struct store *s, const char *id, size_t id_len, const uint8_t *name,
-                      size_t name_len, const uint8_t *value, size_t value_len,
-                      uint32_t old_version, uint32_t new_version)
+                      size_t name_len, const uint8_t *value, size_t value_len, uint32_t old_version,
+                      uint32_t new_version)
 {
-    struct sq_op op = {.kind = OP_KEY_SET, .id = id, .id_len = id_len, .name = name,
-                       .name_len = name_len, .data = value, .len = value_len,
-                       .old_version = old_version, .new_version = new_version};
+    struct sq_op op = { .kind = OP_KEY_SET,
+                        .id = id,
+                        .id_len = id_len,
+                        .name = name,
+                        .name_len = name_len,
+                        .data = value,
+                        .len = value_len,
+                        .old_version = old_version,
+                        .new_version = new_version };
     return submit((struct sq_store *)s, &op);
 }
 
@@ -1006,8 +1018,9 @@ done:
 static int sq_token_add(struct store *s, const char *token, size_t token_len,
                         const struct store_token *t)
 {
-    struct sq_op op = {.kind = OP_TOKEN_ADD, .token = token, .token_len = token_len, .tok = t,
-                       .now = now_seconds()};
+    struct sq_op op = {
+        .kind = OP_TOKEN_ADD, .token = token, .token_len = token_len, .tok = t, .now = now_seconds()
+    };
     return submit((struct sq_store *)s, &op);
 }
 
@@ -1064,8 +1077,10 @@ done:
 static int sq_user_update(struct store *s, const char *user_id, size_t user_len,
                           const char *permissions)
 {
-    struct sq_op op = {.kind = OP_USER_UPDATE, .id = user_id, .id_len = user_len,
-                       .perm = permissions ? permissions : ""};
+    struct sq_op op = { .kind = OP_USER_UPDATE,
+                        .id = user_id,
+                        .id_len = user_len,
+                        .perm = permissions ? permissions : "" };
     return submit((struct sq_store *)s, &op);
 }
 
@@ -1111,16 +1126,18 @@ static int sq_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
         if (rc != SQLITE_DONE) out = sq_fail(c, rc, "list idle documents");
         reader_put(st, c);
         for (size_t i = 0; out == STORE_OK && i < n; i += SWEEP_CHUNK) {
-            struct sq_op op = {.kind = OP_EXPIRE_DOCS, .ids = ids + i, .id_lens = lens + i,
-                               .nids = n - i < SWEEP_CHUNK ? n - i : SWEEP_CHUNK,
-                               .cutoff = cutoff};
+            struct sq_op op = { .kind = OP_EXPIRE_DOCS,
+                                .ids = ids + i,
+                                .id_lens = lens + i,
+                                .nids = n - i < SWEEP_CHUNK ? n - i : SWEEP_CHUNK,
+                                .cutoff = cutoff };
             out = submit(st, &op);
             total += op.count;
         }
     }
     for (;;) {
         if (out != STORE_OK) break;
-        struct sq_op op = {.kind = OP_EXPIRE_TOKENS, .now = now};
+        struct sq_op op = { .kind = OP_EXPIRE_TOKENS, .now = now };
         out = submit(st, &op);
         if (op.count < TOKEN_SWEEP_CHUNK) break;
     }
@@ -1138,7 +1155,7 @@ static int sq_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
 /* One batch of rows, copied out so that callbacks run with the reader given back
  * (they may call the store, and the pool is small). */
 struct sq_row {
-    char *col[3];   /* doc: id; token: token, docID, userID */
+    char *col[3]; /* doc: id; token: token, docID, userID */
     size_t len[3];
     char perms[8];
     int64_t expires;
@@ -1169,7 +1186,8 @@ static int list_batch(struct sq_store *st, bool tokens, int64_t *after, struct s
             *after = sqlite3_column_int64(q, 0);
             int ncols = tokens ? 3 : 1;
             bool ok = true;
-            for (int j = 0; j < ncols; j++) ok &= (r->col[j] = dup_column(q, 1 + j, &r->len[j])) != NULL;
+            for (int j = 0; j < ncols; j++)
+                ok &= (r->col[j] = dup_column(q, 1 + j, &r->len[j])) != NULL;
             (*n)++;
             if (!ok) {
                 rc = SQLITE_NOMEM;
@@ -1188,8 +1206,8 @@ static int list_batch(struct sq_store *st, bool tokens, int64_t *after, struct s
     return out;
 }
 
-static int sq_list(struct sq_store *st, bool tokens, store_doc_fn doc_fn,
-                   store_token_fn token_fn, void *arg)
+static int sq_list(struct sq_store *st, bool tokens, store_doc_fn doc_fn, store_token_fn token_fn,
+                   void *arg)
 {
     struct sq_row *rows = malloc(LIST_BATCH * sizeof *rows);
     if (!rows) return STORE_ENOMEM;
@@ -1205,8 +1223,10 @@ static int sq_list(struct sq_store *st, bool tokens, store_doc_fn doc_fn,
                 stop = doc_fn(arg, r->col[0], r->len[0]) != 0;
                 continue;
             }
-            struct store_token t = {.doc_id = r->col[1], .doc_id_len = r->len[1],
-                                    .user_id = r->col[2], .expires = r->expires};
+            struct store_token t = { .doc_id = r->col[1],
+                                     .doc_id_len = r->len[1],
+                                     .user_id = r->col[2],
+                                     .expires = r->expires };
             memcpy(t.permissions, r->perms, sizeof t.permissions);
             stop = token_fn(arg, r->col[0], r->len[0], &t) != 0;
         }
@@ -1308,17 +1328,18 @@ struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_
     }
     if (conn_open(st, &st->writer, true, err, err_len) != 0) goto fail;
 
-    int nreaders = cfg->max_readers ? (int)(cfg->max_readers < MAX_READERS ? cfg->max_readers
-                                                                            : MAX_READERS)
-                                    : DEFAULT_READERS;
+    int nreaders = cfg->max_readers
+                       ? (int)(cfg->max_readers < MAX_READERS ? cfg->max_readers : MAX_READERS)
+                       : DEFAULT_READERS;
     for (int i = 0; i < nreaders; i++) {
         if (conn_open(st, &st->readers[i], false, err, err_len) != 0) goto fail;
         st->nreaders++;
         st->free_readers[st->nfree++] = i;
     }
     /* Touches are not deferred: a batch starts as soon as anything is queued. */
-    st->queue = (struct commit_queue){.run = commit_batch, .release = free_op,
-                                      .after = maybe_checkpoint, .arg = st};
+    st->queue = (struct commit_queue){
+        .run = commit_batch, .release = free_op, .after = maybe_checkpoint, .arg = st
+    };
     if (commit_queue_start(&st->queue) != 0) {
         snprintf(err, err_len, "sqlite: cannot start committer thread");
         goto fail;

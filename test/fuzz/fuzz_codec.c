@@ -12,7 +12,10 @@
 
 #include "codec.h"
 
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) abort();                                                                         \
+    } while (0)
 
 static void decoders(const uint8_t *d, size_t n)
 {

@@ -11,7 +11,10 @@
 
 #include "config.h"
 
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) abort();                                                                         \
+    } while (0)
 
 static void check_ranges(const struct config *c)
 {

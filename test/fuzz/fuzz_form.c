@@ -18,7 +18,10 @@
 #include "mgmt_api.h"
 #include "rfc1123.h"
 
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) abort();                                                                         \
+    } while (0)
 
 static const char *const fields[] = {
     "method", "documentID", "contents", "token", "userID", "expiration", "permissions",

@@ -12,7 +12,10 @@
 
 #include "wsframe.h"
 
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) abort();                                                                         \
+    } while (0)
 
 /* What is compared between runs: an event without its pointers. */
 struct seen {
@@ -31,8 +34,7 @@ struct trace {
 static uint64_t fnv(const uint8_t *p, size_t n)
 {
     uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
     return h;
 }
 
@@ -61,8 +63,7 @@ static void check_event(const struct ws_event *ev, const struct ws_reader *r,
         CHECK(ev->why && ev->why[0]);
         CHECK(r->buf == NULL);
         return;
-    default:
-        abort();
+    default: abort();
     }
     /* Data lies inside the piece given or the reader's own buffer. */
     CHECK(ev->data != NULL);
@@ -106,8 +107,7 @@ static void run(const struct ws_reader_limits *lim, const uint8_t *d, size_t n, 
         if (seed) {
             seed = seed * 1103515245u + 12345u;
             size_t want = (seed >> 16) % 17 == 0 ? 1 + (seed >> 8) % 300 : 1 + (seed >> 16) % 9;
-            if (want < c)
-                c = want;
+            if (want < c) c = want;
         }
         uint8_t *piece = malloc(c);
         CHECK(piece);
@@ -152,13 +152,12 @@ static void same(const struct trace *a, const struct trace *b)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 3)
-        return 0;
-    struct ws_reader_limits lim = {(size_t)data[1] * 4, (data[0] & 1) != 0};
+    if (size < 3) return 0;
+    struct ws_reader_limits lim = { (size_t)data[1] * 4, (data[0] & 1) != 0 };
     uint32_t seed = data[2] | 0x100u;
     const uint8_t *d = data + 3;
     size_t n = size - 3;
-    struct trace whole = {0}, pieces = {0}, bytes = {0};
+    struct trace whole = { 0 }, pieces = { 0 }, bytes = { 0 };
 
     run(&lim, d, n, 0, &whole);
     run(&lim, d, n, seed, &pieces);
@@ -171,8 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             uint8_t b = d[i];
             struct ws_event ev;
             size_t used = ws_reader_feed(&r, &b, 1, &ev);
-            if (used == 0 && ev.kind == WS_EV_NONE)
-                break; /* after CLOSE or ERROR */
+            if (used == 0 && ev.kind == WS_EV_NONE) break; /* after CLOSE or ERROR */
             if (ev.kind != WS_EV_NONE) {
                 check_event(&ev, &r, &lim, &b, 1);
                 record(&bytes, &ev);
@@ -189,7 +187,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t h[WS_MAX_HEADER], f[WS_MAX_CLOSE_FRAME];
     uint64_t len = n >= 8 ? ((uint64_t)d[0] << 56 | (uint64_t)d[1] << 48 | (uint64_t)d[2] << 40 |
                              (uint64_t)d[3] << 32 | (uint64_t)d[4] << 24 | (uint64_t)d[5] << 16 |
-                             (uint64_t)d[6] << 8 | d[7]) >> (d[0] & 63)
+                             (uint64_t)d[6] << 8 | d[7]) >>
+                                (d[0] & 63)
                           : n;
     size_t hl = ws_frame_header(h, WS_OP_BINARY, data[0] & 2, len);
     CHECK(hl == (len < 126 ? 2u : len <= 0xFFFF ? 4u : 10u));

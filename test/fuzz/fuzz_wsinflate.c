@@ -12,7 +12,10 @@
 
 #include "wsdeflate.h"
 
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) abort();                                                                         \
+    } while (0)
 
 /* zlib's inflate state and window (~40 KB) besides the output buffer. */
 #define STATE_MAX (48u * 1024)
@@ -42,8 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         def_ctx = ws_deflate_ctx_new();
         CHECK(inf_ctx && def_ctx);
     }
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     size_t max_out = (size_t)data[0] * 64;
     size_t n = size - 1;
     uint8_t *in = malloc(n ? n : 1), *out = (uint8_t *)"untouched", *c, *back;

@@ -60,13 +60,15 @@ int cf_setup(void **state)
     assert_non_null(f);
     snprintf(f->dir, sizeof f->dir, "%s/%d", root, n++);
     config_defaults(&f->cfg);
-    struct store_config sc = {.backend = "lmdb", .data_dir = f->dir, .nosync = 1,
-                             .log = {.fn = store_log_quiet}};
+    struct store_config sc = {
+        .backend = "lmdb", .data_dir = f->dir, .nosync = 1, .log = { .fn = store_log_quiet }
+    };
     char err[256];
     f->store = store_open(&sc, err, sizeof err);
     if (!f->store) fail_msg("store_open: %s", err);
-    f->outq = (struct outq){.bound = f->cfg.send_queue_bytes, .counters = &f->counters,
-                            .wake = fake_wake, .wake_arg = f};
+    f->outq = (struct outq){
+        .bound = f->cfg.send_queue_bytes, .counters = &f->counters, .wake = fake_wake, .wake_arg = f
+    };
     f->hub = hub_create(&f->cfg, f->store, &f->outq, NULL);
     assert_non_null(f->hub);
     f->app.cfg = &f->cfg;
@@ -163,9 +165,8 @@ void cf_append(struct core_fixture *f, struct hub_client *c, uint64_t offset, co
     free(m);
 }
 
-void cf_set_key(struct core_fixture *f, struct hub_client *c, uint16_t request_id,
-                uint8_t lifetime, uint32_t old_version, uint32_t new_version, const char *name,
-                const char *value)
+void cf_set_key(struct core_fixture *f, struct hub_client *c, uint16_t request_id, uint8_t lifetime,
+                uint32_t old_version, uint32_t new_version, const char *name, const char *value)
 {
     size_t nl = strlen(name), vl = strlen(value);
     uint8_t *m = malloc(21 + nl + vl), *p = m;
@@ -282,8 +283,10 @@ uint64_t cf_doc_length(struct core_fixture *f, const char *doc)
 void cf_add_token(struct core_fixture *f, const char *token, const char *doc, const char *user,
                   const char *perms)
 {
-    struct store_token t = {.doc_id = (char *)doc, .doc_id_len = strlen(doc),
-                            .user_id = (char *)user, .expires = (int64_t)time(NULL) + 3600};
+    struct store_token t = { .doc_id = (char *)doc,
+                             .doc_id_len = strlen(doc),
+                             .user_id = (char *)user,
+                             .expires = (int64_t)time(NULL) + 3600 };
     snprintf(t.permissions, sizeof t.permissions, "%s", perms);
     assert_int_equal(store_token_add(f->store, token, strlen(token), &t), STORE_OK);
 }

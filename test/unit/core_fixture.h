@@ -21,10 +21,10 @@
 
 struct core_fixture {
     char dir[256];
-    struct config cfg;   /* config_defaults; a test may change it before cf_client */
+    struct config cfg; /* config_defaults; a test may change it before cf_client */
     struct store *store;
     struct outq_counters counters;
-    struct outq outq;    /* bound = cfg.send_queue_bytes; a test may lower it */
+    struct outq outq; /* bound = cfg.send_queue_bytes; a test may lower it */
     struct hub *hub;
     struct app app;
     atomic_int wakes;
@@ -58,17 +58,16 @@ void cf_init(struct core_fixture *f, struct hub_client *c, int version, uint8_t 
 /* APPEND in the layout of c's protocol version. */
 void cf_append(struct core_fixture *f, struct hub_client *c, uint64_t offset, const void *data,
                size_t len);
-void cf_set_key(struct core_fixture *f, struct hub_client *c, uint16_t request_id,
-                uint8_t lifetime, uint32_t old_version, uint32_t new_version, const char *name,
-                const char *value);
+void cf_set_key(struct core_fixture *f, struct hub_client *c, uint16_t request_id, uint8_t lifetime,
+                uint32_t old_version, uint32_t new_version, const char *name, const char *value);
 void cf_broadcast(struct core_fixture *f, struct hub_client *c, const void *data, size_t len);
 
 /* ---- server -> client: what a client's queue holds ---- */
 struct cf_sent {
     size_t n;
-    uint8_t **data;  /* copies of the messages, in queue order */
+    uint8_t **data; /* copies of the messages, in queue order */
     size_t *len;
-    enum outq_state state;  /* the queue's state once emptied */
+    enum outq_state state; /* the queue's state once emptied */
     uint16_t close_code;
 };
 /* Takes everything queued for c (as its loop would) into *s; frees nothing earlier. */

@@ -84,8 +84,10 @@ static void expect_read(struct store *s, struct id id, uint64_t offset, const vo
     assert_int_equal(store_doc_read(s, id.b, id.n, offset, &data, &len, &total), STORE_OK);
     assert_int_equal(len, want_len);
     assert_int_equal(total, offset + want_len);
-    if (want_len == 0) assert_null(data);
-    else assert_memory_equal(data, want, want_len);
+    if (want_len == 0)
+        assert_null(data);
+    else
+        assert_memory_equal(data, want, want_len);
     free(data);
 }
 
@@ -134,8 +136,8 @@ static struct key_list get_keys(struct store *s, struct id id)
 static int key_set_str(struct store *s, struct id id, const char *name, const char *value,
                        uint32_t old_v, uint32_t new_v)
 {
-    return store_key_set(s, id.b, id.n, (const uint8_t *)name, strlen(name),
-                         (const uint8_t *)value, strlen(value), old_v, new_v);
+    return store_key_set(s, id.b, id.n, (const uint8_t *)name, strlen(name), (const uint8_t *)value,
+                         strlen(value), old_v, new_v);
 }
 
 /* ---- tests ---- */
@@ -143,9 +145,9 @@ static int key_set_str(struct store *s, struct id id, const char *name, const ch
 static void t_strerror(void **state)
 {
     (void)state;
-    const int codes[] = {STORE_OK, STORE_ENOTFOUND, STORE_EEXISTS, STORE_EMISMATCH,
-                         STORE_ERANGE, STORE_EIO, STORE_ENOMEM, STORE_EINVAL,
-                         STORE_EUNAVAILABLE, STORE_ENOTSUP};
+    const int codes[] = { STORE_OK,           STORE_ENOTFOUND, STORE_EEXISTS, STORE_EMISMATCH,
+                          STORE_ERANGE,       STORE_EIO,       STORE_ENOMEM,  STORE_EINVAL,
+                          STORE_EUNAVAILABLE, STORE_ENOTSUP };
     const char *unknown = store_strerror(-1000);
     assert_non_null(unknown);
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
@@ -174,8 +176,7 @@ static void t_create_exists(void **state)
     create_str(t->s, d, "hello");
     assert_int_equal(store_doc_length(t->s, d.b, d.n, &len), STORE_OK);
     assert_int_equal(len, 5);
-    assert_int_equal(store_doc_create(t->s, d.b, d.n, (const uint8_t *)"other", 5),
-                     STORE_EEXISTS);
+    assert_int_equal(store_doc_create(t->s, d.b, d.n, (const uint8_t *)"other", 5), STORE_EEXISTS);
     expect_read(t->s, d, 0, "hello", 5);
     assert_int_equal(store_doc_create(t->s, empty.b, empty.n, NULL, 0), STORE_OK);
     assert_int_equal(store_doc_length(t->s, empty.b, empty.n, &len), STORE_OK);
@@ -197,8 +198,7 @@ static void t_read_offsets(void **state)
     size_t len = 0;
     uint64_t total = 0;
     assert_int_equal(store_doc_read(t->s, d.b, d.n, 11, &data, &len, &total), STORE_ERANGE);
-    assert_int_equal(store_doc_read(t->s, d.b, d.n, UINT64_MAX, &data, &len, NULL),
-                     STORE_ERANGE);
+    assert_int_equal(store_doc_read(t->s, d.b, d.n, UINT64_MAX, &data, &len, NULL), STORE_ERANGE);
     assert_int_equal(store_doc_read(t->s, missing.b, missing.n, 0, &data, &len, &total),
                      STORE_ENOTFOUND);
     /* total may be NULL */
@@ -214,8 +214,7 @@ static void t_append(void **state)
     struct id d = ID(t, "doc"), missing = ID(t, "missing");
     uint64_t nl = 0;
     create_str(t->s, d, "ab");
-    assert_int_equal(store_doc_append(t->s, d.b, d.n, 2, (const uint8_t *)"cd", 2, &nl),
-                     STORE_OK);
+    assert_int_equal(store_doc_append(t->s, d.b, d.n, 2, (const uint8_t *)"cd", 2, &nl), STORE_OK);
     assert_int_equal(nl, 4);
     nl = 0;
     assert_int_equal(store_doc_append(t->s, d.b, d.n, 2, (const uint8_t *)"xx", 2, &nl),
@@ -226,8 +225,8 @@ static void t_append(void **state)
                      STORE_EMISMATCH);
     assert_int_equal(nl, 4);
     expect_read(t->s, d, 0, "abcd", 4);
-    assert_int_equal(store_doc_append(t->s, missing.b, missing.n, 0, (const uint8_t *)"x", 1,
-                                      &nl), STORE_ENOTFOUND);
+    assert_int_equal(store_doc_append(t->s, missing.b, missing.n, 0, (const uint8_t *)"x", 1, &nl),
+                     STORE_ENOTFOUND);
     assert_int_equal(store_doc_length(t->s, missing.b, missing.n, &nl), STORE_ENOTFOUND);
     /* empty append at the right length: accepted, nothing changes */
     assert_int_equal(store_doc_append(t->s, d.b, d.n, 4, NULL, 0, &nl), STORE_OK);
@@ -238,8 +237,7 @@ static void t_append(void **state)
     assert_int_equal(store_doc_append(t->s, e.b, e.n, 1, (const uint8_t *)"z", 1, &nl),
                      STORE_EMISMATCH);
     assert_int_equal(nl, 0);
-    assert_int_equal(store_doc_append(t->s, e.b, e.n, 0, (const uint8_t *)"z", 1, &nl),
-                     STORE_OK);
+    assert_int_equal(store_doc_append(t->s, e.b, e.n, 0, (const uint8_t *)"z", 1, &nl), STORE_OK);
     assert_int_equal(nl, 1);
     expect_read(t->s, e, 0, "z", 1);
 }
@@ -321,7 +319,8 @@ static void t_binary_ids(void **state)
     assert_int_equal(get_keys(t->s, ab).n, 1);
     /* binary key names */
     assert_int_equal(store_key_set(t->s, hi.b, hi.n, (const uint8_t *)"n\0m", 3,
-                                   (const uint8_t *)"v\0", 2, 0, 7), STORE_OK);
+                                   (const uint8_t *)"v\0", 2, 0, 7),
+                     STORE_OK);
     struct key_list lh = get_keys(t->s, hi);
     assert_int_equal(lh.n, 1);
     assert_int_equal(lh.name_len[0], 3);
@@ -338,8 +337,9 @@ static void t_delete(void **state)
     for (int i = 0; i < 50; i++) {
         uint64_t len;
         assert_int_equal(store_doc_length(t->s, d.b, d.n, &len), STORE_OK);
-        assert_int_equal(store_doc_append(t->s, d.b, d.n, len, (const uint8_t *)"0123456789",
-                                          10, NULL), STORE_OK);
+        assert_int_equal(
+            store_doc_append(t->s, d.b, d.n, len, (const uint8_t *)"0123456789", 10, NULL),
+            STORE_OK);
     }
     assert_int_equal(key_set_str(t->s, d, "k1", "v1", 0, 1), STORE_OK);
     assert_int_equal(key_set_str(t->s, d, "k2", "v2", 0, 1), STORE_OK);
@@ -352,8 +352,7 @@ static void t_delete(void **state)
     /* a re-created document starts fresh: no old bytes, no old keys */
     create_str(t->s, d, "new");
     expect_read(t->s, d, 0, "new", 3);
-    assert_int_equal(store_doc_append(t->s, d.b, d.n, 3, (const uint8_t *)"!", 1, NULL),
-                     STORE_OK);
+    assert_int_equal(store_doc_append(t->s, d.b, d.n, 3, (const uint8_t *)"!", 1, NULL), STORE_OK);
     expect_read(t->s, d, 0, "new!", 4);
     assert_int_equal(get_keys(t->s, d).n, 0);
     assert_int_equal(key_set_str(t->s, d, "k1", "again", 0, 1), STORE_OK);
@@ -398,8 +397,8 @@ static void t_keys(void **state)
     /* a large value */
     static uint8_t big[100000];
     memset(big, 'b', sizeof big);
-    assert_int_equal(store_key_set(t->s, d.b, d.n, (const uint8_t *)"big", 3, big,
-                                   sizeof big, 0, 1), STORE_OK);
+    assert_int_equal(
+        store_key_set(t->s, d.b, d.n, (const uint8_t *)"big", 3, big, sizeof big, 0, 1), STORE_OK);
 }
 
 static void token_of(struct store_token *tok, const char *doc, size_t doc_len, char *user,
@@ -417,9 +416,8 @@ static void t_tokens(void **state)
 {
     struct tctx *t = *state;
     int64_t now = time(NULL);
-    struct id tk1 = ID(t, "tok1"), tk2 = ID(t, "tok2"), tk3 = ID(t, "tok3"),
-              old = ID(t, "expired"), unknown = ID(t, "unknown"), u1 = ID(t, "user1"),
-              u2 = ID(t, "user2");
+    struct id tk1 = ID(t, "tok1"), tk2 = ID(t, "tok2"), tk3 = ID(t, "tok3"), old = ID(t, "expired"),
+              unknown = ID(t, "unknown"), u1 = ID(t, "user1"), u2 = ID(t, "user2");
     char user1[64], user2[64];
     memcpy(user1, u1.b, u1.n);
     user1[u1.n] = 0;
@@ -591,8 +589,7 @@ static void exercise_id(struct store *s, const char *id, size_t n)
     assert_int_equal(store_doc_create(s, id, n, (const uint8_t *)"xyz", 3), STORE_EEXISTS);
     assert_int_equal(store_doc_append(s, id, n, 3, (const uint8_t *)"def", 3, &len), STORE_OK);
     assert_int_equal(len, 6);
-    assert_int_equal(store_doc_append(s, id, n, 3, (const uint8_t *)"!", 1, &len),
-                     STORE_EMISMATCH);
+    assert_int_equal(store_doc_append(s, id, n, 3, (const uint8_t *)"!", 1, &len), STORE_EMISMATCH);
     assert_int_equal(len, 6);
     assert_int_equal(store_doc_read(s, id, n, 2, &data, &got, NULL), STORE_OK);
     assert_int_equal(got, 4);
@@ -601,12 +598,14 @@ static void exercise_id(struct store *s, const char *id, size_t n)
     /* keys, with short and long names (a long name does not fit beside a medium id) */
     static char name[400];
     memset(name, 'n', sizeof name);
-    assert_int_equal(store_key_set(s, id, n, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1,
-                                   0, 1), STORE_OK);
-    assert_int_equal(store_key_set(s, id, n, (const uint8_t *)name, sizeof name,
-                                   (const uint8_t *)"w", 1, 0, 5), STORE_OK);
-    assert_int_equal(store_key_set(s, id, n, (const uint8_t *)name, sizeof name,
-                                   (const uint8_t *)"w", 1, 0, 6), STORE_EMISMATCH);
+    assert_int_equal(
+        store_key_set(s, id, n, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, 0, 1), STORE_OK);
+    assert_int_equal(
+        store_key_set(s, id, n, (const uint8_t *)name, sizeof name, (const uint8_t *)"w", 1, 0, 5),
+        STORE_OK);
+    assert_int_equal(
+        store_key_set(s, id, n, (const uint8_t *)name, sizeof name, (const uint8_t *)"w", 1, 0, 6),
+        STORE_EMISMATCH);
     struct key_list l = keys_of(s, id, n);
     assert_int_equal(l.n, 2);
     int k = find_key(&l, "k", 1);
@@ -623,7 +622,7 @@ static void exercise_id(struct store *s, const char *id, size_t n)
 static void t_long_ids(void **state)
 {
     struct tctx *t = *state;
-    static const size_t sizes[] = {255, 256, 400, 509, 510, 511, 512, 1000, 4096, 65536};
+    static const size_t sizes[] = { 255, 256, 400, 509, 510, 511, 512, 1000, 4096, 65536 };
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         char *id = long_id(t, sizes[i], 'L', "#");
         exercise_id(t->s, id, sizes[i]);
@@ -637,10 +636,12 @@ static void t_long_ids(void **state)
     char *a = long_id(t, n, 'p', "a"), *b = long_id(t, n, 'p', "b");
     assert_int_equal(store_doc_create(t->s, a, n, (const uint8_t *)"A", 1), STORE_OK);
     assert_int_equal(store_doc_create(t->s, b, n, (const uint8_t *)"BB", 2), STORE_OK);
-    assert_int_equal(store_key_set(t->s, a, n, (const uint8_t *)"k", 1, (const uint8_t *)"a", 1,
-                                   0, 1), STORE_OK);
-    assert_int_equal(store_key_set(t->s, b, n, (const uint8_t *)"k", 1, (const uint8_t *)"b", 1,
-                                   0, 7), STORE_OK);
+    assert_int_equal(
+        store_key_set(t->s, a, n, (const uint8_t *)"k", 1, (const uint8_t *)"a", 1, 0, 1),
+        STORE_OK);
+    assert_int_equal(
+        store_key_set(t->s, b, n, (const uint8_t *)"k", 1, (const uint8_t *)"b", 1, 0, 7),
+        STORE_OK);
     uint64_t la = 0, lb = 0;
     assert_int_equal(store_doc_append(t->s, a, n, 1, (const uint8_t *)"a", 1, &la), STORE_OK);
     assert_int_equal(store_doc_length(t->s, b, n, &lb), STORE_OK);
@@ -713,8 +714,7 @@ static void t_persistence(void **state)
     assert_int_equal(got.doc_id_len, d.n);
     store_token_clear(&got);
     /* and it goes on working */
-    assert_int_equal(store_doc_append(t->s, d.b, d.n, 10, (const uint8_t *)"!", 1, &len),
-                     STORE_OK);
+    assert_int_equal(store_doc_append(t->s, d.b, d.n, 10, (const uint8_t *)"!", 1, &len), STORE_OK);
     assert_int_equal(len, 11);
 }
 
@@ -761,7 +761,7 @@ static void *append_worker(void *p)
         int rc = store_doc_append(a->s, a->id.b, a->id.n, expected, buf, len, &nl);
         if (rc == STORE_OK) {
             if (nl != expected + len) a->errors++;
-            a->wins[a->n_wins++] = (struct win){expected, a->thread, i, len};
+            a->wins[a->n_wins++] = (struct win){ expected, a->thread, i, len };
             expected = nl;
         } else if (rc == STORE_EMISMATCH) {
             if (nl == expected) a->errors++; /* a mismatch must report another length */
@@ -791,8 +791,8 @@ static void t_concurrent_append(void **state)
     pthread_barrier_init(&barrier, NULL, THREADS);
     for (uint32_t i = 0; i < THREADS; i++) {
         memset(&args[i], 0, sizeof args[i]);
-        args[i] = (struct append_arg){.s = t->s, .id = d, .thread = i, .start = 5,
-                                      .barrier = &barrier};
+        args[i] =
+            (struct append_arg){ .s = t->s, .id = d, .thread = i, .start = 5, .barrier = &barrier };
         assert_int_equal(pthread_create(&th[i], NULL, append_worker, &args[i]), 0);
     }
     for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
@@ -871,7 +871,10 @@ static void *rw_worker(void *p)
             break;
         }
         uint64_t len = 0;
-        if (store_doc_length(a->s, a->id.b, a->id.n, &len) != STORE_OK) { a->errors++; break; }
+        if (store_doc_length(a->s, a->id.b, a->id.n, &len) != STORE_OK) {
+            a->errors++;
+            break;
+        }
         uint64_t off = len ? rng_next(&seed) % (len + 1) : 0;
         uint8_t *data = NULL;
         size_t n = 0;
@@ -881,7 +884,10 @@ static void *rw_worker(void *p)
             a->errors++;
         } else {
             for (size_t i = 0; i < n; i++)
-                if (data[i] != byte_at(off + i)) { a->errors++; break; }
+                if (data[i] != byte_at(off + i)) {
+                    a->errors++;
+                    break;
+                }
         }
         free(data);
         a->reads++;
@@ -898,7 +904,7 @@ static void t_concurrent_read_write(void **state)
     struct rw_arg args[8];
     pthread_t th[8];
     for (int i = 0; i < 8; i++) {
-        args[i] = (struct rw_arg){.s = t->s, .id = d, .writer = i < 4, .stop = &stop};
+        args[i] = (struct rw_arg){ .s = t->s, .id = d, .writer = i < 4, .stop = &stop };
         assert_int_equal(pthread_create(&th[i], NULL, rw_worker, &args[i]), 0);
     }
     uint64_t t0 = mono_ns();
@@ -914,7 +920,8 @@ static void t_concurrent_read_write(void **state)
     }
     for (int i = 0; i < 8; i++) assert_int_equal(args[i].errors, 0);
     print_message("      600 append attempts took %.0f ms beside %u reads%s\n",
-                  (double)(t1 - t0) / 1e6, reads, capped ? "; WARNING: readers stopped after 5 s: writers starve under reads" : "");
+                  (double)(t1 - t0) / 1e6, reads,
+                  capped ? "; WARNING: readers stopped after 5 s: writers starve under reads" : "");
     uint64_t len;
     assert_int_equal(store_doc_length(t->s, d.b, d.n, &len), STORE_OK);
     uint8_t *data;
@@ -954,8 +961,10 @@ static void *key_worker(void *p)
         int vl = snprintf(value, sizeof value, "%u:%u", a->thread, v + 1);
         int rc = store_key_set(a->s, a->id.b, a->id.n, (const uint8_t *)"race", 4,
                                (const uint8_t *)value, (size_t)vl, v, v + 1);
-        if (rc == STORE_OK) a->won[a->n_won++] = v + 1;
-        else if (rc != STORE_EMISMATCH) a->errors++;
+        if (rc == STORE_OK)
+            a->won[a->n_won++] = v + 1;
+        else if (rc != STORE_EMISMATCH)
+            a->errors++;
     }
     return NULL;
 }
@@ -968,7 +977,7 @@ static void t_concurrent_keys(void **state)
     struct key_arg args[THREADS];
     pthread_t th[THREADS];
     for (uint32_t i = 0; i < THREADS; i++) {
-        args[i] = (struct key_arg){.s = t->s, .id = d, .thread = i};
+        args[i] = (struct key_arg){ .s = t->s, .id = d, .thread = i };
         assert_int_equal(pthread_create(&th[i], NULL, key_worker, &args[i]), 0);
     }
     for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
@@ -1007,8 +1016,8 @@ static void *create_worker(void *p)
 {
     struct create_arg *a = p;
     pthread_barrier_wait(a->barrier);
-    a->rc = store_doc_create(a->s, a->id.b, a->id.n, (const uint8_t *)a->content,
-                             strlen(a->content));
+    a->rc =
+        store_doc_create(a->s, a->id.b, a->id.n, (const uint8_t *)a->content, strlen(a->content));
     return NULL;
 }
 
@@ -1021,7 +1030,7 @@ static void t_concurrent_create(void **state)
     pthread_barrier_t barrier;
     pthread_barrier_init(&barrier, NULL, THREADS);
     for (int i = 0; i < THREADS; i++) {
-        args[i] = (struct create_arg){.s = t->s, .id = d, .barrier = &barrier};
+        args[i] = (struct create_arg){ .s = t->s, .id = d, .barrier = &barrier };
         snprintf(args[i].content, sizeof args[i].content, "creator-%d", i);
         assert_int_equal(pthread_create(&th[i], NULL, create_worker, &args[i]), 0);
     }
@@ -1045,9 +1054,9 @@ static void t_concurrent_create(void **state)
 struct listed {
     const struct tctx *t;
     struct id ids[400];
-    int n;           /* ids of this test seen (duplicates included) */
-    int calls;       /* all calls, other tests' data included */
-    int stop_after;  /* 0: never */
+    int n;          /* ids of this test seen (duplicates included) */
+    int calls;      /* all calls, other tests' data included */
+    int stop_after; /* 0: never */
     struct store_token toks[8];
     struct store *s; /* when set: each callback also reads the document (re-entrancy) */
     int reads_ok;

@@ -46,7 +46,7 @@ struct store_conformance {
     struct store *(*open)(void *ctx); /* NULL on failure (the test fails) */
     void (*reset)(void *ctx);         /* may be NULL */
     void *ctx;
-    unsigned flags;                   /* STORE_CONF_* */
+    unsigned flags; /* STORE_CONF_* */
 };
 
 /* Runs every test once. Returns the number of failed tests (0: all passed). */

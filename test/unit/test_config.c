@@ -96,14 +96,21 @@ static void test_bad_values_name_the_key(void **state)
 {
     (void)state;
     static const char *const bad[][2] = {
-        {"ServerPort=0", "ServerPort"},        {"ServerPort=65536", "ServerPort"},
-        {"ServerPort=80x", "ServerPort"},      {"ServerPort=", "ServerPort"},
-        {"Database=mongo", "Database"},        {"Expiration=-5", "Expiration"},
-        {"Expiration=soon", "Expiration"},     {"JWTKeyIsBase64=maybe", "JWTKeyIsBase64"},
-        {"Compression=2", "Compression"},      {"MaxFiles=abc", "MaxFiles"},
-        {"MaxConnections=0", "MaxConnections"}, {"SendQueueBytes=12Q", "SendQueueBytes"},
-        {"MaxMessageBytes=99999999999999999999", "MaxMessageBytes"},
-        {"MaxDocIdBytes=17M", "MaxDocIdBytes"},   {"MaxDocIdBytes=0", "MaxDocIdBytes"},
+        { "ServerPort=0", "ServerPort" },
+        { "ServerPort=65536", "ServerPort" },
+        { "ServerPort=80x", "ServerPort" },
+        { "ServerPort=", "ServerPort" },
+        { "Database=mongo", "Database" },
+        { "Expiration=-5", "Expiration" },
+        { "Expiration=soon", "Expiration" },
+        { "JWTKeyIsBase64=maybe", "JWTKeyIsBase64" },
+        { "Compression=2", "Compression" },
+        { "MaxFiles=abc", "MaxFiles" },
+        { "MaxConnections=0", "MaxConnections" },
+        { "SendQueueBytes=12Q", "SendQueueBytes" },
+        { "MaxMessageBytes=99999999999999999999", "MaxMessageBytes" },
+        { "MaxDocIdBytes=17M", "MaxDocIdBytes" },
+        { "MaxDocIdBytes=0", "MaxDocIdBytes" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct config c;

@@ -23,7 +23,7 @@ static struct message *text_message(size_t len)
     assert_non_null(m);
     m->data[0] = 0x05;
     m->data[1] = 0;
-    for (size_t i = 2; i < len; i++) m->data[i] = (uint8_t)"abcabcabd shape points "[i % 23];
+    for (size_t i = 2; i < len; i++) m->data[i] = (uint8_t) "abcabcabd shape points "[i % 23];
     return m;
 }
 
@@ -70,7 +70,7 @@ static void test_plain_message_is_one_frame_over_its_bytes(void **state)
     (void)state;
     struct message *m = text_message(300);
     struct framer f;
-    struct framer_client fc = {.max_message = 0};
+    struct framer_client fc = { .max_message = 0 };
     assert_int_equal(framer_fill(&f, &m, 0, 1, 0, &fc), 0);
     assert_int_equal(f.nframes, 1);
     assert_ptr_equal(f.iov[1].iov_base, m->data); /* no copy of the message */
@@ -88,7 +88,7 @@ static void test_split_and_resume_at_every_offset(void **state)
 {
     (void)state;
     struct message *m = text_message(1000);
-    struct framer_client fc = {.max_message = 300};
+    struct framer_client fc = { .max_message = 300 };
     struct framer f;
     assert_int_equal(framer_fill(&f, &m, 0, 1, 0, &fc), 0);
     size_t total;
@@ -99,7 +99,7 @@ static void test_split_and_resume_at_every_offset(void **state)
     assert_int_equal(frames, (int)codec_split_count(1000, 300));
     assert_int_equal(rsv1, 0);
     assert_int_equal(got, 1000 + 2 * (frames - 1)); /* each continuation adds 2 bytes */
-    for (size_t off = 0; off < total; off += 7) { /* what is left after `off` bytes went */
+    for (size_t off = 0; off < total; off += 7) {   /* what is left after `off` bytes went */
         assert_int_equal(framer_fill(&f, &m, 0, 1, off, &fc), 0);
         size_t n;
         uint8_t *rest = joined(&f, &n);
@@ -123,7 +123,7 @@ static void test_control_frames_go_as_they_are(void **state)
     m->len = ws_close_frame(m->data, 1000, NULL);
     m->raw_frame = true;
     struct ws_deflate_ctx *z = ws_deflate_ctx_new();
-    struct framer_client fc = {.max_message = 3, .z = z, .min_compress = 0};
+    struct framer_client fc = { .max_message = 3, .z = z, .min_compress = 0 };
     struct framer f;
     assert_int_equal(framer_fill(&f, &m, 0, 1, 0, &fc), 0);
     size_t n;
@@ -140,8 +140,8 @@ static void test_compressed_once_and_shared(void **state)
     (void)state;
     struct ws_deflate_ctx *z1 = ws_deflate_ctx_new(), *z2 = ws_deflate_ctx_new();
     struct message *m = text_message(20000);
-    struct framer_client a = {.max_message = 0, .z = z1, .min_compress = WS_DEFLATE_MIN_SIZE};
-    struct framer_client b = {.max_message = 0, .z = z2, .min_compress = WS_DEFLATE_MIN_SIZE};
+    struct framer_client a = { .max_message = 0, .z = z1, .min_compress = WS_DEFLATE_MIN_SIZE };
+    struct framer_client b = { .max_message = 0, .z = z2, .min_compress = WS_DEFLATE_MIN_SIZE };
     struct framer fa, fb;
     assert_int_equal(framer_fill(&fa, &m, 0, 1, 0, &a), 0);
     assert_int_equal(framer_fill(&fb, &m, 0, 1, 0, &b), 0);
@@ -164,7 +164,7 @@ static void test_compressed_once_and_shared(void **state)
     assert_memory_equal(plain, m->data, 20000);
     free(plain);
     /* Another split size is another variant, built once too. */
-    struct framer_client c = {.max_message = 4096, .z = z1, .min_compress = WS_DEFLATE_MIN_SIZE};
+    struct framer_client c = { .max_message = 4096, .z = z1, .min_compress = WS_DEFLATE_MIN_SIZE };
     assert_int_equal(framer_fill(&fa, &m, 0, 1, 0, &c), 0);
     assert_int_equal(framer_fill(&fb, &m, 0, 1, 0, &c), 0);
     assert_non_null(atomic_load(&m->variants)->next);
@@ -179,7 +179,7 @@ static void test_small_or_incompressible_goes_plain(void **state)
 {
     (void)state;
     struct ws_deflate_ctx *z = ws_deflate_ctx_new();
-    struct framer_client fc = {.max_message = 0, .z = z, .min_compress = WS_DEFLATE_MIN_SIZE};
+    struct framer_client fc = { .max_message = 0, .z = z, .min_compress = WS_DEFLATE_MIN_SIZE };
     struct message *small = text_message(WS_DEFLATE_MIN_SIZE - 1);
     struct framer f;
     assert_int_equal(framer_fill(&f, &small, 0, 1, 0, &fc), 0);
@@ -187,7 +187,8 @@ static void test_small_or_incompressible_goes_plain(void **state)
     assert_null(atomic_load(&small->variants));
     struct message *noise = message_new(4096);
     uint32_t x = 12345;
-    for (size_t i = 0; i < 4096; i++) noise->data[i] = (uint8_t)((x = x * 1103515245u + 12345u) >> 16);
+    for (size_t i = 0; i < 4096; i++)
+        noise->data[i] = (uint8_t)((x = x * 1103515245u + 12345u) >> 16);
     assert_int_equal(framer_fill(&f, &noise, 0, 1, 0, &fc), 0);
     assert_int_equal(f.hdr[0][0], 0x82); /* not smaller compressed: sent as it is */
     size_t n;

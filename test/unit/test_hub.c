@@ -24,7 +24,8 @@
 #include "store.h"
 
 /* Appends through the session and checks the writer's ACK. */
-static void append_ok(struct core_fixture *f, struct hub_client *c, uint64_t offset, const char *data)
+static void append_ok(struct core_fixture *f, struct hub_client *c, uint64_t offset,
+                      const char *data)
 {
     cf_append(f, c, offset, data, strlen(data));
     cf_expect_one(f, c, msg_ack(1, offset + strlen(data)));
@@ -45,8 +46,8 @@ static void test_fanout_in_commit_order(void **state)
     cf_sent_free(&s);
 
     /* A and B take turns, each at the end the other left. */
-    static const char *const parts[] = {"a1", "b1", "a2", "b2", "a3"};
-    static const uint64_t offsets[] = {0, 2, 4, 6, 8};
+    static const char *const parts[] = { "a1", "b1", "a2", "b2", "a3" };
+    static const uint64_t offsets[] = { 0, 2, 4, 6, 8 };
     for (int i = 0; i < 5; i++) {
         struct hub_client *w = i % 2 ? b : a, *other = i % 2 ? a : b;
         append_ok(f, w, offsets[i], parts[i]);
@@ -73,7 +74,8 @@ static void test_fanout_in_commit_order(void **state)
     outq_release(&f->outq, &b3b, b3b.n);
     cf_take(f, o2, &s);
     assert_int_equal(s.n, 5);
-    for (int i = 0; i < 5; i++) cf_expect_msg(&s, (size_t)i, cf_msg_append(2, offsets[i], parts[i]));
+    for (int i = 0; i < 5; i++)
+        cf_expect_msg(&s, (size_t)i, cf_msg_append(2, offsets[i], parts[i]));
     cf_sent_free(&s);
     assert_int_equal(cf_doc_length(f, "doc"), 10);
 }
@@ -120,7 +122,7 @@ static void test_delivery_rule(void **state)
     cf_expect_nothing(f, m);
 
     fanout(f, d, 3, "de");
-    struct hub_client *both[] = {a, m};
+    struct hub_client *both[] = { a, m };
     for (int i = 0; i < 2; i++) {
         cf_expect_one(f, both[i], cf_msg_append(3, 3, "de"));
         assert_int_equal(both[i]->delivered_end, 5);
@@ -149,13 +151,15 @@ static void test_close_document(void **state)
     cf_join(f, x, "other");
     cf_append(f, a, 0, "queued", 6); /* an ACK and two APPENDs still queued go first */
     assert_int_equal(hub_close_document(f->hub, "doc", 3, 1, "does not exist"), 3);
-    struct hub_client *members[] = {a, b, c};
+    struct hub_client *members[] = { a, b, c };
     for (int i = 0; i < 3; i++) {
         struct cf_sent s;
         cf_take(f, members[i], &s);
         assert_int_equal(s.n, 2);
-        if (members[i] == a) cf_expect_msg(&s, 0, msg_ack(1, 6));
-        else cf_expect_msg(&s, 0, cf_msg_append(3, 0, "queued"));
+        if (members[i] == a)
+            cf_expect_msg(&s, 0, msg_ack(1, 6));
+        else
+            cf_expect_msg(&s, 0, cf_msg_append(3, 0, "queued"));
         cf_expect_msg(&s, 1, msg_error(1, "does not exist"));
         assert_int_equal(s.state, OUTQ_DRAINING);
         assert_int_equal(s.close_code, 1000);
@@ -173,8 +177,8 @@ static void test_update_user(void **state)
     cf_add_token(f, "t-u2", "doc", "u2", "rw");
     struct hub_client *u1a = cf_client(f), *u1b = cf_client(f), *u2 = cf_client(f),
                       *plain = cf_client(f);
-    const char *ids[] = {"t-u1a", "t-u1b", "t-u2"};
-    struct hub_client *tok[] = {u1a, u1b, u2};
+    const char *ids[] = { "t-u1a", "t-u1b", "t-u2" };
+    struct hub_client *tok[] = { u1a, u1b, u2 };
     for (int i = 0; i < 3; i++) {
         cf_init(f, tok[i], 3, 0, 0, 0, ids[i], NULL, 0);
         assert_true(session_joined(tok[i]));
@@ -193,7 +197,7 @@ static void test_update_user(void **state)
     cf_sent_free(&s);
     assert_int_equal(cf_doc_length(f, "doc"), 0);
     append_ok(f, u2, 0, "yes");
-    struct hub_client *readers[] = {u1a, u1b, plain};
+    struct hub_client *readers[] = { u1a, u1b, plain };
     for (int i = 0; i < 3; i++) {
         cf_expect_one(f, readers[i], cf_msg_append(3, 0, "yes"));
     }
@@ -272,8 +276,9 @@ static void on_idle(void *arg, const char *id, size_t id_len)
 static void test_leave_releases_the_document(void **state)
 {
     struct core_fixture *f = *state;
-    struct listener_counts n = {0, 0};
-    f->hub->listener = (struct hub_listener){.doc_active = on_active, .doc_idle = on_idle, .arg = &n};
+    struct listener_counts n = { 0, 0 };
+    f->hub->listener =
+        (struct hub_listener){ .doc_active = on_active, .doc_idle = on_idle, .arg = &n };
     struct hub_client *a = cf_client(f), *b = cf_client(f), *c = cf_client(f), *d = cf_client(f);
     cf_join(f, a, "doc");
     cf_join(f, b, "doc");
@@ -320,7 +325,8 @@ struct writer {
 /* Checks messages `s` as client w receives them: relayed APPENDs must continue exactly
  * at w->end; its own append at `sent_at` of `sent_len` bytes is ACKed at the end it
  * makes, or NACKed with the length it already has. Returns 1 when a reply came. */
-static int writer_check(struct writer *w, const struct cf_sent *s, uint64_t sent_at, size_t sent_len)
+static int writer_check(struct writer *w, const struct cf_sent *s, uint64_t sent_at,
+                        size_t sent_len)
 {
     int replied = 0;
     for (size_t i = 0; i < s->n && !w->error[0]; i++) {
@@ -342,13 +348,13 @@ static int writer_check(struct writer *w, const struct cf_sent *s, uint64_t sent
                 w->nacked++; /* every byte before the NACK's length was relayed first */
             } else {
                 snprintf(w->error, sizeof w->error,
-                         "writer %d: ACK %u length %llu for %zu bytes at %llu, has %llu", w->t,
-                         ack, (unsigned long long)len, sent_len, (unsigned long long)sent_at,
+                         "writer %d: ACK %u length %llu for %zu bytes at %llu, has %llu", w->t, ack,
+                         (unsigned long long)len, sent_len, (unsigned long long)sent_at,
                          (unsigned long long)w->end);
             }
         } else {
-            snprintf(w->error, sizeof w->error, "writer %d: unexpected message type 0x%02x",
-                     w->t, m[0]);
+            snprintf(w->error, sizeof w->error, "writer %d: unexpected message type 0x%02x", w->t,
+                     m[0]);
         }
     }
     return replied;
@@ -384,7 +390,8 @@ static size_t observer_bytes(struct core_fixture *f, struct hub_client *c, int v
     for (size_t i = 0; i < s.n; i++) {
         assert_int_equal(s.data[i][0], version == 2 ? CODEC_APPEND_V2 : CODEC_APPEND_V3);
         uint64_t off = be_get64(s.data[i] + hdr - 8);
-        if (off != end) fail_msg("append %zu at %llu, expected %zu", i, (unsigned long long)off, end);
+        if (off != end)
+            fail_msg("append %zu at %llu, expected %zu", i, (unsigned long long)off, end);
         size_t n = s.len[i] - hdr;
         assert_true(end + n <= cap);
         memcpy(out + end, s.data[i] + hdr, n);
@@ -408,11 +415,12 @@ static void test_concurrent_writers_one_order(void **state)
     cf_take(f, o2, &s);
     cf_sent_free(&s);
     for (int i = 0; i < WRITERS; i++) {
-        w[i] = (struct writer){.f = f, .start = &start, .c = cf_client(f), .t = i};
+        w[i] = (struct writer){ .f = f, .start = &start, .c = cf_client(f), .t = i };
         cf_join(f, w[i].c, "doc");
     }
     pthread_t th[WRITERS];
-    for (int i = 0; i < WRITERS; i++) assert_int_equal(pthread_create(&th[i], NULL, writer_run, &w[i]), 0);
+    for (int i = 0; i < WRITERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, writer_run, &w[i]), 0);
     for (int i = 0; i < WRITERS; i++) pthread_join(th[i], NULL);
     pthread_barrier_destroy(&start);
 
@@ -443,7 +451,7 @@ static void test_concurrent_writers_one_order(void **state)
         assert_memory_equal(seen, stored, total);
     }
     /* Each writer's parts are in the document once each, in its own order. */
-    int next[WRITERS] = {0};
+    int next[WRITERS] = { 0 };
     for (size_t at = 0; at < total; at += PART_LEN) {
         int t, k;
         assert_int_equal(sscanf((const char *)stored + at, "w%1d:%3d;", &t, &k), 2);

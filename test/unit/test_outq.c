@@ -37,7 +37,9 @@ static int setup(void **state)
 {
     static struct fixture f;
     memset(&f, 0, sizeof f);
-    f.q = (struct outq){.bound = 1000, .counters = &f.counters, .wake = fake_wake, .wake_arg = &f.loop};
+    f.q = (struct outq){
+        .bound = 1000, .counters = &f.counters, .wake = fake_wake, .wake_arg = &f.loop
+    };
     f.c = client_new("127.0.0.1", false);
     assert_non_null(f.c);
     *state = &f;
@@ -139,7 +141,8 @@ static void test_newer_key_supersedes_queued(void **state)
     struct fixture *f = *state;
     struct message *k1 = msg_key_info_one(1, (const uint8_t *)"page", 4, (const uint8_t *)"1", 1);
     struct message *k2 = msg_key_info_one(2, (const uint8_t *)"page", 4, (const uint8_t *)"2", 1);
-    struct message *other = msg_key_info_one(1, (const uint8_t *)"lock", 4, (const uint8_t *)"x", 1);
+    struct message *other =
+        msg_key_info_one(1, (const uint8_t *)"lock", 4, (const uint8_t *)"x", 1);
     assert_int_equal(outq_push(&f->q, f->c, k1, false), 0);
     assert_int_equal(outq_push(&f->q, f->c, other, false), 0);
     assert_int_equal(outq_push(&f->q, f->c, k2, false), 0);
@@ -163,7 +166,7 @@ static void test_give_back_keeps_order_and_offset(void **state)
     struct outq_batch b;
     outq_take(f->c, slots, 3, 1 << 20, &b);
     assert_int_equal(b.n, 3);
-    outq_release(&f->q, &b, 1);                         /* 'a' went */
+    outq_release(&f->q, &b, 1);                                 /* 'a' went */
     assert_int_equal(outq_give_back(&f->q, f->c, &b, 1, 7), 0); /* 'b' went 7 bytes in */
     struct outq_batch b2;
     outq_take(f->c, slots, 8, 1 << 20, &b2);

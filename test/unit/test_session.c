@@ -42,7 +42,7 @@ static void test_init_creates_then_opens(void **state)
     cf_take(f, a, &s);
     assert_int_equal(s.n, 1);
     /* Created: the catch-up starts at the length (its own initial data is not echoed). */
-    static const uint8_t empty_at_5[] = {0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
+    static const uint8_t empty_at_5[] = { 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5 };
     assert_int_equal(s.len[0], sizeof empty_at_5);
     assert_memory_equal(s.data[0], empty_at_5, sizeof empty_at_5);
     assert_int_equal(s.state, OUTQ_OPEN);
@@ -52,7 +52,7 @@ static void test_init_creates_then_opens(void **state)
     cf_append(f, a, 5, " world", 6);
     cf_take(f, a, &s);
     assert_int_equal(s.n, 1);
-    static const uint8_t ack_11[] = {0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 11};
+    static const uint8_t ack_11[] = { 0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 11 };
     assert_memory_equal(s.data[0], ack_11, sizeof ack_11);
     cf_sent_free(&s);
 
@@ -70,7 +70,9 @@ static void test_init_creates_then_opens(void **state)
     cf_init(f, d, 2, 1, 0, 5, "doc", NULL, 0);
     cf_take(f, d, &s);
     assert_int_equal(s.n, 1);
-    static const uint8_t v2_at_5[] = {0x02, 0, 0, 0, 0, 0, 0, 0, 0, 5, ' ', 'w', 'o', 'r', 'l', 'd'};
+    static const uint8_t v2_at_5[] = {
+        0x02, 0, 0, 0, 0, 0, 0, 0, 0, 5, ' ', 'w', 'o', 'r', 'l', 'd'
+    };
     assert_int_equal(s.len[0], sizeof v2_at_5);
     assert_memory_equal(s.data[0], v2_at_5, sizeof v2_at_5);
     cf_sent_free(&s);
@@ -201,8 +203,8 @@ static void test_broadcast_goes_to_others_only(void **state)
     cf_join(f, c, "doc");
     cf_join(f, x, "another");
     cf_broadcast(f, a, "hi", 2);
-    static const uint8_t bc[] = {0x04, 0, 0, 0, 0, 2, 'h', 'i'};
-    struct hub_client *others[] = {b, c};
+    static const uint8_t bc[] = { 0x04, 0, 0, 0, 0, 2, 'h', 'i' };
+    struct hub_client *others[] = { b, c };
     for (int i = 0; i < 2; i++) {
         struct cf_sent s;
         cf_take(f, others[i], &s);
@@ -227,7 +229,8 @@ static void test_client_key_lives_with_its_owner(void **state)
     cf_expect_one(f, a, msg_set_key_ack(1, 7));
     cf_take(f, b, &s);
     assert_int_equal(s.n, 1);
-    static const uint8_t info[] = {0x82, 0, 0, 0, 0, 1, 0, 0, 0, 4, 'p', 'a', 'g', 'e', 0, 0, 0, 1, '3'};
+    static const uint8_t info[] = { 0x82, 0,   0,   0,   0, 1, 0, 0, 0,  4,
+                                    'p',  'a', 'g', 'e', 0, 0, 0, 1, '3' };
     assert_int_equal(s.len[0], sizeof info);
     assert_memory_equal(s.data[0], info, sizeof info);
     cf_sent_free(&s);
@@ -249,8 +252,10 @@ static void test_client_key_lives_with_its_owner(void **state)
 
     /* The owner leaves: the key goes, announced empty with version + 1. */
     cf_close(f, a);
-    static const uint8_t gone[] = {0x82, 0, 0, 0, 0, 2, 0, 0, 0, 4, 'p', 'a', 'g', 'e', 0, 0, 0, 0};
-    struct hub_client *others[] = {b, c};
+    static const uint8_t gone[] = {
+        0x82, 0, 0, 0, 0, 2, 0, 0, 0, 4, 'p', 'a', 'g', 'e', 0, 0, 0, 0
+    };
+    struct hub_client *others[] = { b, c };
     for (int i = 0; i < 2; i++) {
         cf_take(f, others[i], &s);
         assert_int_equal(s.n, 1);
@@ -272,7 +277,7 @@ static void test_first_message_not_init(void **state)
     struct hub_client *a = cf_client(f);
     cf_join(f, a, "doc");
     struct hub_client *b = cf_client(f);
-    static const uint8_t append[] = {0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'x'};
+    static const uint8_t append[] = { 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'x' };
     cf_send(f, b, append, sizeof append);
     struct cf_sent s;
     cf_take(f, b, &s);
@@ -310,7 +315,7 @@ static void test_malformed_append_closes_with_1002(void **state)
     cf_join(f, a, "doc");
     cf_join(f, b, "doc");
     cf_append(f, a, 0, "ok", 2);
-    static const uint8_t short_append[] = {0x05, 0, 0, 0, 0, 0, 0, 0, 2}; /* offset cut short */
+    static const uint8_t short_append[] = { 0x05, 0, 0, 0, 0, 0, 0, 0, 2 }; /* offset cut short */
     cf_send(f, a, short_append, sizeof short_append);
     struct cf_sent s;
     cf_take(f, a, &s);

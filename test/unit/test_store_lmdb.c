@@ -1,7 +1,7 @@
-/* test_store_lmdb: runs the store conformance suite against LMDB in a fresh temporary
- * directory, then LMDB-specific tests: map growth, group commit, a large document,
- * sweep in steps, last-access touches, key-size limits, the long-id layout, store_open dispatch, kill -9 durability, and
- * append latency with sync on. */
+/* test_store_lmdb: runs the store conformance suite against LMDB in a fresh temporary directory,
+ * then LMDB-specific tests: map growth, group commit, a large document, sweep in steps, last-access
+ * touches, key-size limits, the long-id layout, store_open dispatch, kill -9 durability, and append
+ * latency with sync on. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -42,10 +42,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
+static void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* The store's log lines (store_config.log): counted by level and text, and still
  * shown on stderr. */
@@ -74,8 +71,9 @@ static unsigned log_count(unsigned *counter)
 static struct store *lmdb_open_ctx(void *p)
 {
     struct lctx *c = p;
-    struct store_config cfg = {.backend = "lmdb", .data_dir = c->dir, .nosync = c->nosync,
-                               .log = {log_capture, NULL}};
+    struct store_config cfg = {
+        .backend = "lmdb", .data_dir = c->dir, .nosync = c->nosync, .log = { log_capture, NULL }
+    };
     char err[256];
     struct store *s = store_open(&cfg, err, sizeof err);
     if (!s) fprintf(stderr, "open: %s\n", err);
@@ -202,7 +200,7 @@ static void t_map_growth(void **state)
     struct reader_arg ra[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
-        ra[i] = (struct reader_arg){.s = s, .stop = &stop};
+        ra[i] = (struct reader_arg){ .s = s, .stop = &stop };
         assert_int_equal(pthread_create(&th[i], NULL, reader_worker, &ra[i]), 0);
     }
     uint64_t len = 0;
@@ -276,7 +274,7 @@ static void t_group_commit(void **state)
     pthread_barrier_t barrier;
     pthread_barrier_init(&barrier, NULL, GC_THREADS);
     for (int i = 0; i < GC_THREADS; i++) {
-        args[i] = (struct gc_arg){.s = s, .barrier = &barrier};
+        args[i] = (struct gc_arg){ .s = s, .barrier = &barrier };
         snprintf(args[i].id, sizeof args[i].id, "gc%d", i);
         assert_int_equal(store_doc_create(s, args[i].id, strlen(args[i].id), NULL, 0), STORE_OK);
     }
@@ -315,17 +313,28 @@ static void t_large_doc(void **state)
     fill(buf, 0, total);
     assert_int_equal(store_doc_create(s, "large", 5, buf, 3000), STORE_OK);
     uint64_t len = 3000;
-    const size_t sizes[] = {1 << 20, 777, 100000, 5, 3 << 20, 4096, 1};
+    const size_t sizes[] = { 1 << 20, 777, 100000, 5, 3 << 20, 4096, 1 };
     for (int i = 0; len < total; i++) {
         size_t n = sizes[i % 7];
         if (n > total - len) n = total - len;
         assert_int_equal(store_doc_append(s, "large", 5, len, buf + len, n, &len), STORE_OK);
     }
     free(buf);
-    const uint64_t offs[] = {0, 1, 2999, 3000, 3001, (1 << 20) + 2999, (1 << 20) + 3000,
-                             (1 << 20) + 3001, total / 2, total / 3 + 7, total - 4097,
-                             total - 1, total};
-    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) check_read(s, "large", offs[i], total);
+    const uint64_t offs[] = { 0,
+                              1,
+                              2999,
+                              3000,
+                              3001,
+                              (1 << 20) + 2999,
+                              (1 << 20) + 3000,
+                              (1 << 20) + 3001,
+                              total / 2,
+                              total / 3 + 7,
+                              total - 4097,
+                              total - 1,
+                              total };
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++)
+        check_read(s, "large", offs[i], total);
     /* a tail read is cheap: it copies only the tail */
     double t0 = now_s();
     for (int i = 0; i < 1000; i++) check_read(s, "large", total - 100, total);
@@ -343,13 +352,17 @@ static void t_sweep_steps(void **state)
     for (int i = 0; i < 300; i++) {
         int n = snprintf(id, sizeof id, "sw%03d", i);
         assert_int_equal(store_doc_create(s, id, (size_t)n, (const uint8_t *)"data", 4), STORE_OK);
-        assert_int_equal(store_key_set(s, id, (size_t)n, (const uint8_t *)"k", 1,
-                                       (const uint8_t *)"v", 1, 0, 1), STORE_OK);
+        assert_int_equal(
+            store_key_set(s, id, (size_t)n, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, 0, 1),
+            STORE_OK);
     }
     for (int i = 0; i < 600; i++) {
         int n = snprintf(id, sizeof id, "tok%03d", i);
-        struct store_token t = {.doc_id = "d", .doc_id_len = 1, .user_id = "u",
-                                .permissions = "rw", .expires = now + (i % 2 ? 100 : 100000)};
+        struct store_token t = { .doc_id = "d",
+                                 .doc_id_len = 1,
+                                 .user_id = "u",
+                                 .permissions = "rw",
+                                 .expires = now + (i % 2 ? 100 : 100000) };
         assert_int_equal(store_token_add(s, id, (size_t)n, &t), STORE_OK);
     }
     struct store_lmdb_stats a, b;
@@ -391,7 +404,7 @@ static void set_last_access(const char *dir, const char *id, int64_t when)
     assert_int_equal(mdb_env_open(env, path, MDB_NOTLS, 0640), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "docs", 0, &dbi), 0);
-    MDB_val k = {strlen(id), (void *)id}, v;
+    MDB_val k = { strlen(id), (void *)id }, v;
     assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
     assert_int_equal(v.mv_size, 32);
     uint8_t hdr[32];
@@ -468,14 +481,19 @@ static void t_limits(void **state)
     assert_int_equal(len, 2);
     assert_int_equal(store_doc_length(s, big, 513, &len), STORE_ENOTFOUND);
     assert_int_equal(store_doc_create(s, "", 0, NULL, 0), STORE_EINVAL);
-    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 409, NULL, 0, 0, 1), STORE_OK);
-    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 410, NULL, 0, 0, 1), STORE_OK);
+    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 409, NULL, 0, 0, 1),
+                     STORE_OK);
+    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 410, NULL, 0, 0, 1),
+                     STORE_OK);
     assert_int_equal(store_key_set(s, big, 65536, (const uint8_t *)big, 477, NULL, 0, 0, 1),
                      STORE_OK);
     assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 478, NULL, 0, 0, 1),
                      STORE_EINVAL);
-    struct store_token t = {.doc_id = "d", .doc_id_len = 1, .user_id = "u",
-                            .permissions = "rw", .expires = time(NULL) + 100};
+    struct store_token t = { .doc_id = "d",
+                             .doc_id_len = 1,
+                             .user_id = "u",
+                             .permissions = "rw",
+                             .expires = time(NULL) + 100 };
     assert_int_equal(store_token_add(s, big, 504, &t), STORE_EINVAL); /* expiry key 8 + 504 */
     assert_int_equal(store_token_add(s, big, 503, &t), STORE_OK);
     char user[520];
@@ -522,13 +540,13 @@ static void t_long_id_layout(void **state)
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "docs", 0, &docs), 0);
     assert_int_equal(mdb_dbi_open(txn, "longdocs", 0, &longdocs), 0);
-    MDB_val k = {5, "short"}, v;
+    MDB_val k = { 5, "short" }, v;
     assert_int_equal(mdb_get(txn, docs, &k, &v), 0);
     assert_int_equal(v.mv_size, 32);
     uint8_t ha[32], hb[32];
     SHA256((const unsigned char *)a, sizeof a, ha);
     SHA256((const unsigned char *)b, sizeof b, hb);
-    MDB_val ka = {32, ha}, kb = {32, hb}, va, vb;
+    MDB_val ka = { 32, ha }, kb = { 32, hb }, va, vb;
     assert_int_equal(mdb_get(txn, longdocs, &ka, &va), 0);
     assert_int_equal(va.mv_size, 32 + sizeof a);
     assert_memory_equal((uint8_t *)va.mv_data + 32, a, sizeof a);
@@ -536,7 +554,7 @@ static void t_long_id_layout(void **state)
     assert_int_equal(mdb_get(txn, longdocs, &kb, &vb), 0);
     static uint8_t rec[32 + sizeof b];
     memcpy(rec, vb.mv_data, sizeof rec);
-    MDB_val nv = {sizeof rec, rec};
+    MDB_val nv = { sizeof rec, rec };
     assert_int_equal(mdb_put(txn, longdocs, &ka, &nv, 0), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
@@ -548,12 +566,10 @@ static void t_long_id_layout(void **state)
     size_t n = 0;
     assert_int_equal(store_doc_length(s, a, sizeof a, &len), STORE_EIO);
     assert_int_equal(store_doc_read(s, a, sizeof a, 0, &data, &n, NULL), STORE_EIO);
-    assert_int_equal(store_doc_append(s, a, sizeof a, 1, (const uint8_t *)"!", 1, NULL),
-                     STORE_EIO);
+    assert_int_equal(store_doc_append(s, a, sizeof a, 1, (const uint8_t *)"!", 1, NULL), STORE_EIO);
     assert_int_equal(store_doc_create(s, a, sizeof a, (const uint8_t *)"!", 1), STORE_EIO);
     /* the store goes on serving the others */
-    assert_int_equal(store_doc_append(s, b, sizeof b, 1, (const uint8_t *)"b", 1, &len),
-                     STORE_OK);
+    assert_int_equal(store_doc_append(s, b, sizeof b, 1, (const uint8_t *)"b", 1, &len), STORE_OK);
     assert_int_equal(len, 2);
     assert_int_equal(store_doc_length(s, "short", 5, &len), STORE_OK);
     store_close(s);
@@ -563,7 +579,7 @@ static void t_open_dispatch(void **state)
 {
     (void)state;
     char err[256] = "";
-    struct store_config cfg = {.backend = "nosuch", .data_dir = ctx_nosync.dir};
+    struct store_config cfg = { .backend = "nosuch", .data_dir = ctx_nosync.dir };
     assert_null(store_open(&cfg, err, sizeof err));
     assert_non_null(strstr(err, "nosuch"));
     cfg.backend = "lmdb";
@@ -605,7 +621,7 @@ static void t_log(void **state)
     assert_true(saved >= 0 && fd >= 0);
     dup2(fd, 2);
     close(fd);
-    struct store_config cfg = {.backend = "lmdb", .data_dir = ctx_nosync.dir, .nosync = 1};
+    struct store_config cfg = { .backend = "lmdb", .data_dir = ctx_nosync.dir, .nosync = 1 };
     char err[256];
     s = store_open(&cfg, err, sizeof err);
     fflush(stderr);
@@ -700,15 +716,16 @@ static void t_latency(void **state)
     free(buf);
     enum { ROUNDS = 100 };
     static double lat[2][ROUNDS];
-    const char *ids[2] = {"small", "huge"};
-    uint64_t len[2] = {0, big};
+    const char *ids[2] = { "small", "huge" };
+    uint64_t len[2] = { 0, big };
     for (int i = 0; i < ROUNDS; i++) {
         for (int d = 0; d < 2; d++) {
             uint8_t b[100];
             fill(b, len[d], sizeof b);
             double t0 = now_s();
-            assert_int_equal(store_doc_append(s, ids[d], strlen(ids[d]), len[d], b, sizeof b,
-                                              &len[d]), STORE_OK);
+            assert_int_equal(
+                store_doc_append(s, ids[d], strlen(ids[d]), len[d], b, sizeof b, &len[d]),
+                STORE_OK);
             lat[d][i] = (now_s() - t0) * 1e6;
         }
     }
@@ -716,9 +733,10 @@ static void t_latency(void **state)
         check_read(s, ids[d], len[d] - 1000, len[d]);
         qsort(lat[d], ROUNDS, sizeof lat[d][0], dbl_cmp);
     }
-    print_message("      durable 100-byte append, one thread (median / p90 us): empty doc %.0f / %.0f,"
-                  " 20 MB doc %.0f / %.0f\n", lat[0][ROUNDS / 2], lat[0][ROUNDS * 9 / 10],
-                  lat[1][ROUNDS / 2], lat[1][ROUNDS * 9 / 10]);
+    print_message(
+        "      durable 100-byte append, one thread (median / p90 us): empty doc %.0f / %.0f,"
+        " 20 MB doc %.0f / %.0f\n",
+        lat[0][ROUNDS / 2], lat[0][ROUNDS * 9 / 10], lat[1][ROUNDS / 2], lat[1][ROUNDS * 9 / 10]);
     /* bounded: rewriting 20 MB would cost tens of milliseconds per append */
     assert_true(lat[1][ROUNDS / 2] < lat[0][ROUNDS / 2] * 3 + 3000);
     store_close(s);
@@ -737,7 +755,7 @@ int main(void)
     snprintf(ctx_sync.dir, sizeof ctx_sync.dir, "%s/sync", tmp_root);
     ctx_sync.nosync = 0;
 
-    struct store_conformance conf = {"lmdb", lmdb_open_ctx, lmdb_reset_ctx, &ctx_nosync, 0};
+    struct store_conformance conf = { "lmdb", lmdb_open_ctx, lmdb_reset_ctx, &ctx_nosync, 0 };
     int failed = store_conformance_run(&conf);
 
     const struct CMUnitTest tests[] = {

@@ -26,8 +26,7 @@ static void expect_accept(const char *header, const char *want)
     char resp[WS_DEFLATE_RESPONSE_MAX];
     memset(resp, 'x', sizeof resp);
     int rc = ws_deflate_negotiate(header, resp, sizeof resp);
-    if (rc != 1)
-        fail_msg("refused: %s", header);
+    if (rc != 1) fail_msg("refused: %s", header);
     assert_string_equal(resp, want);
 }
 
@@ -36,8 +35,7 @@ static void expect_refuse(const char *header)
     char resp[WS_DEFLATE_RESPONSE_MAX];
     memset(resp, 'x', sizeof resp);
     int rc = ws_deflate_negotiate(header, resp, sizeof resp);
-    if (rc != 0)
-        fail_msg("accepted: %s (answer %s)", header, resp);
+    if (rc != 0) fail_msg("accepted: %s (answer %s)", header, resp);
     assert_string_equal(resp, "");
 }
 
@@ -69,8 +67,10 @@ static void test_negotiate_window_bits(void **state)
     expect_refuse("permessage-deflate; client_max_window_bits=\"\"");
     expect_refuse("permessage-deflate; client_max_window_bits=123456789012345");
     /* server_max_window_bits: only 15 can be honoured, and needs a value. */
-    expect_accept("permessage-deflate; server_max_window_bits=15", ANSWER "; server_max_window_bits=15");
-    expect_accept("permessage-deflate; server_max_window_bits=\"15\"", ANSWER "; server_max_window_bits=15");
+    expect_accept("permessage-deflate; server_max_window_bits=15",
+                  ANSWER "; server_max_window_bits=15");
+    expect_accept("permessage-deflate; server_max_window_bits=\"15\"",
+                  ANSWER "; server_max_window_bits=15");
     expect_refuse("permessage-deflate; server_max_window_bits=10");
     expect_refuse("permessage-deflate; server_max_window_bits=8");
     expect_refuse("permessage-deflate; server_max_window_bits=14");
@@ -151,7 +151,9 @@ static void test_negotiate_struct_and_room(void **state)
     assert_int_equal(o.client_max_window_bits, 0);
     assert_int_equal(o.server_max_window_bits, 0);
     assert_int_equal(ws_deflate_choose("foo; server_max_window_bits=15, permessage-deflate; "
-                                       "server_max_window_bits=15", &o), 1);
+                                       "server_max_window_bits=15",
+                                       &o),
+                     1);
     assert_int_equal(o.server_max_window_bits, 15);
     assert_int_equal(ws_deflate_choose("permessage-deflate; foo", &o), 0);
     assert_false(o.accepted);
@@ -181,8 +183,7 @@ static uint8_t *exact(const void *src, size_t n)
 {
     uint8_t *p = malloc(n ? n : 1);
     assert_non_null(p);
-    if (n)
-        memcpy(p, src, n);
+    if (n) memcpy(p, src, n);
     return p;
 }
 
@@ -208,8 +209,7 @@ static void expect_inflate(struct ws_deflate_ctx *z, const void *in, size_t len,
     size_t n;
     assert_int_equal(inflate_exact(z, in, len, want_len, &out, &n), 0);
     assert_int_equal(n, want_len);
-    if (want_len)
-        assert_memory_equal(out, want, want_len);
+    if (want_len) assert_memory_equal(out, want, want_len);
     free(out);
 }
 
@@ -218,8 +218,7 @@ static int inflate_rc(struct ws_deflate_ctx *z, const void *in, size_t len, size
     uint8_t *out;
     size_t n;
     int rc = inflate_exact(z, in, len, max_out, &out, &n);
-    if (rc == 0)
-        free(out);
+    if (rc == 0) free(out);
     return rc;
 }
 
@@ -252,61 +251,68 @@ static void test_rfc_examples(void **state)
     ws_deflate_ctx_free(z);
 }
 
-#define PY_TEXT "{\"a\":\"create\",\"id\":\"n04217\",\"type\":\"PathNode\",\"props\":{\"strokeStyle\":\"#3cb44b\",\"lineWidth\":2,\"commands\":[0,412,233,2,413,235,2,415,236,2,418,236,2,421,239,2,421,241,2,423,244]}}"
-static const struct { const char *what; size_t len; const char *data; } py_vectors[] = {
-    {"level 9, a 512-byte window (client_max_window_bits=9)", 139,
-     "\xd4\x8e\x4d\x0a\xc3\x20\x10\x85\xef\x32\xdd\xba\x88\x3a\xfd\xf3\x10\x25"
-     "\xd0\x45\x17\xa5\x0b\xa3\x42\xa4\x89\x8a\x71\x13\x24\x77\xef\x44\xc8\x21"
-     "\xba\x79\x7c\x1f\xf3\x1e\x4c\x05\x0d\x0a\x4c\x76\xba\x38\x60\xe0\x2d\x59"
-     "\xe8\x50\xf0\x2b\x59\x59\x93\x23\xef\x75\x19\x1f\xd1\xee\xf7\x94\x63\x5a"
-     "\x40\x55\x58\x4a\x8e\x5f\xf7\x2c\xeb\xb4\x37\x4e\xd2\x0c\x88\x03\x15\x26"
-     "\x1f\xdc\xcb\xdb\x32\x82\x12\x0c\x4c\x9c\x67\x1d\x2c\x2d\xde\x1d\x43\x2e"
-     "\x98\x90\x92\x09\x22\x4a\x79\x6e\x44\x29\x2f\x8d\x6e\x07\x09\x4e\x74\x3f"
-     "\x08\x79\x23\x5a\x20\x7e\xb6\xad\xfe\xdb\xc3\x3f\x00"},
-    {"level 6, flushed after 100 bytes: two blocks", 149,
-     "\x14\xca\x39\x0a\x80\x30\x14\x45\xd1\xbd\x3c\x5b\x0b\x8d\x01\x21\x8b\x10"
-     "\xc1\xc2\x3a\xc3\x07\x83\x66\x20\xfe\x46\xb2\x79\x93\xf2\x70\x6f\x85\x86"
-     "\x82\x2d\xa4\x99\x30\xc2\xbb\xa6\x38\x49\x31\xaf\x4d\xfc\x65\x6a\xde\x35"
-     "\x5f\x5b\x72\xbd\xe7\x92\xf2\x0b\x55\xf1\x72\x49\x37\x1d\xfc\x3d\xfd\x18"
-     "\x16\x6b\xa4\x34\x6d\x78\x7c\xa4\xd3\x3b\xbe\xa0\xc4\x08\x9b\x42\xd0\xf1"
-     "\x07\x00\x00\xff\xff\x4a\x01\xea\x88\x36\xd0\x31\x31\x34\xd2\x31\x32\x36"
-     "\xd6\x31\x02\xb2\x80\xa4\xb1\x29\x98\x05\x24\x8d\xcd\xc0\x2c\x0b\x18\xcb"
-     "\xc8\x10\xc8\xb2\x84\xb1\x4c\x0c\xc1\x2c\xa0\x0e\x13\x93\xd8\xda\xda\xea"
-     "\xa1\xe6\x60\x00\x00"},
-    {"fixed Huffman codes only", 145,
-     "\xaa\x56\x4a\x54\xb2\x52\x4a\x2e\x4a\x4d\x2c\x49\x55\xd2\x51\xca\x4c\x01"
-     "\xf2\xf2\x0c\x4c\x8c\x0c\xcd\x81\xbc\x92\xca\x82\x54\x20\x3f\x20\xb1\x24"
-     "\xc3\x2f\x3f\x05\x24\x5f\x50\x94\x5f\x50\xac\x64\x55\xad\x54\x5c\x52\x94"
-     "\x9f\x9d\x1a\x5c\x52\x99\x03\x52\xa1\x6c\x9c\x9c\x64\x62\x92\x04\x54\x90"
-     "\x93\x99\x97\x1a\x9e\x99\x52\x92\xa1\x64\x65\xa4\xa3\x94\x9c\x9f\x9b\x9b"
-     "\x98\x97\x02\xd4\x11\x6d\xa0\x63\x62\x68\xa4\x63\x64\x6c\xac\x63\x04\x64"
-     "\x01\x49\x63\x53\x30\x0b\x48\x1a\x9b\x81\x59\x16\x30\x96\x91\x21\x90\x65"
-     "\x09\x63\x99\x18\x82\x59\x40\x1d\x26\x26\xb1\xb5\xb5\xd5\x43\xcd\xc1\x00"
-     "\x00"},
-    {"Huffman only, no matches", 240,
-     "\x04\xc1\x4b\xae\x82\x40\x14\x04\xd0\xbd\x94\xd3\x1a\xd0\x75\x2f\xa8\xbd"
-     "\x88\x17\x13\x07\x0e\x8c\x03\x3e\x9d\x40\x44\x20\xd0\x13\x42\xd8\xfb\x3b"
-     "\xe7\x40\x8d\x88\x76\x4d\x75\x4e\x20\x86\x0e\x11\x53\xe1\x0a\x57\x10\x79"
-     "\x5f\x12\x22\x1e\x75\xee\xff\xe6\x2e\x81\x58\xd6\x79\xd9\x10\x0f\x6c\x79"
-     "\x9d\xbf\xe9\x99\xf7\x31\x21\xe2\x62\x6d\xe3\xde\x80\x18\x87\x29\xbd\x86"
-     "\x2e\xf7\x88\x22\xda\xf9\xf7\xab\xa7\x6e\x43\x7c\x17\xf4\x20\xca\x8c\xa2"
-     "\x07\xa3\xac\xa4\xe8\xa1\xa4\xac\xa2\xe8\xe1\x46\x59\x45\xd1\x15\x28\xbb"
-     "\x53\x74\x05\xca\x03\x45\x97\x51\xee\x9f\xf3\x3c\x50\x23\xa2\x5d\x53\x9d"
-     "\x13\x88\xa1\x43\xc4\x54\xb8\xc2\x15\x44\xde\x97\x84\x88\x47\x9d\xfb\xbf"
-     "\xb9\x4b\x20\x96\x75\x5e\x36\xc4\x03\x5b\x5e\xe7\x6f\x7a\xe6\x7d\x4c\x88"
-     "\xb8\x58\xdb\xb8\x37\x20\xc6\x61\x4a\xaf\xa1\xcb\x3d\xa2\x88\x76\xfe\xfd"
-     "\xea\xa9\xdb\x10\xdf\x05\x3d\x88\x32\xa3\xe8\xc1\x28\x2b\x29\x7a\x28\x29"
-     "\xab\x28\x7a\xb8\x51\x56\x51\x74\x05\xca\xee\x14\x5d\x81\xf2\x40\xd1\x65"
-     "\x94\xfb\xe7\x3c\xff\x01"},
-    {"a final block (BFINAL=1), nothing after it", 138,
-     "\xd5\x8e\x4d\x0a\xc3\x20\x10\x85\xef\x32\xdd\xba\x88\x3a\xfd\xf3\x10\x25"
-     "\xd0\x45\x17\xa5\x0b\xa3\x42\xa4\x89\x8a\x71\x13\x24\x77\xef\x44\xc8\x21"
-     "\xba\x79\x7c\x1f\xf3\x1e\x4c\x05\x0d\x0a\x4c\x76\xba\x38\x60\xe0\x2d\x59"
-     "\xe8\x50\xf0\x2b\x59\x59\x93\x23\xef\x75\x19\x1f\xd1\xee\xf7\x94\x63\x5a"
-     "\x40\x55\x58\x4a\x8e\x5f\xf7\x2c\xeb\xb4\x37\x4e\xd2\x0c\x88\x03\x15\x26"
-     "\x1f\xdc\xcb\xdb\x32\x82\x12\x0c\x4c\x9c\x67\x1d\x2c\x2d\xde\x1d\x43\x2e"
-     "\x98\x90\x92\x09\x22\x4a\x79\x6e\x44\x29\x2f\x8d\x6e\x07\x09\x4e\x74\x3f"
-     "\x08\x79\x23\x5a\x20\x7e\xb6\xad\xfe\xdb\xc3\x3f"},
+#define PY_TEXT                                                                                    \
+    "{\"a\":\"create\",\"id\":\"n04217\",\"type\":\"PathNode\",\"props\":{\"strokeStyle\":\"#"     \
+    "3cb44b\",\"lineWidth\":2,\"commands\":[0,412,233,2,413,235,2,415,236,2,418,236,2,421,239,2,"  \
+    "421,241,2,423,244]}}"
+static const struct {
+    const char *what;
+    size_t len;
+    const char *data;
+} py_vectors[] = {
+    { "level 9, a 512-byte window (client_max_window_bits=9)", 139,
+      "\xd4\x8e\x4d\x0a\xc3\x20\x10\x85\xef\x32\xdd\xba\x88\x3a\xfd\xf3\x10\x25"
+      "\xd0\x45\x17\xa5\x0b\xa3\x42\xa4\x89\x8a\x71\x13\x24\x77\xef\x44\xc8\x21"
+      "\xba\x79\x7c\x1f\xf3\x1e\x4c\x05\x0d\x0a\x4c\x76\xba\x38\x60\xe0\x2d\x59"
+      "\xe8\x50\xf0\x2b\x59\x59\x93\x23\xef\x75\x19\x1f\xd1\xee\xf7\x94\x63\x5a"
+      "\x40\x55\x58\x4a\x8e\x5f\xf7\x2c\xeb\xb4\x37\x4e\xd2\x0c\x88\x03\x15\x26"
+      "\x1f\xdc\xcb\xdb\x32\x82\x12\x0c\x4c\x9c\x67\x1d\x2c\x2d\xde\x1d\x43\x2e"
+      "\x98\x90\x92\x09\x22\x4a\x79\x6e\x44\x29\x2f\x8d\x6e\x07\x09\x4e\x74\x3f"
+      "\x08\x79\x23\x5a\x20\x7e\xb6\xad\xfe\xdb\xc3\x3f\x00" },
+    { "level 6, flushed after 100 bytes: two blocks", 149,
+      "\x14\xca\x39\x0a\x80\x30\x14\x45\xd1\xbd\x3c\x5b\x0b\x8d\x01\x21\x8b\x10"
+      "\xc1\xc2\x3a\xc3\x07\x83\x66\x20\xfe\x46\xb2\x79\x93\xf2\x70\x6f\x85\x86"
+      "\x82\x2d\xa4\x99\x30\xc2\xbb\xa6\x38\x49\x31\xaf\x4d\xfc\x65\x6a\xde\x35"
+      "\x5f\x5b\x72\xbd\xe7\x92\xf2\x0b\x55\xf1\x72\x49\x37\x1d\xfc\x3d\xfd\x18"
+      "\x16\x6b\xa4\x34\x6d\x78\x7c\xa4\xd3\x3b\xbe\xa0\xc4\x08\x9b\x42\xd0\xf1"
+      "\x07\x00\x00\xff\xff\x4a\x01\xea\x88\x36\xd0\x31\x31\x34\xd2\x31\x32\x36"
+      "\xd6\x31\x02\xb2\x80\xa4\xb1\x29\x98\x05\x24\x8d\xcd\xc0\x2c\x0b\x18\xcb"
+      "\xc8\x10\xc8\xb2\x84\xb1\x4c\x0c\xc1\x2c\xa0\x0e\x13\x93\xd8\xda\xda\xea"
+      "\xa1\xe6\x60\x00\x00" },
+    { "fixed Huffman codes only", 145,
+      "\xaa\x56\x4a\x54\xb2\x52\x4a\x2e\x4a\x4d\x2c\x49\x55\xd2\x51\xca\x4c\x01"
+      "\xf2\xf2\x0c\x4c\x8c\x0c\xcd\x81\xbc\x92\xca\x82\x54\x20\x3f\x20\xb1\x24"
+      "\xc3\x2f\x3f\x05\x24\x5f\x50\x94\x5f\x50\xac\x64\x55\xad\x54\x5c\x52\x94"
+      "\x9f\x9d\x1a\x5c\x52\x99\x03\x52\xa1\x6c\x9c\x9c\x64\x62\x92\x04\x54\x90"
+      "\x93\x99\x97\x1a\x9e\x99\x52\x92\xa1\x64\x65\xa4\xa3\x94\x9c\x9f\x9b\x9b"
+      "\x98\x97\x02\xd4\x11\x6d\xa0\x63\x62\x68\xa4\x63\x64\x6c\xac\x63\x04\x64"
+      "\x01\x49\x63\x53\x30\x0b\x48\x1a\x9b\x81\x59\x16\x30\x96\x91\x21\x90\x65"
+      "\x09\x63\x99\x18\x82\x59\x40\x1d\x26\x26\xb1\xb5\xb5\xd5\x43\xcd\xc1\x00"
+      "\x00" },
+    { "Huffman only, no matches", 240,
+      "\x04\xc1\x4b\xae\x82\x40\x14\x04\xd0\xbd\x94\xd3\x1a\xd0\x75\x2f\xa8\xbd"
+      "\x88\x17\x13\x07\x0e\x8c\x03\x3e\x9d\x40\x44\x20\xd0\x13\x42\xd8\xfb\x3b"
+      "\xe7\x40\x8d\x88\x76\x4d\x75\x4e\x20\x86\x0e\x11\x53\xe1\x0a\x57\x10\x79"
+      "\x5f\x12\x22\x1e\x75\xee\xff\xe6\x2e\x81\x58\xd6\x79\xd9\x10\x0f\x6c\x79"
+      "\x9d\xbf\xe9\x99\xf7\x31\x21\xe2\x62\x6d\xe3\xde\x80\x18\x87\x29\xbd\x86"
+      "\x2e\xf7\x88\x22\xda\xf9\xf7\xab\xa7\x6e\x43\x7c\x17\xf4\x20\xca\x8c\xa2"
+      "\x07\xa3\xac\xa4\xe8\xa1\xa4\xac\xa2\xe8\xe1\x46\x59\x45\xd1\x15\x28\xbb"
+      "\x53\x74\x05\xca\x03\x45\x97\x51\xee\x9f\xf3\x3c\x50\x23\xa2\x5d\x53\x9d"
+      "\x13\x88\xa1\x43\xc4\x54\xb8\xc2\x15\x44\xde\x97\x84\x88\x47\x9d\xfb\xbf"
+      "\xb9\x4b\x20\x96\x75\x5e\x36\xc4\x03\x5b\x5e\xe7\x6f\x7a\xe6\x7d\x4c\x88"
+      "\xb8\x58\xdb\xb8\x37\x20\xc6\x61\x4a\xaf\xa1\xcb\x3d\xa2\x88\x76\xfe\xfd"
+      "\xea\xa9\xdb\x10\xdf\x05\x3d\x88\x32\xa3\xe8\xc1\x28\x2b\x29\x7a\x28\x29"
+      "\xab\x28\x7a\xb8\x51\x56\x51\x74\x05\xca\xee\x14\x5d\x81\xf2\x40\xd1\x65"
+      "\x94\xfb\xe7\x3c\xff\x01" },
+    { "a final block (BFINAL=1), nothing after it", 138,
+      "\xd5\x8e\x4d\x0a\xc3\x20\x10\x85\xef\x32\xdd\xba\x88\x3a\xfd\xf3\x10\x25"
+      "\xd0\x45\x17\xa5\x0b\xa3\x42\xa4\x89\x8a\x71\x13\x24\x77\xef\x44\xc8\x21"
+      "\xba\x79\x7c\x1f\xf3\x1e\x4c\x05\x0d\x0a\x4c\x76\xba\x38\x60\xe0\x2d\x59"
+      "\xe8\x50\xf0\x2b\x59\x59\x93\x23\xef\x75\x19\x1f\xd1\xee\xf7\x94\x63\x5a"
+      "\x40\x55\x58\x4a\x8e\x5f\xf7\x2c\xeb\xb4\x37\x4e\xd2\x0c\x88\x03\x15\x26"
+      "\x1f\xdc\xcb\xdb\x32\x82\x12\x0c\x4c\x9c\x67\x1d\x2c\x2d\xde\x1d\x43\x2e"
+      "\x98\x90\x92\x09\x22\x4a\x79\x6e\x44\x29\x2f\x8d\x6e\x07\x09\x4e\x74\x3f"
+      "\x08\x79\x23\x5a\x20\x7e\xb6\xad\xfe\xdb\xc3\x3f" },
 };
 
 static void test_python_vectors(void **state)
@@ -318,8 +324,7 @@ static void test_python_vectors(void **state)
         uint8_t *out;
         size_t n;
         int rc = inflate_exact(z, py_vectors[i].data, py_vectors[i].len, 4096, &out, &n);
-        if (rc != 0)
-            fail_msg("%s: rc %d", py_vectors[i].what, rc);
+        if (rc != 0) fail_msg("%s: rc %d", py_vectors[i].what, rc);
         assert_int_equal(n, strlen(text));
         assert_memory_equal(out, text, n);
         free(out);
@@ -335,15 +340,16 @@ static void fill(uint8_t *p, size_t n, int kind)
     static const char words[] = "{\"a\":\"set\",\"id\":\"n01234\",\"props\":{\"x\":17,\"y\":42}} ";
     for (size_t i = 0; i < n; i++) {
         x = x * 1103515245u + 12345u;
-        p[i] = kind == 0 ? 0 : kind == 1 ? (uint8_t)words[(i + (x >> 28)) % (sizeof words - 1)]
-                                         : (uint8_t)(x >> 16);
+        p[i] = kind == 0   ? 0
+               : kind == 1 ? (uint8_t)words[(i + (x >> 28)) % (sizeof words - 1)]
+                           : (uint8_t)(x >> 16);
     }
 }
 
 static void test_round_trips(void **state)
 {
     (void)state;
-    const size_t sizes[] = {0, 1, 2, 5, 100, 127, 128, 1000, 65535, 65536, 70001, 1 << 20};
+    const size_t sizes[] = { 0, 1, 2, 5, 100, 127, 128, 1000, 65535, 65536, 70001, 1 << 20 };
     struct ws_deflate_ctx *z = ws_deflate_ctx_new();
     uint8_t *in = malloc(1 << 20);
     assert_non_null(in);
@@ -355,8 +361,7 @@ static void test_round_trips(void **state)
             fill(in, len, kind);
             assert_int_equal(ws_deflate_message(z, in, len, &c, &clen), 0);
             assert_true(clen > 0);
-            if (kind == 0 && len >= 1000)
-                assert_true(clen < len / 50); /* zeros shrink */
+            if (kind == 0 && len >= 1000) assert_true(clen < len / 50); /* zeros shrink */
             /* A fresh context every time: the same input, the same bytes. */
             assert_int_equal(ws_deflate_message(z, in, len, &c2, &clen2), 0);
             assert_int_equal(clen, clen2);
@@ -365,12 +370,10 @@ static void test_round_trips(void **state)
             /* Back again with the limit exactly at the size... */
             assert_int_equal(inflate_exact(z, c, clen, len, &out, &n), 0);
             assert_int_equal(n, len);
-            if (len)
-                assert_memory_equal(out, in, len);
+            if (len) assert_memory_equal(out, in, len);
             free(out);
             /* ...and one byte under it. */
-            if (len)
-                assert_int_equal(inflate_rc(z, c, clen, len - 1), WS_INFLATE_TOO_BIG);
+            if (len) assert_int_equal(inflate_rc(z, c, clen, len - 1), WS_INFLATE_TOO_BIG);
             free(c);
         }
     }
@@ -425,7 +428,8 @@ static void test_bomb(void **state)
      * buffer besides zlib's own state (an inflate window of 32 KB and ~7 KB). */
     assert_int_equal(inflate_rc(z, c, clen, limit), WS_INFLATE_TOO_BIG);
     size_t peak = ws_deflate_ctx_peak(z);
-    print_message("bomb: %zu compressed bytes, peak %zu bytes for a %zu limit\n", clen, peak, limit);
+    print_message("bomb: %zu compressed bytes, peak %zu bytes for a %zu limit\n", clen, peak,
+                  limit);
     assert_true(peak > limit);
     if (peak > limit + 1 + 48 * 1024)
         fail_msg("inflating a bomb held %zu bytes for a %zu-byte limit", peak, limit);
@@ -457,7 +461,8 @@ static void test_context_memory(void **state)
     uint8_t *c, *out;
     size_t clen, n;
     assert_int_equal(ws_deflate_ctx_peak(zc), 0); /* nothing until first use */
-    assert_int_equal(ws_deflate_message(zc, (const uint8_t *)PY_TEXT, strlen(PY_TEXT), &c, &clen), 0);
+    assert_int_equal(ws_deflate_message(zc, (const uint8_t *)PY_TEXT, strlen(PY_TEXT), &c, &clen),
+                     0);
     size_t dpeak = ws_deflate_ctx_peak(zc);
     assert_true(dpeak > 128 * 1024 && dpeak < 256 * 1024);
     assert_int_equal(inflate_exact(zi, c, clen, 4096, &out, &n), 0);
@@ -468,7 +473,8 @@ static void test_context_memory(void **state)
     free(c);
     /* Many messages later, no growth. */
     for (int i = 0; i < 100; i++) {
-        assert_int_equal(ws_deflate_message(zc, (const uint8_t *)PY_TEXT, strlen(PY_TEXT), &c, &clen), 0);
+        assert_int_equal(
+            ws_deflate_message(zc, (const uint8_t *)PY_TEXT, strlen(PY_TEXT), &c, &clen), 0);
         assert_int_equal(inflate_exact(zi, c, clen, 4096, &out, &n), 0);
         free(out);
         free(c);

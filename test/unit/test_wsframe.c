@@ -31,8 +31,7 @@ static void sb_put(struct sb *s, const void *p, size_t n)
         s->b = realloc(s->b, s->cap);
         assert_non_null(s->b);
     }
-    if (n)
-        memcpy(s->b + s->n, p, n);
+    if (n) memcpy(s->b + s->n, p, n);
     s->n += n;
 }
 
@@ -45,7 +44,7 @@ enum { LEN_MIN, LEN_16, LEN_64 };
 #define RSV2 0x20
 #define RSV3 0x10
 
-static const uint8_t rfc_key[4] = {0x37, 0xfa, 0x21, 0x3d};
+static const uint8_t rfc_key[4] = { 0x37, 0xfa, 0x21, 0x3d };
 
 /* Appends one frame: first byte b0 as given, `len` in the chosen length form (the
  * payload need not be that long: `have` bytes of it are written), masked with key
@@ -64,11 +63,9 @@ static void put_frame_raw(struct sb *s, uint8_t b0, const void *payload, uint64_
         sb_u8(s, (uint8_t)len);
     } else {
         sb_u8(s, mbit | 127);
-        for (int i = 7; i >= 0; i--)
-            sb_u8(s, (uint8_t)(len >> (8 * i)));
+        for (int i = 7; i >= 0; i--) sb_u8(s, (uint8_t)(len >> (8 * i)));
     }
-    if (key)
-        sb_put(s, key, 4);
+    if (key) sb_put(s, key, 4);
     for (size_t i = 0; i < have; i++)
         sb_u8(s, (uint8_t)(((const uint8_t *)payload)[i] ^ (key ? key[i & 3] : 0)));
 }
@@ -77,7 +74,7 @@ static void put_frame_raw(struct sb *s, uint8_t b0, const void *payload, uint64_
 static void put_frame(struct sb *s, uint8_t b0, const void *payload, size_t len)
 {
     static uint8_t k = 0;
-    uint8_t key[4] = {(uint8_t)(0x9d + k), (uint8_t)(0x13 * k + 1), 0xff, (uint8_t)(k ^ 0x5a)};
+    uint8_t key[4] = { (uint8_t)(0x9d + k), (uint8_t)(0x13 * k + 1), 0xff, (uint8_t)(k ^ 0x5a) };
     k += 37;
     put_frame_raw(s, b0, payload, len, len, key, LEN_MIN);
 }
@@ -101,8 +98,7 @@ static uint8_t *exact(const uint8_t *src, size_t n)
 {
     uint8_t *p = malloc(n ? n : 1);
     assert_non_null(p);
-    if (n)
-        memcpy(p, src, n);
+    if (n) memcpy(p, src, n);
     return p;
 }
 
@@ -128,16 +124,24 @@ struct run {
 
 static void run_free(struct run *run)
 {
-    for (size_t i = 0; i < run->n; i++)
-        free(run->ev[i].data);
+    for (size_t i = 0; i < run->n; i++) free(run->ev[i].data);
     run->n = 0;
 }
 
 /* Piece sizes: a function of the bytes left. */
 typedef size_t (*chunker)(void *state, size_t left);
 
-static size_t chunk_all(void *st, size_t left) { (void)st; return left; }
-static size_t chunk_one(void *st, size_t left) { (void)st; (void)left; return 1; }
+static size_t chunk_all(void *st, size_t left)
+{
+    (void)st;
+    return left;
+}
+static size_t chunk_one(void *st, size_t left)
+{
+    (void)st;
+    (void)left;
+    return 1;
+}
 
 struct split_at {
     size_t first;
@@ -146,8 +150,7 @@ struct split_at {
 static size_t chunk_split(void *st, size_t left)
 {
     struct split_at *s = st;
-    if (s->done)
-        return left;
+    if (s->done) return left;
     s->done = true;
     return s->first;
 }
@@ -177,10 +180,8 @@ static void feed_stream(const struct ws_reader_limits *lim, const uint8_t *strea
     ws_reader_init(&r, lim);
     while (off < len && !ended) {
         size_t c = next(st, len - off);
-        if (c == 0)
-            c = 1;
-        if (c > len - off)
-            c = len - off;
+        if (c == 0) c = 1;
+        if (c > len - off) c = len - off;
         uint8_t *piece = exact(stream + off, c);
         size_t pos = 0;
         for (;;) {
@@ -191,8 +192,7 @@ static void feed_stream(const struct ws_reader_limits *lim, const uint8_t *strea
             if (ev.kind == WS_EV_NONE) {
                 assert_int_equal(pos, c);
                 /* Idle connections hold no buffer. */
-                if (ws_reader_idle(&r))
-                    assert_null(r.buf);
+                if (ws_reader_idle(&r)) assert_null(r.buf);
                 break;
             }
             assert_true(out->n < MAX_EV);
@@ -225,8 +225,7 @@ static void feed_stream(const struct ws_reader_limits *lim, const uint8_t *strea
         struct ws_event ev;
         assert_int_equal(ws_reader_feed(&r, NULL, 0, &ev), 0);
         assert_int_equal(ev.kind, WS_EV_NONE);
-        if (ws_reader_idle(&r))
-            assert_null(r.buf);
+        if (ws_reader_idle(&r)) assert_null(r.buf);
     }
     out->buf_at_end = r.buf != NULL;
     out->idle_at_end = ws_reader_idle(&r);
@@ -236,8 +235,7 @@ static void feed_stream(const struct ws_reader_limits *lim, const uint8_t *strea
 
 static void assert_same_runs(const struct run *a, const struct run *b, const char *what)
 {
-    if (a->n != b->n)
-        fail_msg("%s: %zu events, want %zu", what, b->n, a->n);
+    if (a->n != b->n) fail_msg("%s: %zu events, want %zu", what, b->n, a->n);
     for (size_t i = 0; i < a->n; i++) {
         const struct rec *x = &a->ev[i], *y = &b->ev[i];
         if (x->kind != y->kind || x->text != y->text || x->compressed != y->compressed ||
@@ -257,8 +255,8 @@ static void assert_rec(const struct rec *e, enum ws_event_kind k, const char *st
     assert_memory_equal(e->data, str, strlen(str));
 }
 
-static const struct ws_reader_limits lim_plain = {1 << 20, false};
-static const struct ws_reader_limits lim_deflate = {1 << 20, true};
+static const struct ws_reader_limits lim_plain = { 1 << 20, false };
+static const struct ws_reader_limits lim_deflate = { 1 << 20, true };
 
 /* Feeds the whole stream at once and returns the single event expected from it. */
 static struct run one_run(const struct ws_reader_limits *lim, const struct sb *s)
@@ -274,7 +272,7 @@ static void test_rfc_examples(void **state)
 {
     (void)state;
     /* A single-frame masked text message, "Hello". */
-    uint8_t hello[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    uint8_t hello[] = { 0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58 };
     struct ws_reader r;
     struct ws_event ev;
     ws_reader_init(&r, &lim_plain);
@@ -289,7 +287,7 @@ static void test_rfc_examples(void **state)
     assert_true(ws_reader_idle(&r));
 
     /* The masked pong of the same example set. */
-    uint8_t pong[] = {0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    uint8_t pong[] = { 0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58 };
     assert_int_equal(ws_reader_feed(&r, pong, sizeof pong, &ev), sizeof pong);
     assert_int_equal(ev.kind, WS_EV_PONG);
     assert_memory_equal(ev.data, "Hello", 5);
@@ -338,7 +336,10 @@ static void test_close_frame(void **state)
     char longr[300];
 
     assert_int_equal(ws_close_frame(f, WS_CLOSE_NORMAL, "bye"), 7);
-    assert_memory_equal(f, "\x88\x05\x03\xe8" "bye", 7);
+    assert_memory_equal(f,
+                        "\x88\x05\x03\xe8"
+                        "bye",
+                        7);
     assert_int_equal(ws_close_frame(f, WS_CLOSE_TOO_BIG, NULL), 4);
     assert_memory_equal(f, "\x88\x02\x03\xf1", 4);
     assert_int_equal(ws_close_frame(f, WS_CLOSE_PROTOCOL, ""), 4);
@@ -385,16 +386,15 @@ static void test_close_frame(void **state)
 static void test_close_code_valid(void **state)
 {
     (void)state;
-    const uint16_t good[] = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
-                             1012, 1013, 1014, 3000, 3999, 4000, 4999};
-    const uint16_t bad[] = {0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000,
-                            2999, 5000, 65535};
+    const uint16_t good[] = { 1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010,
+                              1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999 };
+    const uint16_t bad[] = {
+        0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535
+    };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
-        if (!ws_close_code_valid(good[i]))
-            fail_msg("%u should be valid", good[i]);
+        if (!ws_close_code_valid(good[i])) fail_msg("%u should be valid", good[i]);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        if (ws_close_code_valid(bad[i]))
-            fail_msg("%u should be invalid", bad[i]);
+        if (ws_close_code_valid(bad[i])) fail_msg("%u should be invalid", bad[i]);
 }
 
 /* ---- Messages ---- */
@@ -402,7 +402,7 @@ static void test_close_code_valid(void **state)
 static void test_binary_and_text(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     /* Text is not validated: invalid UTF-8 comes through as it is. */
     put_frame(&s, FIN | WS_OP_TEXT, "\xff\xfe\xc3", 3);
     put_str(&s, FIN | WS_OP_BINARY, "bin");
@@ -426,21 +426,21 @@ static void test_binary_and_text(void **state)
 static void test_lengths(void **state)
 {
     (void)state;
-    const size_t lens[] = {0, 1, 7, 8, 9, 125, 126, 127, 65535, 65536, 100003};
+    const size_t lens[] = { 0, 1, 7, 8, 9, 125, 126, 127, 65535, 65536, 100003 };
     uint8_t *payload = malloc(100003);
     assert_non_null(payload);
-    for (size_t i = 0; i < 100003; i++)
-        payload[i] = (uint8_t)(i * 7 + (i >> 8));
+    for (size_t i = 0; i < 100003; i++) payload[i] = (uint8_t)(i * 7 + (i >> 8));
     for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
         for (int form = LEN_MIN; form <= LEN_64; form++) {
             size_t n = lens[li];
-            if (form == LEN_16 && n > 0xFFFF)
-                continue;
-            struct sb s = {0};
-            const uint8_t key[4] = {1, 2, 3, 0x80};
+            if (form == LEN_16 && n > 0xFFFF) continue;
+            struct sb s = { 0 };
+            const uint8_t key[4] = { 1, 2, 3, 0x80 };
             put_frame_raw(&s, FIN | WS_OP_BINARY, payload, n, n, key, form);
             size_t hlen = s.n - n;
-            assert_int_equal(hlen, form == LEN_64 || n > 0xFFFF ? 14 : form == LEN_16 || n > 125 ? 8 : 6);
+            assert_int_equal(hlen, form == LEN_64 || n > 0xFFFF ? 14
+                                   : form == LEN_16 || n > 125  ? 8
+                                                                : 6);
             uint8_t *p = exact(s.b, s.n);
             struct ws_reader r;
             struct ws_event ev;
@@ -449,8 +449,7 @@ static void test_lengths(void **state)
             assert_int_equal(ev.kind, WS_EV_MESSAGE);
             assert_int_equal(ev.len, n);
             assert_ptr_equal(ev.data, p + hlen);
-            if (n)
-                assert_memory_equal(ev.data, payload, n);
+            if (n) assert_memory_equal(ev.data, payload, n);
             assert_null(r.buf);
             ws_reader_free(&r);
             free(p);
@@ -466,19 +465,17 @@ static void test_unmask_phases(void **state)
 {
     (void)state;
     uint8_t payload[40];
-    for (size_t i = 0; i < sizeof payload; i++)
-        payload[i] = (uint8_t)(0xa5 ^ (i * 29));
+    for (size_t i = 0; i < sizeof payload; i++) payload[i] = (uint8_t)(0xa5 ^ (i * 29));
     for (size_t n = 0; n <= sizeof payload; n++) {
-        struct sb s = {0};
+        struct sb s = { 0 };
         put_frame(&s, FIN | WS_OP_BINARY, payload, n);
         for (size_t cut = 1; cut < s.n; cut++) {
-            struct split_at sp = {cut, false};
+            struct split_at sp = { cut, false };
             struct run run;
             feed_stream(&lim_plain, s.b, s.n, chunk_split, &sp, &run);
             assert_int_equal(run.n, 1);
             assert_int_equal(run.ev[0].len, n);
-            if (n)
-                assert_memory_equal(run.ev[0].data, payload, n);
+            if (n) assert_memory_equal(run.ev[0].data, payload, n);
             /* Only a payload cut in pieces is copied; after a cut header it comes whole. */
             assert_int_equal(run.ev[0].own, cut > s.n - n);
             run_free(&run);
@@ -491,7 +488,7 @@ static void test_unmask_phases(void **state)
 static void test_empty_payloads(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     put_frame(&s, FIN | WS_OP_BINARY, "", 0);
     put_frame(&s, FIN | WS_OP_PING, "", 0);
     put_frame(&s, WS_OP_TEXT, "", 0);
@@ -515,7 +512,7 @@ static void test_empty_payloads(void **state)
 static void test_fragments_with_control_frames(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     put_str(&s, WS_OP_TEXT, "Hel");
     put_str(&s, FIN | WS_OP_PING, "p1");
     put_str(&s, WS_OP_CONT, "lo ");
@@ -554,7 +551,7 @@ static void test_fragments_with_control_frames(void **state)
 static void test_close_between_fragments(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     put_str(&s, WS_OP_BINARY, "part");
     put_close(&s, WS_CLOSE_GOING_AWAY, "leaving");
     put_str(&s, FIN | WS_OP_CONT, "never read");
@@ -570,14 +567,12 @@ static void test_close_between_fragments(void **state)
 static void test_many_small_fragments(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     char want[2001];
-    for (int i = 0; i < 2000; i++)
-        want[i] = (char)('a' + i % 26);
+    for (int i = 0; i < 2000; i++) want[i] = (char)('a' + i % 26);
     want[2000] = 0;
     put_frame(&s, WS_OP_BINARY, want, 1);
-    for (int i = 1; i < 1999; i++)
-        put_frame(&s, WS_OP_CONT, want + i, 1);
+    for (int i = 1; i < 1999; i++) put_frame(&s, WS_OP_CONT, want + i, 1);
     put_frame(&s, FIN | WS_OP_CONT, want + 1999, 1);
     struct run run = one_run(&lim_plain, &s);
     assert_int_equal(run.n, 1);
@@ -591,10 +586,10 @@ static void test_many_small_fragments(void **state)
 /* A stream with a bit of everything, and the events it must give. */
 static void build_mixed(struct sb *s, bool big)
 {
-    static const uint8_t hello[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58};
+    static const uint8_t hello[] = { 0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d,
+                                     0x7f, 0x9f, 0x4d, 0x51, 0x58 };
     uint8_t p300[300];
-    for (size_t i = 0; i < sizeof p300; i++)
-        p300[i] = (uint8_t)(i ^ (i >> 3));
+    for (size_t i = 0; i < sizeof p300; i++) p300[i] = (uint8_t)(i ^ (i >> 3));
     sb_put(s, hello, sizeof hello);
     put_str(s, FIN | WS_OP_BINARY, "abc");
     put_str(s, FIN | WS_OP_BINARY, "");
@@ -612,8 +607,7 @@ static void build_mixed(struct sb *s, bool big)
     if (big) {
         uint8_t *b = malloc(70000);
         assert_non_null(b);
-        for (size_t i = 0; i < 70000; i++)
-            b[i] = (uint8_t)(i * 13 + 5);
+        for (size_t i = 0; i < 70000; i++) b[i] = (uint8_t)(i * 13 + 5);
         put_frame(s, FIN | WS_OP_BINARY, b, 70000);
         put_frame(s, WS_OP_BINARY, b, 30000);
         put_str(s, FIN | WS_OP_PING, "mid");
@@ -664,13 +658,13 @@ static void check_mixed(const struct run *run, bool big)
 static void test_split_every_boundary(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     struct run whole, run;
     build_mixed(&s, false);
     feed_stream(&lim_deflate, s.b, s.n, chunk_all, NULL, &whole);
     check_mixed(&whole, false);
     for (size_t cut = 1; cut < s.n; cut++) {
-        struct split_at sp = {cut, false};
+        struct split_at sp = { cut, false };
         feed_stream(&lim_deflate, s.b, s.n, chunk_split, &sp, &run);
         assert_same_runs(&whole, &run, "split");
         run_free(&run);
@@ -685,7 +679,7 @@ static void test_split_every_boundary(void **state)
 static void test_random_pieces(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     struct run whole, run;
     build_mixed(&s, true);
     feed_stream(&lim_deflate, s.b, s.n, chunk_all, NULL, &whole);
@@ -713,8 +707,8 @@ static void expect_error(const struct ws_reader_limits *lim, const struct sb *s,
     struct run run;
     feed_stream(lim, s->b, s->n, chunk_all, NULL, &run);
     if (run.n != 1 || run.ev[0].kind != WS_EV_ERROR || run.ev[0].code != code)
-        fail_msg("%s: want ERROR %u, got %zu events (first kind %d code %u)", what, code,
-                 run.n, run.n ? (int)run.ev[0].kind : -1, run.n ? run.ev[0].code : 0);
+        fail_msg("%s: want ERROR %u, got %zu events (first kind %d code %u)", what, code, run.n,
+                 run.n ? (int)run.ev[0].kind : -1, run.n ? run.ev[0].code : 0);
     assert_true(strlen(run.ev[0].why) > 0);
     assert_true(run.idle_at_end);
     assert_false(run.buf_at_end);
@@ -728,7 +722,7 @@ static void expect_error(const struct ws_reader_limits *lim, const struct sb *s,
 static void test_rule_unmasked(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     put_frame_raw(&s, FIN | WS_OP_BINARY, "abc", 3, 3, NULL, LEN_MIN);
     expect_error(&lim_plain, &s, WS_CLOSE_PROTOCOL, "unmasked binary");
     s.n = 0;
@@ -737,7 +731,7 @@ static void test_rule_unmasked(void **state)
     /* Refused from the first two bytes, before a mask could arrive. */
     struct ws_reader r;
     struct ws_event ev;
-    uint8_t two[2] = {FIN | WS_OP_BINARY, 0x05};
+    uint8_t two[2] = { FIN | WS_OP_BINARY, 0x05 };
     ws_reader_init(&r, &lim_plain);
     ws_reader_feed(&r, two, 2, &ev);
     assert_int_equal(ev.kind, WS_EV_ERROR);
@@ -749,15 +743,19 @@ static void test_rule_unmasked(void **state)
 static void test_rule_reserved_bits(void **state)
 {
     (void)state;
-    struct sb s = {0};
-    const struct { uint8_t b0; const struct ws_reader_limits *lim; const char *what; } bad[] = {
-        {FIN | RSV2 | WS_OP_BINARY, &lim_deflate, "RSV2"},
-        {FIN | RSV3 | WS_OP_BINARY, &lim_deflate, "RSV3"},
-        {FIN | RSV1 | RSV2 | WS_OP_TEXT, &lim_deflate, "RSV1+RSV2"},
-        {FIN | RSV1 | WS_OP_BINARY, &lim_plain, "RSV1 without deflate"},
-        {FIN | RSV1 | WS_OP_PING, &lim_deflate, "RSV1 on ping"},
-        {FIN | RSV1 | WS_OP_CLOSE, &lim_deflate, "RSV1 on close"},
-        {FIN | RSV3 | WS_OP_PONG, &lim_plain, "RSV3 on pong"},
+    struct sb s = { 0 };
+    const struct {
+        uint8_t b0;
+        const struct ws_reader_limits *lim;
+        const char *what;
+    } bad[] = {
+        { FIN | RSV2 | WS_OP_BINARY, &lim_deflate, "RSV2" },
+        { FIN | RSV3 | WS_OP_BINARY, &lim_deflate, "RSV3" },
+        { FIN | RSV1 | RSV2 | WS_OP_TEXT, &lim_deflate, "RSV1+RSV2" },
+        { FIN | RSV1 | WS_OP_BINARY, &lim_plain, "RSV1 without deflate" },
+        { FIN | RSV1 | WS_OP_PING, &lim_deflate, "RSV1 on ping" },
+        { FIN | RSV1 | WS_OP_CLOSE, &lim_deflate, "RSV1 on close" },
+        { FIN | RSV3 | WS_OP_PONG, &lim_plain, "RSV3 on pong" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         s.n = 0;
@@ -784,10 +782,9 @@ static void test_rule_reserved_bits(void **state)
 static void test_rule_opcodes(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     for (uint8_t op = 3; op <= 15; op++) {
-        if (op == WS_OP_CLOSE || op == WS_OP_PING || op == WS_OP_PONG)
-            continue;
+        if (op == WS_OP_CLOSE || op == WS_OP_PING || op == WS_OP_PONG) continue;
         s.n = 0;
         put_str(&s, FIN | op, "");
         expect_error(&lim_plain, &s, WS_CLOSE_PROTOCOL, "unknown opcode");
@@ -798,7 +795,7 @@ static void test_rule_opcodes(void **state)
 static void test_rule_control_frames(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     uint8_t p[126];
     memset(p, 'p', sizeof p);
     /* Not final. */
@@ -829,7 +826,7 @@ static void test_rule_control_frames(void **state)
 static void test_rule_sequence(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     put_str(&s, FIN | WS_OP_CONT, "x");
     expect_error(&lim_plain, &s, WS_CLOSE_PROTOCOL, "continuation first");
     s.n = 0;
@@ -863,8 +860,8 @@ static void test_rule_sequence(void **state)
 static void test_rule_64bit_top_bit(void **state)
 {
     (void)state;
-    struct sb s = {0};
-    const struct ws_reader_limits huge = {SIZE_MAX, false};
+    struct sb s = { 0 };
+    const struct ws_reader_limits huge = { SIZE_MAX, false };
     put_frame_raw(&s, FIN | WS_OP_BINARY, "", 0x8000000000000000ull, 0, rfc_key, LEN_64);
     expect_error(&huge, &s, WS_CLOSE_PROTOCOL, "top bit");
     s.n = 0;
@@ -878,10 +875,10 @@ static void test_rule_64bit_top_bit(void **state)
 static void test_limit_single_frame(void **state)
 {
     (void)state;
-    const struct ws_reader_limits lim = {1000, false};
+    const struct ws_reader_limits lim = { 1000, false };
     uint8_t p[1001];
     memset(p, 'x', sizeof p);
-    struct sb s = {0};
+    struct sb s = { 0 };
     put_frame(&s, FIN | WS_OP_BINARY, p, 1000);
     struct run run = one_run(&lim, &s);
     assert_int_equal(run.n, 1);
@@ -913,7 +910,7 @@ static void test_limit_single_frame(void **state)
     expect_error(&lim_plain, &s, WS_CLOSE_TOO_BIG, "2^62");
 
     /* max_message 0: only empty messages. */
-    const struct ws_reader_limits zero = {0, false};
+    const struct ws_reader_limits zero = { 0, false };
     s.n = 0;
     put_str(&s, FIN | WS_OP_BINARY, "");
     put_str(&s, FIN | WS_OP_PING, "control frames are not messages");
@@ -931,10 +928,10 @@ static void test_limit_single_frame(void **state)
 static void test_limit_fragments(void **state)
 {
     (void)state;
-    const struct ws_reader_limits lim = {1000, true};
+    const struct ws_reader_limits lim = { 1000, true };
     uint8_t p[1000];
     memset(p, 'y', sizeof p);
-    struct sb s = {0};
+    struct sb s = { 0 };
     /* 400 + 125 (a ping between, not counted) + 600 = exactly the limit. */
     put_frame(&s, RSV1 | WS_OP_BINARY, p, 400);
     put_frame(&s, FIN | WS_OP_PING, p, 125);
@@ -973,7 +970,7 @@ static void test_limit_fragments(void **state)
 static void test_buffer_lifetime(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     struct ws_reader r;
     struct ws_event ev;
     uint8_t payload[200];
@@ -1053,7 +1050,7 @@ static void test_buffer_lifetime(void **state)
 static void test_zero_copy_after_split_header(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     struct ws_reader r;
     struct ws_event ev;
     put_str(&s, FIN | WS_OP_BINARY, "payload");
@@ -1076,7 +1073,7 @@ static void test_zero_copy_after_split_header(void **state)
 static void test_one_event_per_call(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     struct ws_reader r;
     struct ws_event ev;
     put_str(&s, FIN | WS_OP_BINARY, "one");
@@ -1107,7 +1104,7 @@ static void test_one_event_per_call(void **state)
 static void test_close_parsing(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     struct run run;
 
     put_close(&s, 1000, "bye");
@@ -1151,14 +1148,14 @@ static void test_close_parsing(void **state)
     expect_error(&lim_plain, &s, WS_CLOSE_PROTOCOL, "1-byte close");
 
     /* Codes that may not be sent. */
-    const uint16_t bad[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535};
+    const uint16_t bad[] = { 0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535 };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         s.n = 0;
         put_close(&s, bad[i], "x");
         expect_error(&lim_plain, &s, WS_CLOSE_PROTOCOL, "invalid close code");
     }
     /* Registered ones may. */
-    const uint16_t good[] = {1002, 1003, 1007, 1011, 1012, 1014, 3000};
+    const uint16_t good[] = { 1002, 1003, 1007, 1011, 1012, 1014, 3000 };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         s.n = 0;
         put_close(&s, good[i], "");
@@ -1174,7 +1171,7 @@ static void test_close_parsing(void **state)
 static void test_terminal_states(void **state)
 {
     (void)state;
-    struct sb s = {0};
+    struct sb s = { 0 };
     struct ws_reader r;
     struct ws_event ev;
     put_str(&s, WS_OP_BINARY, "frag");
