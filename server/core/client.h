@@ -57,7 +57,7 @@ struct client_io {
     size_t early_len;
     uint8_t *tls_retry; /* bytes OpenSSL must be given again after WANT_WRITE */
     size_t tls_retry_len;
-    int64_t connected_ms, last_rx_ms, frame_start_ms, last_ping_ms, close_deadline_ms;
+    int64_t connected_ms, last_rx_ms, last_tx_ms, frame_start_ms, last_ping_ms, close_deadline_ms;
     int unanswered_pings;
     struct hub_client *all_prev, *all_next; /* the loop's list of its connections */
     struct hub_client *again_next;          /* TLS bytes left to read (loop's list) */

@@ -311,6 +311,11 @@ static int write_batch(struct conn_loop *lp, struct hub_client *c, struct outq_b
         framer_advance(&lp->framer, (size_t)w, &i, &off);
     }
     if (i > b->n) i = b->n;
+    for (size_t k = 0; k < i; k++)
+        if (!outq_slot_msg(b->msgs[k])->raw_frame) { /* our pings do not count */
+            c->io.last_tx_ms = lp->now;
+            break;
+        }
     outq_release(q, b, i);
     if (rc < 0) {
         for (size_t k = i; k < b->n; k++) message_unref(outq_slot_msg(b->msgs[k]));
@@ -557,7 +562,11 @@ static void sweep(struct conn_loop *lp)
                 continue;
             }
         }
-        if (L->cfg.ping_interval_ms > 0 && now - c->io.last_rx_ms >= L->cfg.ping_interval_ms &&
+        /* Only a connection quiet both ways is pinged: data going out keeps proxies
+         * awake too, and a dead peer then shows as a full socket (the queue's bound). */
+        int64_t quiet =
+            now - (c->io.last_rx_ms > c->io.last_tx_ms ? c->io.last_rx_ms : c->io.last_tx_ms);
+        if (L->cfg.ping_interval_ms > 0 && quiet >= L->cfg.ping_interval_ms &&
             now - c->io.last_ping_ms >= L->cfg.ping_interval_ms) {
             if (c->io.unanswered_pings >= MAX_UNANSWERED_PINGS) {
                 close_now(lp, c, "no answer to pings");
@@ -575,7 +584,7 @@ static void sweep(struct conn_loop *lp)
 static void open_adopted(struct conn_loop *lp, struct hub_client *c)
 {
     const struct conn_layer *L = lp->L;
-    c->io.connected_ms = c->io.last_rx_ms = c->io.last_ping_ms = lp->now;
+    c->io.connected_ms = c->io.last_rx_ms = c->io.last_tx_ms = c->io.last_ping_ms = lp->now;
     struct epoll_event e = { .events = EPOLLIN, .data.ptr = c };
     c->io.events = EPOLLIN;
     c->io.all_prev = NULL;

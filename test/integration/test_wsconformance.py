@@ -295,3 +295,50 @@ async def test_message_at_limit_is_accepted(wserver):
     op, payload = await ws.read_frame()
     assert payload == exp_ack(1, len(data))
     await ws.close()
+
+
+# ---- keep-alive pings (PingIntervalMs) ----
+
+@aiotest(timeout=30)
+async def test_quiet_connections_are_pinged_and_dead_ones_closed(server_factory):
+    server = server_factory(PingIntervalMs=1000)
+    answering, silent = await joined(server), await joined(server)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    op, payload = await answering.read_frame(timeout=3)
+    assert op == OP_PING and loop.time() - t0 < 2.5
+    # one that answers stays; one that never answers is closed after 3 pings
+    for _ in range(4):
+        await answering.send(frame(OP_PONG, payload))
+        op, payload = await answering.read_frame(timeout=3)
+        assert op == OP_PING
+    frames = await silent.wait_closed(timeout=10)
+    assert [op for op, _ in frames] == [OP_PING] * len(frames) and len(frames) >= 3
+    assert loop.time() - t0 >= 3.5
+    await still_works(answering)
+    await answering.close()
+
+
+@aiotest(timeout=30)
+async def test_a_reader_that_gets_data_is_not_pinged(server_factory):
+    server = server_factory(PingIntervalMs=1000)
+    writer = await joined(server)
+    doc = "wsconf-%d" % (next(_docs) - 1)
+    reader = await RawWS.connect(server.port)
+    await reader.send(binary(enc_init(doc)))
+    await reader.read_frame()
+    loop = asyncio.get_running_loop()
+    end, offset = loop.time() + 3.5, 0
+    while loop.time() < end:  # data every 0.3 s, the reader says nothing
+        await writer.send(binary(enc_append(offset, b"x")))
+        while True:  # the writer answers pings, so it is never the one dropped
+            op, payload = await writer.read_frame()
+            if op != OP_PING:
+                break
+            await writer.send(frame(OP_PONG, payload))
+        offset += 1
+        op, payload = await reader.read_frame()
+        assert op == OP_BINARY, (op, payload)  # never a ping
+        await asyncio.sleep(0.3)
+    await writer.close()
+    await reader.close()
