@@ -8,6 +8,7 @@ what the log says.
 import asyncio
 import base64
 import http.client
+import socket
 import subprocess
 import urllib.parse
 
@@ -272,3 +273,31 @@ def test_bad_limit_is_a_startup_error(tmp_path, line, key):
     assert r.returncode != 0
     err = r.stderr.decode()
     assert key in err and "bad.conf:4" in err, err
+
+
+# ---- connections that never send a request -----------------------------------------
+
+@aiotest(timeout=40)
+async def test_silent_connections_cannot_hold_the_http_workers(server_factory):
+    """Twice as many silent TCP connections as HTTP workers: each is dropped after
+    RequestTimeoutMs, so a real client behind them is served within a bound, not
+    starved, and its WebSocket then holds no worker."""
+    server = server_factory(HttpThreads=2, RequestTimeoutMs=1000)
+    silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        c = await zw.connect(server, "limits-silent", mode=0, initial=b"x")
+        waited = loop.time() - t0
+        assert waited < 6, "the upgrade waited %.1f s behind silent connections" % waited
+        for s in silent:  # the server gave up on each of them
+            s.settimeout(5)
+            assert s.recv(100) == b""
+        # two open WebSockets, two workers: HTTP is still served
+        d = await zw.connect(server, "limits-silent", mode=1)
+        assert server.http("GET", "/socket")[0] == 200
+        await c.close()
+        await d.close()
+    finally:
+        for s in silent:
+            s.close()
