@@ -207,7 +207,6 @@ class FloorServer(Server):
 
 
 CORES = os.cpu_count() or 1
-DEFAULT_MAX_CONNS = 10000  # our MaxConnections default (server/config.c)
 
 
 def ratio(a, b):
@@ -361,17 +360,7 @@ def start_ours(binary, sc, out_dir, name, notes):
     clients = sc["teachers"] + sc["students"]
     if sc.get("config") != "default":
         return Server(binary, out_dir, name, max_conns=max(256, clients + 100))
-    conf = {}
-    if clients + 50 > DEFAULT_MAX_CONNS:
-        # Today's server refuses connections past MaxConnections (a thread each);
-        # until the rewrite lifts the cap, raise it so the scenario can run at all.
-        conf["MaxConnections"] = clients + 100
-        note = ("ours ran with MaxConnections=%d: the default %d would refuse %d of the "
-                "%d clients" % (clients + 100, DEFAULT_MAX_CONNS,
-                                max(0, clients - DEFAULT_MAX_CONNS),
-                                clients))
-        if note not in notes:
-            notes.append(note)
+    conf = {}  # MaxConnections=auto: the open-file limit decides
     return Server(binary, out_dir, name, config=conf)
 
 
