@@ -200,7 +200,7 @@ static int drop_client_keys(struct cluster *cl, const char *id, size_t id_len, u
     int rc = 0;
     if (hash && chan && docs && members) {
         uint8_t hdr[17];
-        header(hdr, 'K', cl->sid, 0);
+        header(hdr, 'R', cl->sid, 0);
         char cids[24];
         snprintf(cids, sizeof cids, "%" PRIu64, cid);
         const char *args[] = {hash, docs, members, cl->sid_hex, cids, chan, (const char *)hdr, id};
@@ -391,7 +391,7 @@ static void reap_doc(struct cluster *cl, const char *dead, const char *id, size_
     char *chan = cl_key(CL_CHANNEL, id, id_len, &clen);
     if (hash && members && docs && live && chan) {
         uint8_t hdr[17];
-        header(hdr, 'K', strtoull(dead, NULL, 16), 0);
+        header(hdr, 'R', strtoull(dead, NULL, 16), 0);
         const char *args[] = {hash, members, docs, live, dead, "", chan, (const char *)hdr, id};
         size_t lens[] = {hlen, mlen, dlen, llen, 16, 0, clen, sizeof hdr, id_len};
         redisReply *r = clr_script(&cl->redis, CLS_REAP, 4, 9, args, lens);
@@ -564,7 +564,6 @@ int cluster_run(struct cluster *cl, struct hub *h)
         .client_key_set = relay_client_key_set,
         .session_key_set = relay_session_key_set,
         .client_left = relay_client_left,
-        .client_keys_get = cluster_client_keys,
     };
     hub_set_relay(h, &relay);
     heartbeat(cl); /* alive before the first client can own a key */

@@ -22,6 +22,7 @@
  *   'A' offset u64, data                              an append
  *   'B' server u64, client u64, data                  a broadcast
  *   'K' server u64, client u64, version u32, nameLen u32, name, value   a client key
+ *   'R' server u64, 0 u64, version u32, nameLen u32, name   a client key removed
  *   'S' server u64, client u64, version u32, name     a session key changed (re-read)
  *   'D' server u64                                    the document was deleted
  * and on CL_GLOBAL: 'J' docId (a document got its first server);

@@ -148,26 +148,26 @@ static int drain_queue(struct sub_state *st)
 
 /* ---- announcements ---- */
 
+/* The 'S' announcement's key, re-read from the store. */
 struct key_lookup {
     const uint8_t *name;
     size_t name_len;
     struct hub *hub;
     const char *id;
     size_t id_len;
-    uint64_t except;
+    uint64_t setter;
     uint32_t announced; /* version the announcement carried */
-    bool all;           /* send every key (after a catch-up) */
 };
 
 static int deliver_key(void *arg, const uint8_t *name, size_t name_len, const uint8_t *value,
                        size_t value_len, uint32_t version)
 {
     struct key_lookup *k = arg;
-    if (!k->all && (name_len != k->name_len || memcmp(name, k->name, name_len))) return 0;
-    /* The setter already knows its own value; a newer one it must get. */
-    uint64_t except = !k->all && version == k->announced ? k->except : 0;
-    hub_deliver_key(k->hub, k->id, k->id_len, except, version, name, name_len, value, value_len);
-    return k->all ? 0 : 1;
+    if (name_len != k->name_len || memcmp(name, k->name, name_len)) return 0;
+    /* The setter knows its own value; a newer one it must get. */
+    uint64_t setter = version == k->announced ? k->setter : 0;
+    hub_deliver_key(k->hub, k->id, k->id_len, setter, version, name, name_len, value, value_len);
+    return 1;
 }
 
 /* A document whose members are behind is retried until they are caught up. */
@@ -177,16 +177,29 @@ static void mark_behind(struct sub_state *st, const char *id, size_t n)
     if (e) e->behind = st->any_behind = true;
 }
 
-/* Members may have missed announcements: bytes from the store, then every key.
- * Returns -1 when that must be tried again later. */
+struct keys_source {
+    struct cluster *cl;
+    const char *id;
+    size_t id_len;
+};
+
+/* hub_keys_reader: the document's client keys, then its session keys. */
+static int read_keys(void *arg, hub_key_fn add, void *add_arg)
+{
+    struct keys_source *src = arg;
+    int rc = cluster_client_keys(src->cl, src->id, src->id_len, add, add_arg);
+    if (rc == STORE_OK) rc = store_keys_get(src->cl->inner, src->id, src->id_len, add, add_arg);
+    return rc;
+}
+
+/* Members may have missed announcements: bytes from the store, then the keys that
+ * changed meanwhile. Returns -1 when that must be tried again later. */
 static int resync(struct cluster *cl, const char *id, size_t n)
 {
     int rc = hub_catch_up_document(cl->hub, id, n);
     if (rc <= 0) return rc;
-    struct key_lookup k = {.hub = cl->hub, .id = id, .id_len = n, .all = true};
-    if (cluster_client_keys(cl, id, n, deliver_key, &k)) return -1;
-    if (store_keys_get(cl->inner, id, n, deliver_key, &k)) return -1;
-    return 0;
+    struct keys_source src = {cl, id, n};
+    return hub_sync_keys(cl->hub, id, n, read_keys, &src);
 }
 
 static void retry_behind(struct sub_state *st)
@@ -218,16 +231,19 @@ static void on_doc_message(struct sub_state *st, const char *id, size_t n, const
     uint64_t except = sid == cl->sid ? cid : 0;
     if (type == 'B') {
         hub_deliver_broadcast(cl->hub, id, n, except, p + 17, len - 17);
-    } else if (type == 'K' && len >= 25) {
+    } else if ((type == 'K' || type == 'R') && len >= 25) {
         uint32_t version = cl_get32(p + 17), name_len = cl_get32(p + 21);
         if (name_len > len - 25) goto bad;
-        hub_deliver_key(cl->hub, id, n, except, version, p + 25, name_len, p + 25 + name_len,
-                        len - 25 - name_len);
+        if (type == 'K')
+            hub_deliver_key(cl->hub, id, n, except, version, p + 25, name_len, p + 25 + name_len,
+                            len - 25 - name_len);
+        else
+            hub_deliver_key_removed(cl->hub, id, n, version, p + 25, name_len);
     } else if (type == 'S' && len >= 21) {
         /* Re-read, so that two setters' announcements crossing cannot leave anyone
          * with the older value. */
         struct key_lookup k = {.name = p + 21, .name_len = len - 21, .hub = cl->hub, .id = id,
-                               .id_len = n, .except = except,
+                               .id_len = n, .setter = except,
                                .announced = cl_get32(p + 17)};
         int rc = store_keys_get(cl->inner, id, n, deliver_key, &k);
         if (rc) log_warn("cluster: session key of %.*s: %s", (int)n, id, store_strerror(rc));

@@ -226,6 +226,7 @@ void hub_doc_release(struct hub *h, struct doc *d)
     atomic_fetch_sub(&h->documents, 1);
     /* No reference left means no member and so no client key either. */
     free(d->keys);
+    hub_keyview_free(d);
     pthread_mutex_destroy(&d->lock);
     free(d->id);
     free(d);

@@ -89,16 +89,14 @@ void hub_key_accepted(struct hub *h, struct doc *d, struct hub_client *c,
         struct message *m = msg_key_info_one(k->new_version, k->name, k->name_len, k->value, k->value_len);
         hub_send_others(h, d, c, m);
         message_unref(m);
-    } else if (k->lifetime != 0) { /* client keys were announced by their own write */
+        return;
+    }
+    /* The others hear of it from the announcement; c must not, whichever way it
+     * comes back. */
+    hub_keyview_own(d, c->id, k->new_version, k->name, k->name_len, k->value, k->value_len);
+    if (k->lifetime != 0) /* client keys were announced by their own write */
         h->relay.session_key_set(h->relay.arg, d->id, d->id_len, c->id, k->name, k->name_len,
                                  k->new_version);
-    }
-}
-
-void hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg)
-{
-    int rc = h->relay.client_keys_get(h->relay.arg, d->id, d->id_len, fn, arg);
-    if (rc) log_error("client keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
 }
 
 /* ---- deliveries from the subscription ---- */
@@ -159,18 +157,38 @@ void hub_deliver_broadcast(struct hub *h, const char *id, size_t id_len, uint64_
     hub_doc_release(h, d);
 }
 
-void hub_deliver_key(struct hub *h, const char *id, size_t id_len, uint64_t except,
+void hub_deliver_key(struct hub *h, const char *id, size_t id_len, uint64_t setter,
                      uint32_t version, const uint8_t *name, size_t name_len,
                      const uint8_t *value, size_t value_len)
 {
     struct doc *d = hub_doc_find(h, id, id_len);
     if (!d) return;
-    struct message *m = msg_key_info_one(version, name, name_len, value, value_len);
     pthread_mutex_lock(&d->lock);
-    send_all_but(h, d, except, m);
+    hub_keyview_changed(h, d, setter, version, name, name_len, value, value_len);
     pthread_mutex_unlock(&d->lock);
-    message_unref(m);
     hub_doc_release(h, d);
+}
+
+void hub_deliver_key_removed(struct hub *h, const char *id, size_t id_len, uint32_t version,
+                             const uint8_t *name, size_t name_len)
+{
+    struct doc *d = hub_doc_find(h, id, id_len);
+    if (!d) return;
+    pthread_mutex_lock(&d->lock);
+    hub_keyview_removed(h, d, version, name, name_len);
+    pthread_mutex_unlock(&d->lock);
+    hub_doc_release(h, d);
+}
+
+int hub_sync_keys(struct hub *h, const char *id, size_t id_len, hub_keys_reader read, void *arg)
+{
+    struct doc *d = hub_doc_find(h, id, id_len);
+    if (!d) return 0;
+    pthread_mutex_lock(&d->lock);
+    int rc = hub_keyview_sync(h, d, read, arg) ? -1 : 0;
+    pthread_mutex_unlock(&d->lock);
+    hub_doc_release(h, d);
+    return rc;
 }
 
 /* One read from the lowest member's end serves every member: after a reconnect they

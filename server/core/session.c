@@ -129,12 +129,16 @@ static void send_initial_keys(struct hub *h, struct doc *d, struct hub_client *c
     struct key_collector k = {.buf = malloc(256), .cap = 256};
     if (!k.buf) return;
     k.len = codec_key_info_begin(k.buf);
-    for (size_t i = 0; i < d->nkeys; i++)
-        collect_key(&k, d->keys[i].name, d->keys[i].name_len, d->keys[i].value,
-                    d->keys[i].value_len, d->keys[i].version);
-    if (hub_clustered(h)) hub_cluster_client_keys(h, d, collect_key, &k);
-    int rc = store_keys_get(h->store, d->id, d->id_len, collect_key, &k);
-    if (rc) log_error("document keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
+    if (hub_clustered(h)) {
+        /* What the other members know, so that the announcements to come fit it. */
+        hub_keyview_each(d, collect_key, &k);
+    } else {
+        for (size_t i = 0; i < d->nkeys; i++)
+            collect_key(&k, d->keys[i].name, d->keys[i].name_len, d->keys[i].value,
+                        d->keys[i].value_len, d->keys[i].version);
+        int rc = store_keys_get(h->store, d->id, d->id_len, collect_key, &k);
+        if (rc) log_error("document keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
+    }
     if (!k.failed && k.len > CODEC_KEY_INFO_HEADER) {
         struct message *m = message_new(k.len);
         if (m) memcpy(m->data, k.buf, k.len);
