@@ -104,6 +104,9 @@ static inline bool hub_clustered(const struct hub *h) { return h->relay.arg != N
  * (single server) or nothing (cluster: the subscription delivers it). */
 void hub_append_committed(struct hub *h, struct doc *d, struct hub_client *c, uint64_t offset,
                           const uint8_t *data, size_t len, uint64_t new_len);
+/* With d->lock held, after c's append was refused because the document is `length`
+ * long: NACK to c (in cluster mode first sending it what it lacks of those bytes). */
+void hub_append_refused(struct hub *h, struct doc *d, struct hub_client *c, uint64_t length);
 /* BROADCAST m (data: its payload) from c to the document's other clients. */
 void hub_broadcast(struct hub *h, struct doc *d, struct hub_client *c, struct message *m,
                    const uint8_t *data, size_t len);

@@ -63,6 +63,16 @@ void hub_append_committed(struct hub *h, struct doc *d, struct hub_client *c, ui
     if (!hub_clustered(h)) hub_fanout_append(h, d, c, offset, data, len);
 }
 
+void hub_append_refused(struct hub *h, struct doc *d, struct hub_client *c, uint64_t length)
+{
+    /* Cluster: the bytes that made the length usually come announced soon, but some
+     * never are (their writer's server died before announcing them, or its replicas
+     * confirmed them too late to acknowledge); the writer needs them to go on, and to
+     * see that an append of its own that failed was stored after all. */
+    if (hub_clustered(h) && length > c->delivered_end) catch_up(h, d, c, length);
+    hub_send(h, c, msg_ack(0, length), false);
+}
+
 void hub_broadcast(struct hub *h, struct doc *d, struct hub_client *c, struct message *m,
                    const uint8_t *data, size_t len)
 {
@@ -211,7 +221,17 @@ int hub_catch_up_document(struct hub *h, const char *id, size_t id_len)
             continue;
         }
         uint64_t end = from + n;
-        if (o->delivered_end >= end) continue;
+        if (o->delivered_end > end) {
+            /* It holds bytes the store no longer has (a failover to a replica that had
+             * not got them, without RedisMinReplicas): it cannot be put right in
+             * place; its reconnect is refused and it reloads. */
+            log_warn("document %.*s: client %llu has %llu bytes, the store %llu; disconnecting",
+                     (int)d->id_len, d->id, (unsigned long long)o->id,
+                     (unsigned long long)o->delivered_end, (unsigned long long)end);
+            outq_kill(h->outq, o, "ahead of the stored document");
+            continue;
+        }
+        if (o->delivered_end == end) continue;
         size_t skip = (size_t)(o->delivered_end - from);
         hub_send(h, o, msg_append(o->version, o->delivered_end, bytes + skip, n - skip), false);
         o->delivered_end = end;
