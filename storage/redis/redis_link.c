@@ -340,8 +340,8 @@ int redis_link_reply_error(struct redis_link *l, const redisReply *r, const char
 {
     /* Passing states; the last two also mean the primary is elsewhere now. */
     static const char *const transient[] = {"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "NOAUTH",
-                                            "READONLY", "MASTERDOWN"};
-    enum { MOVED_FROM = 5 };
+                                            "NOREPLICAS", "READONLY", "MASTERDOWN"};
+    enum { MOVED_FROM = 6 };
     log_error("%s: %s: %.*s", l->log_name, what, (int)r->len, r->str);
     for (size_t i = 0; i < sizeof transient / sizeof *transient; i++) {
         size_t n = strlen(transient[i]);

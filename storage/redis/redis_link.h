@@ -90,8 +90,9 @@ int redis_conn_append_script(struct redis_conn *c, struct redis_script *s, bool 
 bool redis_reply_noscript(const redisReply *r);
 
 /* Maps an error reply to a store code and logs it ("what: reply"): a busy, loading,
- * read-only or primary-less Redis is STORE_EUNAVAILABLE (for the last two the link
- * also looks for the primary again), anything else STORE_EIO. */
+ * replica-less (min-replicas-to-write), read-only or primary-less Redis is
+ * STORE_EUNAVAILABLE (for the last two the link also looks for the primary again),
+ * anything else STORE_EIO. */
 int redis_link_reply_error(struct redis_link *l, const redisReply *r, const char *what);
 
 /* ---- one-call helpers, on a pooled connection ---- */

@@ -246,6 +246,8 @@ static int read_wait(struct rd_store *rd, struct redis_conn *c, const char *what
             return -1;
         }
     long long got = r[1]->type == REDIS_REPLY_INTEGER ? r[1]->integer : -1;
+    /* e.g. -READONLY: the primary moved, which the link must hear of */
+    if (r[0]->type == REDIS_REPLY_ERROR) redis_link_reply_error(rd->link, r[0], "INCR " WAIT_KEY);
     if (r[1]->type == REDIS_REPLY_ERROR) redis_link_reply_error(rd->link, r[1], "WAIT");
     freeReplyObject(r[0]);
     freeReplyObject(r[1]);
@@ -435,12 +437,14 @@ static void run_appends(struct rd_store *rd, struct rd_append *batch)
         a->rc = keys[n][0] && keys[n][1] && (chans[n] || !in_script) ? RC_PENDING : STORE_ENOMEM;
         n++;
     }
+    /* With replicas to wait for: 1 once they confirmed, 0 when they did not, -1 while
+     * not known (then nothing is acknowledged). */
+    int confirmed = rd->min_replicas > 0 ? -1 : 1;
     int rc = redis_link_get(rd->link, &c);
     if (rc != STORE_OK) goto done;
 
     /* Send every append first, then read every reply: one round trip for all. Redis
      * runs them in this order, each checking its own expected length. */
-    int confirmed = 1;
     for (int eval = 0; eval < 2; eval++) {
         size_t sent = 0;
         bool noscript = false;
@@ -479,21 +483,14 @@ static void run_appends(struct rd_store *rd, struct rd_append *batch)
         if (!noscript) break;
     }
     if (rd->min_replicas > 0) {
-        size_t pubs = 0;
+        /* The bytes are announced once the replicas have them: now, or later. */
         for (size_t i = 0; i < n; i++) {
             if (ops[i]->rc != STORE_OK || !rd->announce || !ops[i]->len) continue;
             unconfirmed_add(rd, c->epoch, ops[i]->id, ops[i]->id_len, ops[i]->expected, ops[i]->data,
                             ops[i]->len);
         }
-        if (confirmed) {
-            pubs = publish_unconfirmed(rd, c);
-        } else {
-            /* Committed, but a failover could take it back: no ACK. The bytes stay
-             * unannounced until the replicas confirm them. */
-            for (size_t i = 0; i < n; i++)
-                if (ops[i]->rc == STORE_OK) ops[i]->rc = STORE_EUNAVAILABLE;
-        }
-        if (read_publishes(c, pubs)) goto lost;
+        size_t pubs = confirmed == 1 ? publish_unconfirmed(rd, c) : 0;
+        if (read_publishes(c, pubs)) goto lost; /* the appends stand; the others catch up */
     }
     redis_link_put(rd->link, c, false);
     goto done;
@@ -503,6 +500,9 @@ lost:
     redis_link_put(rd->link, c, true);
 done:
     for (size_t i = 0; i < n; i++) {
+        /* Committed, but not known to be on the replicas: a failover could take it
+         * back, so no ACK. */
+        if (ops[i]->rc == STORE_OK && confirmed != 1) ops[i]->rc = STORE_EUNAVAILABLE;
         if (ops[i]->rc == RC_PENDING) ops[i]->rc = STORE_EUNAVAILABLE;
         free(keys[i][0]);
         free(keys[i][1]);
