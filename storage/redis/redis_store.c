@@ -16,8 +16,8 @@
  * RedisMinReplicas=N: the pipeline ends with WAIT N, and an append is acknowledged
  * only when N replicas have it; otherwise its caller gets STORE_EUNAVAILABLE (the
  * bytes may stay: the client finds them when it catches up). Reads deliver only bytes
- * that N replicas have (read, then WAIT), so that no client ever holds bytes a
- * failover could take back. The counter zwibbler-wait is incremented before each WAIT
+ * that N replicas have (read, then WAIT), and a document counts as created only once
+ * they have it, so that no client ever holds bytes a failover could take back. The counter zwibbler-wait is incremented before each WAIT
  * so that the WAIT covers whatever was read or written before it on any connection.
  */
 #include "redis_store.h"
@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "redis_events.h"
