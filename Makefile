@@ -10,6 +10,7 @@ B := build/$(VARIANT)
 CW := build/civetweb
 
 CC ?= cc
+OBJCOPY ?= objcopy
 WARN := -Wall -Wextra -Werror
 OPT_release := -O2 -g
 OPT_asan := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -17,7 +18,7 @@ OPT_tsan := -O1 -g -fsanitize=thread
 OPT := $(OPT_$(VARIANT))
 # Every room's folder is on the include path, so a file names a header by its module
 # name ("hub.h"), and the folder tree alone says where a module lives.
-ROOMS := protocol storage storage/lmdb storage/sqlite storage/redis \
+ROOMS := util protocol storage storage/lmdb storage/sqlite storage/redis \
          server/core server/http server/auth server/cluster server/app
 BIN_ROOMS := server/cmd server/loadtest
 INCLUDES := $(ROOMS:%=-I%) -I$(CW)/include
@@ -26,7 +27,7 @@ LDFLAGS := $(OPT) -pthread $(EXTRA_LDFLAGS)
 LIBS := -llmdb -lcjson -lsqlite3 -lhiredis -lcurl -lssl -lcrypto -lz -ldl -lm
 
 # CivetWeb 1.15 from Debian's source package (scripts/deps.sh), built with what we
-# need and nothing more: no zlib (see README), small thread stacks; an atomic stop
+# need and nothing more: no zlib (its permessage-deflate is not ours: protocol/wsdeflate.c), small thread stacks; an atomic stop
 # flag and gmtime_r (ThreadSanitizer found races on both); a 0.5 s poll quantum
 # (mg_stop waits up to one quantum for the listener thread: 2 s by default).
 CW_FLAGS := -DUSE_WEBSOCKET -DUSE_IPV6 -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI \
@@ -41,8 +42,12 @@ BIN_SRCS := $(foreach r,$(BIN_ROOMS),$(wildcard $(r)/*.c))
 BIN_OBJS := $(BIN_SRCS:%.c=$(B)/%.o)
 $(BIN_OBJS): CFLAGS += $(BIN_ROOMS:%=-I%)
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
+WEB_FILES := $(sort $(wildcard server/http/web/*.html))
+WEB_OBJ := $(B)/gen/web_assets.o
 CW_OBJ := $(B)/server/http/civetweb_build.o
 LIB := $(B)/libzwibbler.a
+# The same objects with every name visible, for the binary and the unit tests.
+LIB_INTERNAL := $(B)/libzwibbler_internal.a
 BIN := $(B)/zwibbler
 
 UNIT_SRCS := $(wildcard test/unit/test_*.c)
@@ -50,7 +55,7 @@ EMBED_EXAMPLE := $(B)/test/embed/example
 UNIT_BINS := $(UNIT_SRCS:%.c=$(B)/%)
 
 .PHONY: all deps run test unit integration sanitize clean bench fuzz
-all: $(BIN)
+all: $(BIN) $(LIB)
 
 deps:
 	@bash scripts/deps.sh
@@ -68,33 +73,49 @@ $(CW_OBJ): server/http/civetweb_build.c $(CW)/src/civetweb.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -D_GNU_SOURCE $(OPT) -pthread -w $(CW_FLAGS) -c $< -o $@
 
-$(LIB): $(LIB_OBJS) $(CW_OBJ)
+# Only the public API (ZW_PUBLIC in zwibbler.h, store.h, lmdb_store.h) keeps default
+# visibility. In a static archive hidden names are still linkable, so libzwibbler.a is
+# one relocatable object in which they are made local; CivetWeb's mg_* stay global
+# (an embedder mounts on its own CivetWeb), less our two extensions (civetweb_ext.h).
+$(LIB_OBJS) $(WEB_OBJ): CFLAGS += -fvisibility=hidden
+CW_PRIVATE := mg_zw_detach mg_zw_set_ws_limits
+$(LIB): $(LIB_OBJS) $(CW_OBJ) $(WEB_OBJ)
+	$(LD) -r -o $(B)/libzwibbler.o $^
+	$(OBJCOPY) --localize-hidden $(CW_PRIVATE:%=--localize-symbol=%) $(B)/libzwibbler.o
+	@rm -f $@
+	ar rcs $@ $(B)/libzwibbler.o
+
+$(LIB_INTERNAL): $(LIB_OBJS) $(CW_OBJ) $(WEB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
 # The /socket/test and /socket/demo pages (server/http/web/), embedded as byte arrays.
-WEB_FILES := $(sort $(wildcard server/http/web/*.html))
-WEB_OBJ := $(B)/gen/web_assets.o
 $(B)/gen/web_assets.c: $(WEB_FILES) scripts/embed.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed.sh $@ $(WEB_FILES)
 $(WEB_OBJ): $(B)/gen/web_assets.c server/http/web.h
 	$(CC) $(CFLAGS) -c $< -o $@
-$(LIB): $(WEB_OBJ)
 
-$(BIN): $(BIN_OBJS) $(LIB)
+# The binary and the unit tests call internal modules (config, log, auth, ...).
+$(BIN): $(BIN_OBJS) $(LIB_INTERNAL)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # Storage tests share one backend-independent conformance suite.
-$(B)/test/unit/test_store_%: test/unit/test_store_%.c test/unit/store_conformance.c $(LIB)
+$(B)/test/unit/test_store_%: test/unit/test_store_%.c test/unit/store_conformance.c $(LIB_INTERNAL)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itest/unit -o $@ $< test/unit/store_conformance.c $(LIB) $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itest/unit -o $@ $< test/unit/store_conformance.c $(LIB_INTERNAL) $(LIBS) -lcmocka
 
-$(B)/test/unit/%: test/unit/%.c $(LIB)
+# The core's tests share one fixture: store, hub and a fake loop (core_fixture.h).
+CORE_TESTS := $(B)/test/unit/test_session $(B)/test/unit/test_hub
+$(CORE_TESTS): $(B)/test/unit/%: test/unit/%.c test/unit/core_fixture.c test/unit/core_fixture.h $(LIB_INTERNAL)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itest/unit -o $@ $< $(LIB) $(LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itest/unit -o $@ $< test/unit/core_fixture.c $(LIB_INTERNAL) $(LIBS) -lcmocka
 
-# The embedding example (README: Embedding), linked the way a user's program is.
+$(B)/test/unit/%: test/unit/%.c $(LIB_INTERNAL)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itest/unit -o $@ $< $(LIB_INTERNAL) $(LIBS) -lcmocka
+
+# The embedding example (docs/embedding.md), linked the way a user's program is.
 $(EMBED_EXAMPLE): test/embed/example.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LIBS)
@@ -106,12 +127,14 @@ run: deps $(BIN)
 unit: deps $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
-integration: deps $(BIN) $(EMBED_EXAMPLE)
-	ZWIBBLER_BIN=$(abspath $(BIN)) EMBED_EXAMPLE=$(abspath $(EMBED_EXAMPLE)) /usr/bin/python3 -m pytest -q -p no:cacheprovider test/integration
+integration: deps $(BIN) $(EMBED_EXAMPLE) $(LIB)
+	ZWIBBLER_BIN=$(abspath $(BIN)) EMBED_EXAMPLE=$(abspath $(EMBED_EXAMPLE)) ZWIBBLER_LIB=$(abspath $(LIB)) \
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider test/integration
 
 # The hub and session integration tests against the TSan server (`make SAN=tsan
 # integration-tsan`). A report makes the server exit 66, which the fixture fails on.
-TSAN_TESTS := test_session.py test_race.py test_keys.py test_hostile.py test_slow.py test_continuation.py
+TSAN_TESTS := test_session.py test_race.py test_keys.py test_hostile.py test_slow.py test_continuation.py \
+              test_wsconformance.py test_compression.py
 integration-tsan: deps $(BIN)
 	TSAN_OPTIONS="exitcode=66 halt_on_error=0 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
 	ZWIBBLER_BIN=$(abspath $(BIN)) /usr/bin/python3 -m pytest -q -p no:cacheprovider \
@@ -127,9 +150,14 @@ test: deps
 	$(MAKE) fuzz-short
 	@echo "all test suites passed"
 
-# Benchmarks of issue 5 (minutes; not part of `make test`): prints a table, see BENCHMARKS.md.
-bench: $(BIN)
-	/usr/bin/python3 test/bench/bench.py --bin $(abspath $(BIN)) $(BENCH_ARGS)
+# Benchmarks (minutes; not part of `make test`): prints a table, see BENCHMARKS.md.
+# The floor (test/bench/floor.c) is a minimal relay server the bench runs beside ours.
+FLOOR := build/release/test/bench/floor
+$(FLOOR): test/bench/floor.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -O2 -o $@ $< -lcrypto
+bench: $(BIN) $(FLOOR)
+	/usr/bin/python3 test/bench/bench.py --bin $(abspath $(BIN)) --floor $(abspath $(FLOOR)) $(BENCH_ARGS)
 	/usr/bin/python3 test/bench/cluster_bench.py --bin $(abspath $(BIN))
 
 clean:
@@ -146,12 +174,17 @@ $(B)/gen/zwibbler_service.inc: conf/zwibbler.service
 $(B)/server/cmd/service.o: $(B)/gen/zwibbler_service.inc
 $(B)/server/cmd/service.o: CFLAGS += -I$(B)/gen
 
-# Debian package (issue 6): build/zwibbler_<version>_<arch>.deb, see scripts/mkdeb.sh.
-.PHONY: deb
+# Debian package: build/zwibbler_<version>_<arch>.deb, see scripts/mkdeb.sh.
+.PHONY: deb rpm
 deb: $(BIN)
 	BIN=$(abspath $(BIN)) OUT=$(abspath build) bash scripts/mkdeb.sh
 
-# Browser tests (issue 9): /socket/test and /socket/demo in Debian's Chromium, driven
+# RPM with the same files and scriptlets: build/zwibbler-<version>-1.<arch>.rpm, see
+# scripts/mkrpm.sh (rpmbuild from Debian's rpm package).
+rpm: $(BIN)
+	BIN=$(abspath $(BIN)) OUT=$(abspath build) bash scripts/mkrpm.sh
+
+# Browser tests: /socket/test and /socket/demo in Debian's Chromium, driven
 # by playwright-core from npm (never Playwright's own browser download). Bounded: a
 # hung browser or server cannot hold up `make test` for more than 10 minutes.
 .PHONY: browser-test

@@ -1,6 +1,6 @@
-/* codec: owns the byte layout of every Zwibbler message (PROTOCOL.md §1-2): decoding
- * client messages, encoding server messages, splitting by maxMessageSize and
- * reassembling continuations. Only the reassembler allocates. */
+/* codec: owns the byte layout of every Zwibbler message (docs/protocol.md, Framing and Messages):
+ * decoding client messages, encoding server messages, splitting by maxMessageSize and reassembling
+ * continuations. Only the reassembler allocates. */
 #include "codec.h"
 
 #include <stdlib.h>
@@ -65,19 +65,19 @@ static uint8_t take8(struct reader *rd)
 static uint16_t take16(struct reader *rd)
 {
     const uint8_t *p = take(rd, 2);
-    return p ? codec_get16(p) : 0;
+    return p ? be_get16(p) : 0;
 }
 
 static uint32_t take32(struct reader *rd)
 {
     const uint8_t *p = take(rd, 4);
-    return p ? codec_get32(p) : 0;
+    return p ? be_get32(p) : 0;
 }
 
 static uint64_t take64(struct reader *rd)
 {
     const uint8_t *p = take(rd, 8);
-    return p ? codec_get64(p) : 0;
+    return p ? be_get64(p) : 0;
 }
 
 /* n bytes as a (pointer, length) pair; u32 wire lengths always fit a size_t. */
@@ -99,8 +99,7 @@ static int take_header(struct reader *rd, uint8_t *type)
 {
     const uint8_t *h = take(rd, 2);
 
-    if (!h)
-        return CODEC_E_SHORT;
+    if (!h) return CODEC_E_SHORT;
     *type = h[0];
     return CODEC_OK;
 }
@@ -113,10 +112,8 @@ int codec_decode_init(const uint8_t *msg, size_t len, struct codec_init *out)
 
     reader_init(&rd, msg, len);
     memset(out, 0, sizeof *out);
-    if ((rc = take_header(&rd, &type)) != CODEC_OK)
-        return rc;
-    if (type != CODEC_INIT)
-        return CODEC_E_TYPE;
+    if ((rc = take_header(&rd, &type)) != CODEC_OK) return rc;
+    if (type != CODEC_INIT) return CODEC_E_TYPE;
 
     out->version = take16(&rd);
     out->max_message_size = take32(&rd);
@@ -125,17 +122,15 @@ int codec_decode_init(const uint8_t *msg, size_t len, struct codec_init *out)
         out->offset = take64(&rd);
         take_bytes(&rd, take8(&rd), &out->doc_id, &out->doc_id_len);
     } else {
-        /* Anything but 00 02 is read with the protocol-3 layout (PROTOCOL §2.1),
+        /* Anything but 00 02 is read with the protocol-3 layout (docs/protocol.md, Messages),
          * and only then is the version judged. */
         out->generation = take32(&rd);
         out->offset = take64(&rd);
         take_bytes(&rd, take32(&rd), &out->doc_id, &out->doc_id_len);
     }
     take_rest(&rd, &out->initial_data, &out->initial_data_len);
-    if (rd.short_read)
-        return CODEC_E_SHORT;
-    if (out->version != 3 && out->version != 2)
-        return CODEC_E_VERSION;
+    if (rd.short_read) return CODEC_E_SHORT;
+    if (out->version != 3 && out->version != 2) return CODEC_E_VERSION;
     return CODEC_OK;
 }
 
@@ -147,13 +142,10 @@ int codec_decode_append(const uint8_t *msg, size_t len, struct codec_append *out
 
     reader_init(&rd, msg, len);
     memset(out, 0, sizeof *out);
-    if ((rc = take_header(&rd, &type)) != CODEC_OK)
-        return rc;
-    if (type != CODEC_APPEND_V2 && type != CODEC_APPEND_V3)
-        return CODEC_E_TYPE;
+    if ((rc = take_header(&rd, &type)) != CODEC_OK) return rc;
+    if (type != CODEC_APPEND_V2 && type != CODEC_APPEND_V3) return CODEC_E_TYPE;
 
-    if (type == CODEC_APPEND_V3)
-        out->generation = take32(&rd);
+    if (type == CODEC_APPEND_V3) out->generation = take32(&rd);
     out->offset = take64(&rd);
     take_rest(&rd, &out->data, &out->data_len);
     return rd.short_read ? CODEC_E_SHORT : CODEC_OK;
@@ -168,10 +160,8 @@ int codec_decode_set_key(const uint8_t *msg, size_t len, struct codec_set_key *o
 
     reader_init(&rd, msg, len);
     memset(out, 0, sizeof *out);
-    if ((rc = take_header(&rd, &type)) != CODEC_OK)
-        return rc;
-    if (type != CODEC_SET_KEY)
-        return CODEC_E_TYPE;
+    if ((rc = take_header(&rd, &type)) != CODEC_OK) return rc;
+    if (type != CODEC_SET_KEY) return CODEC_E_TYPE;
 
     out->request_id = take16(&rd);
     out->lifetime = take8(&rd);
@@ -192,10 +182,8 @@ int codec_decode_broadcast(const uint8_t *msg, size_t len, struct codec_broadcas
 
     reader_init(&rd, msg, len);
     memset(out, 0, sizeof *out);
-    if ((rc = take_header(&rd, &type)) != CODEC_OK)
-        return rc;
-    if (type != CODEC_BROADCAST)
-        return CODEC_E_TYPE;
+    if ((rc = take_header(&rd, &type)) != CODEC_OK) return rc;
+    if (type != CODEC_BROADCAST) return CODEC_E_TYPE;
 
     take_bytes(&rd, take32(&rd), &out->data, &out->data_len);
     return rd.short_read ? CODEC_E_SHORT : CODEC_OK;
@@ -204,10 +192,7 @@ int codec_decode_broadcast(const uint8_t *msg, size_t len, struct codec_broadcas
 /* ---- Encoding ----
  * Sizes saturate at SIZE_MAX instead of wrapping, so an absurd length makes the
  * caller's allocation fail rather than succeed too small. */
-static size_t size_add(size_t a, size_t b)
-{
-    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
-}
+static size_t size_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
 
 static uint8_t *put_header(uint8_t *p, uint8_t type)
 {
@@ -219,8 +204,7 @@ static uint8_t *put_header(uint8_t *p, uint8_t type)
 /* Copies n bytes (src may be NULL when n is 0) and returns the end. */
 static uint8_t *put_bytes(uint8_t *p, const void *src, size_t n)
 {
-    if (n)
-        memcpy(p, src, n);
+    if (n) memcpy(p, src, n);
     return p + n;
 }
 
@@ -228,23 +212,20 @@ static uint8_t *put_bytes(uint8_t *p, const void *src, size_t n)
  * represented; callers bound names and values far below that. */
 static uint8_t *put_string32(uint8_t *p, const uint8_t *s, size_t n)
 {
-    codec_put32(p, (uint32_t)n);
+    be_put32(p, (uint32_t)n);
     return put_bytes(p + 4, s, n);
 }
 
 /* Protocol 2 gets the v2 layout; every other version the v3 one, mirroring INIT. */
-static int append_is_v2(int version)
-{
-    return version == 2;
-}
+static int append_is_v2(int version) { return version == 2; }
 
 size_t codec_append_size(int version, size_t data_len)
 {
     return size_add(append_is_v2(version) ? 10 : 14, data_len);
 }
 
-size_t codec_encode_append(uint8_t *out, int version, uint64_t offset,
-                           const uint8_t *data, size_t data_len)
+size_t codec_encode_append(uint8_t *out, int version, uint64_t offset, const uint8_t *data,
+                           size_t data_len)
 {
     uint8_t *p;
 
@@ -252,18 +233,15 @@ size_t codec_encode_append(uint8_t *out, int version, uint64_t offset,
         p = put_header(out, CODEC_APPEND_V2);
     } else {
         p = put_header(out, CODEC_APPEND_V3);
-        codec_put32(p, 0);
+        be_put32(p, 0);
         p += 4;
     }
-    codec_put64(p, offset);
+    be_put64(p, offset);
     p = put_bytes(p + 8, data, data_len);
     return (size_t)(p - out);
 }
 
-size_t codec_broadcast_size(size_t data_len)
-{
-    return size_add(6, data_len);
-}
+size_t codec_broadcast_size(size_t data_len) { return size_add(6, data_len); }
 
 size_t codec_encode_broadcast(uint8_t *out, const uint8_t *data, size_t data_len)
 {
@@ -273,16 +251,13 @@ size_t codec_encode_broadcast(uint8_t *out, const uint8_t *data, size_t data_len
     return (size_t)(p - out);
 }
 
-size_t codec_error_size(size_t text_len)
-{
-    return size_add(4, text_len);
-}
+size_t codec_error_size(size_t text_len) { return size_add(4, text_len); }
 
 size_t codec_encode_error(uint8_t *out, uint16_t code, const char *text, size_t text_len)
 {
     uint8_t *p = put_header(out, CODEC_ERROR);
 
-    codec_put16(p, code);
+    be_put16(p, code);
     p = put_bytes(p + 2, text, text_len);
     return (size_t)(p - out);
 }
@@ -291,8 +266,8 @@ size_t codec_encode_ack(uint8_t *out, uint16_t ack, uint64_t length)
 {
     uint8_t *p = put_header(out, CODEC_ACK);
 
-    codec_put16(p, ack);
-    codec_put64(p + 2, length);
+    be_put16(p, ack);
+    be_put64(p + 2, length);
     return CODEC_ACK_SIZE;
 }
 
@@ -300,8 +275,8 @@ size_t codec_encode_set_key_ack(uint8_t *out, uint16_t ack, uint16_t request_id)
 {
     uint8_t *p = put_header(out, CODEC_SET_KEY_ACK);
 
-    codec_put16(p, ack);
-    codec_put16(p + 2, request_id);
+    be_put16(p, ack);
+    be_put16(p + 2, request_id);
     return CODEC_SET_KEY_ACK_SIZE;
 }
 
@@ -316,12 +291,12 @@ size_t codec_key_info_begin(uint8_t *out)
     return CODEC_KEY_INFO_HEADER;
 }
 
-size_t codec_key_info_add(uint8_t *out, uint32_t version, const uint8_t *name,
-                          size_t name_len, const uint8_t *value, size_t value_len)
+size_t codec_key_info_add(uint8_t *out, uint32_t version, const uint8_t *name, size_t name_len,
+                          const uint8_t *value, size_t value_len)
 {
     uint8_t *p = out;
 
-    codec_put32(p, version);
+    be_put32(p, version);
     p = put_string32(p + 4, name, name_len);
     p = put_string32(p, value, value_len);
     return (size_t)(p - out);
@@ -331,8 +306,7 @@ size_t codec_key_info_add(uint8_t *out, uint32_t version, const uint8_t *name,
 
 static size_t split_max(uint32_t max)
 {
-    if (max == 0)
-        return CODEC_DEFAULT_MAX_MESSAGE;
+    if (max == 0) return CODEC_DEFAULT_MAX_MESSAGE;
     return max < 3 ? 3 : max;
 }
 
@@ -341,10 +315,8 @@ size_t codec_split_count(size_t len, uint32_t max)
 {
     size_t m = split_max(max), rest, step = m - 2;
 
-    if (len < 2)
-        return 0;
-    if (len <= m)
-        return 1;
+    if (len < 2) return 0;
+    if (len <= m) return 1;
     rest = len - m;
     /* Ceiling division written so it cannot overflow near SIZE_MAX. */
     return 1 + rest / step + (rest % step != 0);
@@ -400,8 +372,7 @@ static void reasm_reset(struct codec_reasm *r)
 {
     r->open = 0;
     r->len = 0;
-    if (r->cap > REASM_KEEP_MAX)
-        codec_reasm_free(r);
+    if (r->cap > REASM_KEEP_MAX) codec_reasm_free(r);
 }
 
 static int over_limit(const struct codec_reasm *r, size_t len)
@@ -416,39 +387,32 @@ static int reasm_append(struct codec_reasm *r, const uint8_t *src, size_t n)
     size_t need, cap;
     uint8_t *buf;
 
-    if (n > SIZE_MAX - r->len)
-        return CODEC_E_TOO_BIG;
+    if (n > SIZE_MAX - r->len) return CODEC_E_TOO_BIG;
     need = r->len + n;
-    if (over_limit(r, need))
-        return CODEC_E_TOO_BIG;
+    if (over_limit(r, need)) return CODEC_E_TOO_BIG;
     if (need > r->cap) {
         cap = r->cap > SIZE_MAX / 2 ? SIZE_MAX : r->cap * 2;
-        if (cap < need)
-            cap = need;
-        if (r->limit != 0 && cap > r->limit)
-            cap = r->limit;
+        if (cap < need) cap = need;
+        if (r->limit != 0 && cap > r->limit) cap = r->limit;
         buf = realloc(r->buf, cap);
-        if (!buf)
-            return CODEC_E_TOO_BIG;
+        if (!buf) return CODEC_E_TOO_BIG;
         r->buf = buf;
         r->cap = cap;
     }
-    if (n)
-        memcpy(r->buf + r->len, src, n);
+    if (n) memcpy(r->buf + r->len, src, n);
     r->len = need;
     return CODEC_OK;
 }
 
 /* Every error discards the partial message: the caller is expected to close the
  * connection, and a reassembler reused after an error starts clean. */
-int codec_reasm_feed(struct codec_reasm *r, const uint8_t *data, size_t len,
-                     const uint8_t **msg, size_t *msg_len)
+int codec_reasm_feed(struct codec_reasm *r, const uint8_t *data, size_t len, const uint8_t **msg,
+                     size_t *msg_len)
 {
     int rc;
 
     /* A message returned from r->buf by the previous call is now consumed. */
-    if (!r->open)
-        reasm_reset(r);
+    if (!r->open) reasm_reset(r);
 
     if (len < 2) {
         rc = CODEC_E_SHORT;
@@ -459,10 +423,8 @@ int codec_reasm_feed(struct codec_reasm *r, const uint8_t *data, size_t len,
             rc = CODEC_E_SEQUENCE;
             goto fail;
         }
-        if ((rc = reasm_append(r, data + 2, len - 2)) != CODEC_OK)
-            goto fail;
-        if (data[1] != 0)
-            return 0;
+        if ((rc = reasm_append(r, data + 2, len - 2)) != CODEC_OK) goto fail;
+        if (data[1] != 0) return 0;
         /* The logical message reads as if it had been sent whole. */
         r->buf[1] = 0;
         r->open = 0;
@@ -483,8 +445,7 @@ int codec_reasm_feed(struct codec_reasm *r, const uint8_t *data, size_t len,
         *msg_len = len;
         return 1;
     }
-    if ((rc = reasm_append(r, data, len)) != CODEC_OK)
-        goto fail;
+    if ((rc = reasm_append(r, data, len)) != CODEC_OK) goto fail;
     r->open = 1;
     return 0;
 

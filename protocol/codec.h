@@ -1,15 +1,14 @@
-/* codec: the Zwibbler wire format (PROTOCOL.md §1-2) as pure functions over bytes.
- *
- * Nothing here touches sockets, threads or storage. Decoders never read past the
- * buffer they are given and never allocate: decoded structs point into the input.
- * Encoders write into caller-owned memory sized with the matching *_size function.
- * All integers on the wire are big-endian.
- */
+/* codec: the Zwibbler wire format (docs/protocol.md, Framing and Messages) as pure functions over
+ * bytes. Nothing here touches sockets, threads or storage. Decoders never read past the buffer they
+ * are given and never allocate: decoded structs point into the input. Encoders write into caller-
+ * owned memory sized with the matching *_size function. All integers on the wire are big-endian. */
 #ifndef ZW_CODEC_H
 #define ZW_CODEC_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "bytes.h"
 
 /* Message types (byte 0). */
 enum {
@@ -25,7 +24,7 @@ enum {
     CODEC_SET_KEY_ACK = 0x83,
 };
 
-/* ERROR codes (PROTOCOL §2.2). */
+/* ERROR codes (docs/protocol.md, Error codes). */
 enum {
     CODEC_ERR_UNSPECIFIED = 0,
     CODEC_ERR_DOES_NOT_EXIST = 1,
@@ -96,8 +95,8 @@ int codec_decode_broadcast(const uint8_t *msg, size_t len, struct codec_broadcas
 
 /* APPEND to a client of protocol `version` (2 -> type 0x02, 3 -> 0x05, generation 0). */
 size_t codec_append_size(int version, size_t data_len);
-size_t codec_encode_append(uint8_t *out, int version, uint64_t offset,
-                           const uint8_t *data, size_t data_len);
+size_t codec_encode_append(uint8_t *out, int version, uint64_t offset, const uint8_t *data,
+                           size_t data_len);
 
 size_t codec_broadcast_size(size_t data_len);
 size_t codec_encode_broadcast(uint8_t *out, const uint8_t *data, size_t data_len);
@@ -116,8 +115,8 @@ size_t codec_encode_set_key_ack(uint8_t *out, uint16_t ack, uint16_t request_id)
 #define CODEC_KEY_INFO_HEADER 2u
 size_t codec_key_info_entry_size(size_t name_len, size_t value_len);
 size_t codec_key_info_begin(uint8_t *out);
-size_t codec_key_info_add(uint8_t *out, uint32_t version, const uint8_t *name,
-                          size_t name_len, const uint8_t *value, size_t value_len);
+size_t codec_key_info_add(uint8_t *out, uint32_t version, const uint8_t *name, size_t name_len,
+                          const uint8_t *value, size_t value_len);
 
 /* ---- Splitting (server -> client) ----
  * A logical message of `len` bytes sent to a client with split size `max`
@@ -153,28 +152,16 @@ void codec_reasm_free(struct codec_reasm *r);
  * feed), 0 when more pieces are needed, or a negative CODEC_E_* on a protocol error
  * (message shorter than 2 bytes, continuation without a start, too big). Allocation
  * failure is reported as CODEC_E_TOO_BIG. */
-int codec_reasm_feed(struct codec_reasm *r, const uint8_t *data, size_t len,
-                     const uint8_t **msg, size_t *msg_len);
+int codec_reasm_feed(struct codec_reasm *r, const uint8_t *data, size_t len, const uint8_t **msg,
+                     size_t *msg_len);
 
-/* Big-endian helpers shared by the codec's users. */
-static inline uint16_t codec_get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t codec_get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static inline uint64_t codec_get64(const uint8_t *p)
-{
-    return (uint64_t)codec_get32(p) << 32 | codec_get32(p + 4);
-}
-static inline void codec_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static inline void codec_put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
-static inline void codec_put64(uint8_t *p, uint64_t v)
-{
-    codec_put32(p, (uint32_t)(v >> 32));
-    codec_put32(p + 4, (uint32_t)v);
-}
+/* The big-endian helpers (bytes.h) under their earlier names, for the code that
+ * still uses them (server/core/outq.c); new code calls be_get* / be_put*. */
+#define codec_get16 be_get16
+#define codec_get32 be_get32
+#define codec_get64 be_get64
+#define codec_put16 be_put16
+#define codec_put32 be_put32
+#define codec_put64 be_put64
 
 #endif

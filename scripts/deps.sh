@@ -9,7 +9,8 @@ PKGS="build-essential pkg-config dpkg-dev ca-certificates openssl
  liblmdb-dev lmdb-utils libcjson-dev libsqlite3-dev sqlite3 libhiredis-dev
  libssl-dev zlib1g-dev libcurl4-openssl-dev libcmocka-dev
  redis-server nginx apache2 clang libclang-rt-14-dev
- python3 python3-pytest python3-websockets curl procps chromium patch logrotate"
+ python3 python3-pytest python3-websockets curl procps chromium patch logrotate
+ man-db groff-base rpm"
 if [ "${ZW_DEPS_EXTRA:-}" != "" ]; then PKGS="$PKGS $ZW_DEPS_EXTRA"; fi
 # The browser tests run on Node.js; machines of this project's kind come with it,
 # others get Debian's.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the Debian package with dpkg-deb (`make deb`): /usr/bin/zwibbler, the
-# commented default /etc/zwibbler.conf (a conffile, so upgrades keep an edited one),
-# the systemd unit, logrotate, /var/lib/zwibbler and /var/log/zwibbler, and the
-# maintainer scripts of scripts/deb/ (a zwibbler system user, the service enabled and
-# started where systemd runs).
+# Builds the Debian package with dpkg-deb (`make deb`): the files of scripts/stage.sh
+# (/usr/bin/zwibbler, the commented default /etc/zwibbler.conf, a conffile so that
+# upgrades keep an edited one, the systemd unit, logrotate, /var/lib/zwibbler and
+# /var/log/zwibbler, the man page, the documentation) and the maintainer scripts of
+# scripts/deb/ (a zwibbler system user, the service enabled and started where systemd
+# runs).
 #   BIN=path      binary to package (default build/release/zwibbler)
 #   OUT=dir       where the .deb goes (default build); its path is printed last
 #   VERSION=x.y.z package version (default: what `BIN --version` says)
@@ -25,18 +26,7 @@ pkg=$work/debian/zwibbler
 mkdir -p "$work/debian"
 printf 'Source: zwibbler\n\nPackage: zwibbler\nArchitecture: any\n' > "$work/debian/control"
 
-install -D -m 0755 "$BIN" "$pkg/usr/bin/zwibbler"
-strip --strip-unneeded "$pkg/usr/bin/zwibbler"
-install -D -m 0644 conf/zwibbler.conf "$pkg/etc/zwibbler.conf"
-install -D -m 0644 conf/zwibbler.logrotate "$pkg/etc/logrotate.d/zwibbler"
-install -D -m 0644 conf/zwibbler.service "$pkg/lib/systemd/system/zwibbler.service"
-install -d -m 0750 "$pkg/var/lib/zwibbler" "$pkg/var/log/zwibbler"
-doc=$pkg/usr/share/doc/zwibbler
-install -D -m 0644 README.md "$doc/README.md"
-for f in conf/nginx-*.conf conf/apache-*.conf; do
-  [ -f "$f" ] && install -D -m 0644 "$f" "$doc/examples/$(basename "$f")"
-done
-printf 'zwibbler-server: a Zwibbler collaboration server written in C.\nSee README.md for licensing.\n' > "$doc/copyright"
+bash scripts/stage.sh "$pkg" "$BIN"
 
 install -d "$pkg/DEBIAN"
 install -m 0755 scripts/deb/postinst scripts/deb/prerm scripts/deb/postrm "$pkg/DEBIAN/"

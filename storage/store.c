@@ -7,20 +7,22 @@
 #include <string.h>
 
 /* One table, so codes and their messages cannot drift apart. */
-#define STORE_ERRORS(X)                                                  \
-    X(STORE_OK, "ok")                                                    \
-    X(STORE_ENOTFOUND, "not found")                                      \
-    X(STORE_EEXISTS, "already exists")                                   \
-    X(STORE_EMISMATCH, "length or version mismatch")                     \
-    X(STORE_ERANGE, "offset past the end of the document")               \
-    X(STORE_EIO, "storage failure")                                      \
-    X(STORE_ENOMEM, "out of memory")                                     \
-    X(STORE_EINVAL, "argument cannot be stored (too long or empty)")     \
-    X(STORE_EUNAVAILABLE, "storage unavailable, retry later")
+#define STORE_ERRORS(X)                                                                            \
+    X(STORE_OK, "ok")                                                                              \
+    X(STORE_ENOTFOUND, "not found")                                                                \
+    X(STORE_EEXISTS, "already exists")                                                             \
+    X(STORE_EMISMATCH, "length or version mismatch")                                               \
+    X(STORE_ERANGE, "offset past the end of the document")                                         \
+    X(STORE_EIO, "storage failure")                                                                \
+    X(STORE_ENOMEM, "out of memory")                                                               \
+    X(STORE_EINVAL, "argument cannot be stored (too long or empty)")                               \
+    X(STORE_EUNAVAILABLE, "storage unavailable, retry later")                                      \
+    X(STORE_ENOTSUP, "not supported by this storage backend")
 
 const char *store_strerror(int err)
 {
-#define STORE_ERROR_CASE(code, msg) case code: return msg;
+#define STORE_ERROR_CASE(code, msg)                                                                \
+    case code: return msg;
     switch (err) {
         STORE_ERRORS(STORE_ERROR_CASE)
     }
@@ -42,7 +44,6 @@ struct store *store_open(const struct store_config *cfg, char *err, size_t err_l
     if (strcmp(name, "lmdb") == 0) return store_lmdb_open(cfg, err, err_len);
     if (strcmp(name, "sqlite") == 0) return store_sqlite_open(cfg, err, err_len);
     if (strcmp(name, "redis") == 0) return store_redis_open(cfg, err, err_len);
-    snprintf(err, err_len, "unknown storage backend \"%s\" (expected lmdb, sqlite or redis)",
-             name);
+    snprintf(err, err_len, "unknown storage backend \"%s\" (expected lmdb, sqlite or redis)", name);
     return NULL;
 }

@@ -10,11 +10,15 @@
  * only once it is durable as far as the backend promises).
  *
  * Identifiers (document ids, key names, tokens, user ids) are byte strings given as
- * pointer + length; they need not be NUL-terminated and may hold any bytes.
+ * pointer + length; they need not be NUL-terminated and may hold any bytes. A backend
+ * must take document ids of any length from 1 byte to at least 64 KiB (clients may
+ * send them; the reference server takes any length) and key names of at least 400
+ * bytes with any such id; the empty document id is refused with STORE_EINVAL. The
+ * conformance suite (test/unit/store_conformance.c) checks both.
  *
  * Errors: every method returns STORE_OK (0) or one of the negative STORE_E* codes
  * below; store_strerror() names them. On STORE_EIO / STORE_EUNAVAILABLE the backend
- * also logs the underlying cause.
+ * also logs the underlying cause (through store_config.log).
  */
 #ifndef ZW_STORE_H
 #define ZW_STORE_H
@@ -22,7 +26,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_METHODS_VERSION 1
+/* Marks the library's public API. libzwibbler.a is built with every other symbol
+ * hidden and made local, so an embedder can link to these names and no others. */
+#ifndef ZW_PUBLIC
+#define ZW_PUBLIC __attribute__((visibility("default")))
+#endif
+
+/* Version 2 added doc_list and token_list. A table of version 1 ends at sweep; the
+ * wrappers below answer STORE_ENOTSUP for a method the table does not have. */
+#define STORE_METHODS_VERSION 2
 
 enum {
     STORE_OK = 0,
@@ -34,9 +46,10 @@ enum {
     STORE_ENOMEM = -6,       /* out of memory */
     STORE_EINVAL = -7,       /* argument the backend cannot store (e.g. id too long) */
     STORE_EUNAVAILABLE = -8, /* backend unreachable for now (e.g. Redis down); retry later */
+    STORE_ENOTSUP = -9,      /* the backend does not have this (optional) method */
 };
 
-const char *store_strerror(int err);
+ZW_PUBLIC const char *store_strerror(int err);
 
 struct store_methods;
 
@@ -48,6 +61,17 @@ struct store {
 /* Called once per key by keys_get. Return 0 to go on, non-zero to stop early. */
 typedef int (*store_key_fn)(void *arg, const uint8_t *name, size_t name_len,
                             const uint8_t *value, size_t value_len, uint32_t version);
+
+/* Called once per document by doc_list with its id (not NUL-terminated; valid only
+ * during the call). Return 0 to go on, non-zero to stop early. */
+typedef int (*store_doc_fn)(void *arg, const char *id, size_t id_len);
+
+struct store_token;
+
+/* Called once per live token by token_list; the token and t's strings are valid only
+ * during the call. Return 0 to go on, non-zero to stop early. */
+typedef int (*store_token_fn)(void *arg, const char *token, size_t token_len,
+                              const struct store_token *t);
 
 /* A token registered by the management API. Strings are heap-allocated and
  * NUL-terminated when returned by token_get; release with store_token_clear(). */
@@ -124,6 +148,34 @@ struct store_methods {
      * steps so that it never stalls other calls for long. Returns the number of
      * documents removed in *removed (may be NULL). */
     int (*sweep)(struct store *s, int64_t now, int64_t max_idle, uint64_t *removed);
+
+    /* ---- version 2: enumeration, for tools that copy or inspect a whole store
+     * (`zwibbler --copy-store`). Both may be NULL: callers get STORE_ENOTSUP. ---- */
+
+    /* Calls fn for every document's id. The backend reads ids in batches and calls fn
+     * outside any transaction, so fn may call the store's other methods (read the
+     * document, even delete it). Documents present for the whole listing are reported
+     * at least once; one created or deleted meanwhile may or may not be; a backend
+     * whose own enumeration can repeat an id (Redis SCAN while it resizes) may report
+     * it twice, so callers that must not act twice keep their own set. No last access
+     * is refreshed. STORE_OK also when there are none; fn stopping early is STORE_OK. */
+    int (*doc_list)(struct store *s, store_doc_fn fn, void *arg);
+
+    /* Calls fn for every token that has not expired, with what token_get would
+     * return. Same batching, re-entrancy and at-least-once rules as doc_list. */
+    int (*token_list)(struct store *s, store_token_fn fn, void *arg);
+};
+
+/* Log levels of store_log, lowest first. */
+enum store_log_level { STORE_LOG_DEBUG, STORE_LOG_INFO, STORE_LOG_WARN, STORE_LOG_ERROR };
+
+/* Where a backend writes its log lines (failures, map growth, reconnections): fn gets
+ * one line, without a newline, and a STORE_LOG_* level. It may be called from any of
+ * the store's threads, several at once, until the store is closed. With fn NULL the
+ * lines go to stderr. */
+struct store_log {
+    void (*fn)(void *arg, int level, const char *msg);
+    void *arg;
 };
 
 /* Settings a backend may read; unused fields are ignored. */
@@ -137,6 +189,7 @@ struct store_config {
     int nosync;            /* 1: skip fsync (tests/benchmarks only) */
     int64_t expiration;    /* Redis: idle seconds before a document expires through its
                               TTL, refreshed on each access (0 = never) */
+    struct store_log log;  /* copied by the backend at open */
     const char *redis_sentinels;         /* Redis: "host:port,...": find the primary
                                             through these Sentinels (NULL: use server) */
     const char *redis_master_name;       /* Redis: the primary's name at the Sentinels */
@@ -147,14 +200,14 @@ struct store_config {
 
 /* Opens the backend named by cfg->backend. On failure returns NULL and writes a
  * one-line reason into err. */
-struct store *store_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_open(const struct store_config *cfg, char *err, size_t err_len);
 
 /* Backend constructors, for programs that pick one themselves. */
-struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t err_len);
-struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_t err_len);
-struct store *store_redis_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_t err_len);
+ZW_PUBLIC struct store *store_redis_open(const struct store_config *cfg, char *err, size_t err_len);
 
-void store_token_clear(struct store_token *t);
+ZW_PUBLIC void store_token_clear(struct store_token *t);
 
 /* Call wrappers, so callers never write s->methods->fn(s, ...) by hand. */
 static inline void store_close(struct store *s) { if (s) s->methods->close(s); }
@@ -191,5 +244,16 @@ static inline int store_user_update(struct store *s, const char *user_id, size_t
 { return s->methods->user_update(s, user_id, user_len, permissions); }
 static inline int store_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *removed)
 { return s->methods->sweep(s, now, max_idle, removed); }
+
+static inline int store_doc_list(struct store *s, store_doc_fn fn, void *arg)
+{
+    if (s->methods->version < 2 || !s->methods->doc_list) return STORE_ENOTSUP;
+    return s->methods->doc_list(s, fn, arg);
+}
+static inline int store_token_list(struct store *s, store_token_fn fn, void *arg)
+{
+    if (s->methods->version < 2 || !s->methods->token_list) return STORE_ENOTSUP;
+    return s->methods->token_list(s, fn, arg);
+}
 
 #endif

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 void config_defaults(struct config *c)
 {
@@ -19,18 +21,20 @@ void config_defaults(struct config *c)
     c->database = strdup("lmdb");
     c->data_dir = strdup("/var/lib/zwibbler");
     c->expiration = 86400;
-    c->max_connections = 10000;
+    c->max_connections = 0; /* auto: what the open-file limit allows */
     c->send_queue_bytes = 4u << 20;
     c->max_message_bytes = 16u << 20;
-    c->max_doc_id_bytes = 480;
+    c->max_doc_id_bytes = 65536;
     c->max_key_name_bytes = 256;
     c->max_key_value_bytes = 65536;
     c->max_api_body_bytes = 64u << 20;
     c->init_timeout_ms = 30000;
     c->read_timeout_ms = 30000;
     c->ping_interval_ms = 30000;
-    c->write_timeout_ms = 10000;
-    c->sender_threads = 4;
+    c->request_timeout_ms = 5000;
+    c->io_threads = 0; /* one per core */
+    c->http_threads = 8;
+    c->session_threads = 4;
     c->sync_commits = 1;
     c->webhook_delay_ms = 10000;
     c->test_page = 1;
@@ -117,18 +121,20 @@ static const struct key_spec keys[] = {
     {"JWTKey", K_STR, F(jwt_key), 0, 0, NULL},
     {"JWTKeyIsBase64", K_BOOL, F(jwt_key_is_base64), 0, 0, "true or false"},
     {"Webhook", K_STR, F(webhook), 0, 0, NULL},
-    {"MaxConnections", K_INT, F(max_connections), 1, 30000, "1-30000"},
     {"SendQueueBytes", K_SIZE, F(send_queue_bytes), 4096, 1LL << 32, "4K-4G"},
     {"MaxMessageBytes", K_SIZE, F(max_message_bytes), 1024, 1LL << 31, "1K-2G"},
-    {"MaxDocIdBytes", K_SIZE, F(max_doc_id_bytes), 1, 480, "1-480"},
+    {"MaxDocIdBytes", K_SIZE, F(max_doc_id_bytes), 1, 16 << 20, "1-16M"},
     {"MaxKeyNameBytes", K_SIZE, F(max_key_name_bytes), 1, 400, "1-400"},
     {"MaxKeyValueBytes", K_SIZE, F(max_key_value_bytes), 0, 16 << 20, "0-16M"},
     {"MaxApiBodyBytes", K_SIZE, F(max_api_body_bytes), 1024, 1LL << 31, "1K-2G"},
     {"InitTimeoutMs", K_INT, F(init_timeout_ms), 100, 3600000, "100-3600000"},
     {"ReadTimeoutMs", K_INT, F(read_timeout_ms), 100, 3600000, "100-3600000"},
     {"PingIntervalMs", K_INT, F(ping_interval_ms), 1000, 3600000, "1000-3600000"},
-    {"WriteTimeoutMs", K_INT, F(write_timeout_ms), 100, 600000, "100-600000"},
-    {"SenderThreads", K_INT, F(sender_threads), 1, 256, "1-256"},
+    {"RequestTimeoutMs", K_INT, F(request_timeout_ms), 100, 600000, "100-600000"},
+    {"WriteTimeoutMs", K_INT, F(request_timeout_ms), 100, 600000, "100-600000"}, /* older name */
+    {"IoThreads", K_INT, F(io_threads), 0, 256, "0 (one per core) to 256"},
+    {"HttpThreads", K_INT, F(http_threads), 2, 1024, "2-1024"},
+    {"SessionThreads", K_INT, F(session_threads), 1, 256, "1-256"},
     {"SyncCommits", K_BOOL, F(sync_commits), 0, 0, "true or false"},
     {"LogFile", K_STR, F(log_file), 0, 0, NULL},
     {"WebhookDelayMs", K_INT, F(webhook_delay_ms), 0, 86400000, "0-86400000"},
@@ -173,6 +179,20 @@ static int parse_special(struct config *c, const char *key, const char *v, char 
             return -1;
         }
         c->max_files = (long)n;
+        return 0;
+    }
+    if (!strcasecmp(key, "MaxConnections")) {
+        long long n;
+        if (!strcasecmp(v, "auto")) c->max_connections = 0;
+        else if (parse_int(v, 1, 1000000, &n) == 0) c->max_connections = (int)n;
+        else {
+            snprintf(err, err_len, "MaxConnections: '%s' is not 'auto' or a number 1-1000000", v);
+            return -1;
+        }
+        return 0;
+    }
+    if (!strcasecmp(key, "SenderThreads")) {
+        /* Older versions wrote with sender threads; the event loops do it now. */
         return 0;
     }
     if (!strcasecmp(key, "SwarmURL")) {
@@ -320,4 +340,28 @@ void config_free(struct config *c)
     }
     for (int i = 0; i < c->swarm_count; i++) free(c->swarm_urls[i]);
     c->swarm_count = 0;
+}
+
+long config_files_reserve(const struct config *c)
+{
+    /* Each HTTP worker may hold a connection and a file; storage, logs and the
+     * listeners need a few dozen more. */
+    return 64 + 2L * c->http_threads;
+}
+
+int config_connection_limit(const struct config *c)
+{
+    if (c->max_connections > 0) return c->max_connections;
+    struct rlimit rl;
+    long files = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (long)rl.rlim_cur
+                                                                                   : 1024;
+    long n = files - config_files_reserve(c);
+    return n < 16 ? 16 : n > 1000000 ? 1000000 : (int)n;
+}
+
+int config_io_threads(const struct config *c)
+{
+    if (c->io_threads > 0) return c->io_threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
 }

@@ -1,5 +1,5 @@
 /* config: the settings of one server process, read from a Key=Value file
- * (PROTOCOL.md §8) and the command line. */
+ * (docs/configuration.md) and the command line. */
 #ifndef ZW_CONFIG_H
 #define ZW_CONFIG_H
 
@@ -9,11 +9,11 @@
 #define CONFIG_MAX_SWARM 16
 
 struct config {
-    /* PROTOCOL §8 keys */
+    /* the reference server's keys (docs/configuration.md) */
     char *bind_address;        /* ServerBindAddress, "0.0.0.0" */
     int port;                  /* ServerPort, 3000 */
     char *cert_file, *key_file;/* CertFile, KeyFile */
-    int compression;           /* Compression (accepted; never offered, see README) */
+    int compression;           /* Compression: permessage-deflate when offered, 1 */
     char *database;            /* Database: lmdb | sqlite | redis */
     char *data_dir;            /* DataDir, /var/lib/zwibbler */
     char *db_server, *db_user, *db_password; /* DbServer/RedisServer, DbUser, DbPassword/RedisPassword */
@@ -27,10 +27,11 @@ struct config {
     int swarm_count;
 
     /* ours */
-    int max_connections;       /* MaxConnections: simultaneous WebSockets, 10000 */
+    int max_connections;       /* MaxConnections: simultaneous WebSockets; 0 = auto, what
+                                  the open-file limit allows (config_connection_limit) */
     size_t send_queue_bytes;   /* SendQueueBytes: per-client bound, 4 MiB */
     size_t max_message_bytes;  /* MaxMessageBytes: inbound logical message, 16 MiB */
-    size_t max_doc_id_bytes;   /* MaxDocIdBytes: 480 */
+    size_t max_doc_id_bytes;   /* MaxDocIdBytes: 64 KiB (every backend takes any length) */
     size_t max_key_name_bytes; /* MaxKeyNameBytes: 256 */
     size_t max_key_value_bytes;/* MaxKeyValueBytes: 65536 */
     size_t max_api_body_bytes; /* MaxApiBodyBytes: 64 MiB (createDocument contents) */
@@ -38,8 +39,12 @@ struct config {
     int read_timeout_ms;       /* ReadTimeoutMs: a started frame must arrive within this
                                   (+1 s per 16 KiB of payload), 30000 */
     int ping_interval_ms;      /* PingIntervalMs: WebSocket ping after this much silence, 30000 */
-    int write_timeout_ms;      /* WriteTimeoutMs: a blocked TLS write gives up, 10000 */
-    int sender_threads;        /* SenderThreads: 4 */
+    int request_timeout_ms;    /* RequestTimeoutMs (older name WriteTimeoutMs): how long an
+                                  HTTP worker waits for a request's headers or a stalled
+                                  response write; bounds silent connections, 5000 */
+    int io_threads;            /* IoThreads: event loops owning the WebSockets; 0 = one per core */
+    int http_threads;          /* HttpThreads: CivetWeb workers for HTTP and upgrades, 8 */
+    int session_threads;       /* SessionThreads: workers running sessions' messages, 4 */
     int sync_commits;          /* SyncCommits: 1 = fsync each commit (durable) */
     char *log_file;            /* LogFile: empty = stderr only */
     int webhook_delay_ms;      /* WebhookDelayMs: 10000 */
@@ -69,6 +74,14 @@ int config_load(struct config *c, const char *path, int must_exist, char *err, s
 /* Parses one "Key=Value" line (comments and blank lines are accepted and ignored).
  * Returns 0, 1 for an unknown key (warning text in err), or -1 on a bad value. */
 int config_parse_line(struct config *c, const char *line, char *err, size_t err_len);
+
+/* The connection limit in force: MaxConnections, or with 'auto' the open-file limit
+ * less what storage, logs, the HTTP workers and the listeners need. */
+int config_connection_limit(const struct config *c);
+/* Open files kept for other than WebSockets: storage, logs, listeners, HTTP. */
+long config_files_reserve(const struct config *c);
+/* IoThreads in force (one per core when 0). */
+int config_io_threads(const struct config *c);
 
 void config_free(struct config *c);
 

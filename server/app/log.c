@@ -17,7 +17,7 @@ static size_t log_rotate_bytes;
 static size_t log_written;
 static enum log_level log_min = LOG_INFO;
 
-static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+static const char *const level_names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
 
 int log_open(const char *path, size_t rotate_bytes)
 {

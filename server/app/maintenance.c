@@ -36,8 +36,10 @@ static void *sweep_main(void *arg)
         /* With Expiration=never only tokens expire: no document is that old. */
         int64_t idle = m->max_idle > 0 ? m->max_idle : INT64_MAX / 2;
         int rc = store_sweep(m->store, (int64_t)time(NULL), idle, &removed);
-        if (rc) log_error("expiry sweep failed: %s", store_strerror(rc));
-        else if (removed) log_info("expiry sweep removed %llu idle documents", (unsigned long long)removed);
+        if (rc)
+            log_error("expiry sweep failed: %s", store_strerror(rc));
+        else if (removed)
+            log_info("expiry sweep removed %llu idle documents", (unsigned long long)removed);
         pthread_mutex_lock(&m->lock);
         wait_s = m->interval_s;
     }
@@ -45,7 +47,8 @@ static void *sweep_main(void *arg)
     return NULL;
 }
 
-struct maintenance *maintenance_start(struct store *store, int64_t max_idle, int first_s, int interval_s)
+struct maintenance *maintenance_start(struct store *store, int64_t max_idle, int first_s,
+                                      int interval_s)
 {
     struct maintenance *m = calloc(1, sizeof *m);
     if (!m) return NULL;

@@ -1,4 +1,4 @@
-/* maintenance: the background expiry sweep (PROTOCOL.md §7): idle documents and
+/* maintenance: the background expiry sweep (docs/protocol.md, Expiry): idle documents and
  * expired tokens are purged periodically without blocking live traffic. */
 #ifndef ZW_MAINTENANCE_H
 #define ZW_MAINTENANCE_H

@@ -17,13 +17,14 @@
 
 #include "hub.h"
 #include "log.h"
+#include "mono.h"
 
 #define NBUCKETS 4096 /* power of two; ~2.4 entries per bucket when full */
 
 struct entry {
-    struct entry *hnext;      /* hash chain */
-    struct entry *prev, *next;/* FIFO, oldest first */
-    uint64_t due_ms;          /* CLOCK_MONOTONIC */
+    struct entry *hnext;       /* hash chain */
+    struct entry *prev, *next; /* FIFO, oldest first */
+    uint64_t due_ns;           /* mono_ns() */
     uint32_t hash;
     size_t len;
     char id[];
@@ -31,9 +32,9 @@ struct entry {
 
 struct webhook {
     pthread_mutex_t lock;
-    pthread_cond_t cond;      /* signalled on a new head and on stop */
+    pthread_cond_t cond; /* signalled on a new head and on stop */
     pthread_t thread;
-    atomic_int stopping;      /* also read by curl's progress callback, unlocked */
+    atomic_int stopping; /* also read by curl's progress callback, unlocked */
     struct entry *buckets[NBUCKETS];
     struct entry *head, *tail;
     size_t count;
@@ -41,13 +42,6 @@ struct webhook {
     char *url, *user, *password;
     int delay_ms;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static uint32_t hash_id(const char *id, size_t len)
 {
@@ -75,15 +69,20 @@ static struct entry **find_slot(struct webhook *w, const char *id, size_t len, u
 {
     struct entry **pp = &w->buckets[h & (NBUCKETS - 1)];
     for (; *pp; pp = &(*pp)->hnext)
-        if ((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->id, id, len) == 0)
-            return pp;
+        if ((*pp)->hash == h && (*pp)->len == len && memcmp((*pp)->id, id, len) == 0) return pp;
     return pp;
 }
 
 static void fifo_unlink(struct webhook *w, struct entry *e)
 {
-    if (e->prev) e->prev->next = e->next; else w->head = e->next;
-    if (e->next) e->next->prev = e->prev; else w->tail = e->prev;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        w->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        w->tail = e->prev;
     e->prev = e->next = NULL;
 }
 
@@ -91,7 +90,10 @@ static void fifo_append(struct webhook *w, struct entry *e)
 {
     e->prev = w->tail;
     e->next = NULL;
-    if (w->tail) w->tail->next = e; else w->head = e;
+    if (w->tail)
+        w->tail->next = e;
+    else
+        w->head = e;
     w->tail = e;
 }
 
@@ -165,8 +167,7 @@ static void deliver(struct webhook *w, CURL *curl, const struct entry *e)
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     /* The URL is not logged: it may carry credentials. */
     if (rc != CURLE_OK)
-        log_warn("webhook: idle-session for document %s failed: %s", shown,
-                 curl_easy_strerror(rc));
+        log_warn("webhook: idle-session for document %s failed: %s", shown, curl_easy_strerror(rc));
     else if (status < 200 || status > 299)
         log_warn("webhook: idle-session for document %s answered HTTP %ld", shown, status);
     else
@@ -186,17 +187,8 @@ static void *sender_main(void *arg)
             pthread_cond_wait(&w->cond, &w->lock);
             continue;
         }
-        uint64_t now = now_ms();
-        if (e->due_ms > now) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t wait = e->due_ms - now;
-            ts.tv_sec += (time_t)(wait / 1000u);
-            ts.tv_nsec += (long)(wait % 1000u) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+        if (e->due_ns > mono_ns()) {
+            struct timespec ts = mono_timespec(e->due_ns);
             pthread_cond_timedwait(&w->cond, &w->lock, &ts);
             continue;
         }
@@ -214,13 +206,9 @@ static void *sender_main(void *arg)
 
 /* ---- public ---- */
 
-static char *dup_or_null(const char *s)
-{
-    return (s && *s) ? strdup(s) : NULL;
-}
+static char *dup_or_null(const char *s) { return (s && *s) ? strdup(s) : NULL; }
 
-struct webhook *webhook_start(const char *url, const char *user, const char *password,
-                              int delay_ms)
+struct webhook *webhook_start(const char *url, const char *user, const char *password, int delay_ms)
 {
     if (!url || !*url) return NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -296,7 +284,7 @@ void webhook_doc_idle(struct webhook *w, const char *id, size_t len)
         *pp = e;
         w->count++;
     }
-    e->due_ms = now_ms() + (uint64_t)w->delay_ms;
+    e->due_ns = mono_ns() + (uint64_t)w->delay_ms * 1000000u;
     fifo_append(w, e);
     int new_head = (w->head == e);
     pthread_mutex_unlock(&w->lock);

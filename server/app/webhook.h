@@ -1,4 +1,4 @@
-/* webhook: the idle-session webhook (PROTOCOL.md §7). When the last client leaves a
+/* webhook: the idle-session webhook (docs/protocol.md, Idle webhook). When the last client leaves a
  * document, an event is scheduled `delay_ms` later; a client rejoining before then
  * cancels it. When due, one background thread POSTs
  *     event=idle-session&documentID=<url-encoded id>

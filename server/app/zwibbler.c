@@ -11,10 +11,13 @@
 #include "app.h"
 #include "cluster.h"
 #include "config.h"
+#include "conn.h"
 #include "http.h"
 #include "hub.h"
+#include "inbox.h"
 #include "log.h"
 #include "maintenance.h"
+#include "session.h"
 #include "webhook.h"
 #include "zwibbler_core.h"
 
@@ -27,6 +30,58 @@ struct zwibbler {
     struct maintenance *maint;
     struct http_server *http;
 };
+
+/* ---- the path of a message: connection layer -> inbox worker -> session ---- */
+
+static void on_opened(void *arg, struct hub_client *c)
+{
+    session_open(arg, c);
+}
+
+static bool on_message(void *arg, struct hub_client *c, const uint8_t *data, size_t len)
+{
+    const struct app *app = arg;
+    return inbox_push(app->inbox, c, data, len);
+}
+
+static void on_closed(void *arg, struct hub_client *c)
+{
+    const struct app *app = arg;
+    inbox_push_close(app->inbox, c);
+}
+
+static bool on_joined(void *arg, const struct hub_client *c)
+{
+    (void)arg;
+    return session_joined(c);
+}
+
+static void run_message(void *arg, struct hub_client *c, const uint8_t *data, size_t len)
+{
+    session_message(arg, c, data, len);
+}
+
+static void run_close(void *arg, struct hub_client *c)
+{
+    session_close(arg, c);
+}
+
+static void resume_reading(void *arg, struct hub_client *c)
+{
+    const struct app *app = arg;
+    conn_resume(app->conns, c);
+}
+
+/* The store's log lines (store_config.log) join the server's log. */
+static void store_log_line(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    enum log_level l = level <= STORE_LOG_DEBUG ? LOG_DEBUG
+                       : level == STORE_LOG_INFO ? LOG_INFO
+                       : level == STORE_LOG_WARN ? LOG_WARN
+                                                 : LOG_ERROR;
+    log_msg(l, "%s", msg);
+}
 
 /* Starts everything for z with cfg, which must outlive z. On failure z is destroyed. */
 static struct zwibbler *start(struct zwibbler *z, const struct config *cfg, struct store *store,
@@ -41,9 +96,11 @@ static struct zwibbler *start(struct zwibbler *z, const struct config *cfg, stru
             .server = cfg->db_server,
             .user = cfg->db_user,
             .password = cfg->db_password,
-            .max_readers = (size_t)cfg->max_connections + 256,
+            /* Readers are the threads that may read at once, not connections. */
+            .max_readers = (size_t)(cfg->http_threads + cfg->session_threads) + 64,
             .nosync = !cfg->sync_commits,
             .expiration = cfg->expiration,
+            .log = {store_log_line, NULL},
             .redis_sentinels = cfg->redis_sentinels,
             .redis_master_name = cfg->redis_master_name,
             .redis_sentinel_password = cfg->redis_sentinel_password,
@@ -75,10 +132,30 @@ static struct zwibbler *start(struct zwibbler *z, const struct config *cfg, stru
             goto fail;
         }
     }
+    struct inbox_handlers ih = {.arg = &z->app, .message = run_message, .closed = run_close,
+                                .resume = resume_reading, .resume_arg = &z->app};
+    /* A client with this much unprocessed input is not read until it has less. */
+    size_t pause_bytes = cfg->max_message_bytes < (1u << 20) ? cfg->max_message_bytes : (1u << 20);
+    z->app.inbox = inbox_start(cfg->session_threads, pause_bytes, &ih);
+    if (!z->app.inbox) {
+        snprintf(err, err_len, "cannot start the session threads");
+        goto fail;
+    }
+    z->app.max_connections = config_connection_limit(cfg);
+    struct conn_config cc = {.loops = config_io_threads(cfg),
+                             .max_message = cfg->max_message_bytes,
+                             .init_timeout_ms = cfg->init_timeout_ms,
+                             .read_timeout_ms = cfg->read_timeout_ms,
+                             .ping_interval_ms = cfg->ping_interval_ms,
+                             .send_queue_bytes = cfg->send_queue_bytes};
+    struct conn_handlers ch = {.arg = &z->app, .opened = on_opened, .message = on_message,
+                               .closed = on_closed, .joined = on_joined};
+    z->app.conns = conn_layer_start(&cc, &ch, err, err_len);
+    if (!z->app.conns) goto fail;
     struct hub_listener listener = {0};
     if (z->cluster) cluster_listener(z->cluster, z->app.webhook, &listener);
     else if (z->app.webhook) webhook_listener(z->app.webhook, &listener);
-    z->app.hub = hub_create(cfg, z->app.store, &listener);
+    z->app.hub = hub_create(cfg, z->app.store, conn_layer_outq(z->app.conns), &listener);
     if (!z->app.hub) {
         snprintf(err, err_len, "cannot start the hub (out of memory or threads)");
         goto fail;
@@ -150,10 +227,13 @@ int zwibbler_listen(struct zwibbler *z, char *err, size_t err_len)
 void zwibbler_destroy(struct zwibbler *z)
 {
     if (!z) return;
-    http_stop(z->http); /* closes every connection; sessions leave their documents */
+    http_stop(z->http);            /* no new connections */
+    conn_layer_stop(z->app.conns); /* closes every connection... */
+    inbox_stop(z->app.inbox);      /* ...and their sessions leave their documents */
     cluster_stop(z->cluster);
     maintenance_stop(z->maint);
     hub_destroy(z->app.hub);
+    conn_layer_free(z->app.conns);
     if (z->app.webhook) webhook_stop(z->app.webhook);
     if (z->owns_store) store_close(z->app.store);
     cluster_free(z->cluster);

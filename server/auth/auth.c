@@ -16,8 +16,8 @@
 #include "store.h"
 
 /* Takes ownership of nothing; copies everything into *out. Returns 0 or -2. */
-static int fill(struct auth_result *out, enum auth_kind kind, const char *doc,
-                size_t doc_len, const char *user, const char *perms)
+static int fill(struct auth_result *out, enum auth_kind kind, const char *doc, size_t doc_len,
+                const char *user, const char *perms)
 {
     out->kind = kind;
     out->doc_id = malloc(doc_len + 1);
@@ -33,8 +33,8 @@ static int fill(struct auth_result *out, enum auth_kind kind, const char *doc,
     return 0;
 }
 
-static int resolve_jwt(const struct config *cfg, const uint8_t *id, size_t id_len,
-                       int64_t now, struct auth_result *out)
+static int resolve_jwt(const struct config *cfg, const uint8_t *id, size_t id_len, int64_t now,
+                       struct auth_result *out)
 {
     uint8_t *key = NULL;
     size_t key_len = 0;
@@ -57,8 +57,7 @@ static int resolve_jwt(const struct config *cfg, const uint8_t *id, size_t id_le
     return rc;
 }
 
-int auth_resolve(const struct app *app, const uint8_t *id, size_t id_len,
-                 struct auth_result *out)
+int auth_resolve(const struct app *app, const uint8_t *id, size_t id_len, struct auth_result *out)
 {
     memset(out, 0, sizeof *out);
     const struct config *cfg = app->cfg;

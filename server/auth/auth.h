@@ -1,13 +1,9 @@
 /* auth: turns the id a client sends in INIT into a document id, user and permissions
- * (PROTOCOL.md §5): a plain id, a token registered through the management API, or a
- * JWT when JWTKey is configured.
- *
- * Order of resolution: a registered, unexpired token always wins; otherwise, with a
- * JWT key configured, the id must be a valid JWT (plain ids are refused); otherwise the
- * id is the document id itself, with read and write permission.
- *
- * Thread-safe: no shared state beyond the store, which is thread-safe.
- */
+ * (docs/protocol.md, Access control): a plain id, a token registered through the management API, or
+ * a JWT when JWTKey is configured. Order of resolution: a registered, unexpired token always wins;
+ * otherwise, with a JWT key configured, the id must be a valid JWT (plain ids are refused);
+ * otherwise the id is the document id itself, with read and write permission. Thread-safe: no
+ * shared state beyond the store, which is thread-safe. */
 #ifndef ZW_AUTH_H
 #define ZW_AUTH_H
 
@@ -20,7 +16,7 @@ struct config;
 enum auth_kind { AUTH_PLAIN, AUTH_TOKEN, AUTH_JWT };
 
 struct auth_result {
-    char *doc_id;        /* malloc'd, NUL-terminated (may hold other NULs; use doc_id_len) */
+    char *doc_id; /* malloc'd, NUL-terminated (may hold other NULs; use doc_id_len) */
     size_t doc_id_len;
     char *user_id;       /* malloc'd, NUL-terminated; "" for plain ids */
     char permissions[8]; /* letters of "rwa" */
@@ -32,8 +28,7 @@ struct auth_result {
  * the store failed (ERROR 0 with a storage message). A token or JWT whose permissions
  * lack 'r' is refused here with -1, so a successful result always may read. The
  * reason for a refusal is logged without the token itself. */
-int auth_resolve(const struct app *app, const uint8_t *id, size_t id_len,
-                 struct auth_result *out);
+int auth_resolve(const struct app *app, const uint8_t *id, size_t id_len, struct auth_result *out);
 void auth_result_clear(struct auth_result *r);
 
 static inline int auth_can(const struct auth_result *r, char perm)

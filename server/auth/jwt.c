@@ -191,8 +191,8 @@ done:
     return rc;
 }
 
-int jwt_verify(const char *token, size_t len, const uint8_t *key, size_t key_len,
-               int64_t now, struct jwt_claims *out)
+int jwt_verify(const char *token, size_t len, const uint8_t *key, size_t key_len, int64_t now,
+               struct jwt_claims *out)
 {
     memset(out, 0, sizeof *out);
     const char *dot1 = token ? memchr(token, '.', len) : NULL;
@@ -223,8 +223,8 @@ int jwt_verify(const char *token, size_t len, const uint8_t *key, size_t key_len
     uint8_t mac[EVP_MAX_MD_SIZE];
     unsigned mac_len = 0;
     static const uint8_t empty_key[1];
-    if (!HMAC(EVP_sha256(), key_len ? key : empty_key, (int)key_len,
-              (const unsigned char *)token, h_len + 1 + p_len, mac, &mac_len) ||
+    if (!HMAC(EVP_sha256(), key_len ? key : empty_key, (int)key_len, (const unsigned char *)token,
+              h_len + 1 + p_len, mac, &mac_len) ||
         mac_len != 32 || CRYPTO_memcmp(mac, sig, 32) != 0)
         goto done;
 

@@ -1,17 +1,12 @@
-/* jwt: verification of the HS256 JSON Web Tokens a client may send instead of a
- * document id (PROTOCOL.md §5). Verification only: this server never issues tokens.
- *
- * Accepted: exactly three base64url segments (RFC 7515 compact form, no padding, no
- * stray characters, canonical trailing bits); a header that is a JSON object whose
- * "alg" is exactly "HS256" and that has no "crit"; an HMAC-SHA256 signature over
- * "header.payload" under the key, compared in constant time; a payload that is a JSON
- * object with a string "sub" (document id), an optional string "u" (user id), an
- * optional string "p" (permissions), a numeric "exp" later than now and, if present, a
- * numeric "nbf" not later than now. A claim that appears twice is refused (two JSON
- * parsers could read such a token differently). Everything else is refused.
- *
- * Thread-safe: no shared state.
- */
+/* jwt: verification of the HS256 JSON Web Tokens a client may send instead of a document id
+ * (docs/protocol.md, Access control). Verification only: this server never issues tokens. Accepted:
+ * exactly three base64url segments (RFC 7515 compact form, no padding, no stray characters,
+ * canonical trailing bits); a header that is a JSON object whose "alg" is exactly "HS256" and that
+ * has no "crit"; an HMAC-SHA256 signature over "header.payload" under the key, compared in constant
+ * time; a payload that is a JSON object with a string "sub" (document id), an optional string "u"
+ * (user id), an optional string "p" (permissions), a numeric "exp" later than now and, if present,
+ * a numeric "nbf" not later than now. A claim that appears twice is refused (two JSON parsers could
+ * read such a token differently). Everything else is refused. Thread-safe: no shared state. */
 #ifndef ZW_JWT_H
 #define ZW_JWT_H
 
@@ -33,7 +28,7 @@ const char *jwt_strerror(int err);
 
 /* The claims of a verified token. Strings are malloc'd and NUL-terminated. */
 struct jwt_claims {
-    char *sub;           /* document id */
+    char *sub; /* document id */
     size_t sub_len;
     char *user;          /* "u"; "" when absent */
     char permissions[8]; /* the letters r, w, a found in "p", each once, in that order */
@@ -43,8 +38,8 @@ struct jwt_claims {
 /* Verifies `token` (len bytes, need not be NUL-terminated) under `key` at time `now`
  * (Unix seconds). Returns JWT_OK and fills *out (release with jwt_claims_clear), or
  * one of the negative JWT_E* codes with *out zeroed. */
-int jwt_verify(const char *token, size_t len, const uint8_t *key, size_t key_len,
-               int64_t now, struct jwt_claims *out);
+int jwt_verify(const char *token, size_t len, const uint8_t *key, size_t key_len, int64_t now,
+               struct jwt_claims *out);
 
 void jwt_claims_clear(struct jwt_claims *c);
 

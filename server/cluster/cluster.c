@@ -46,8 +46,12 @@ static void relay_broadcast(void *arg, const char *id, size_t id_len, uint64_t f
                             const uint8_t *data, size_t len)
 {
     struct cluster *cl = arg;
-    struct redis_event ev = {.kind = REDIS_EV_BROADCAST, .doc = id, .doc_len = id_len, .client = from,
-                             .data = data, .data_len = len};
+    struct redis_event ev = { .kind = REDIS_EV_BROADCAST,
+                              .doc = id,
+                              .doc_len = id_len,
+                              .client = from,
+                              .data = data,
+                              .data_len = len };
     if (redis_cluster_publish(cl->rc, &ev))
         log_warn("cluster: a broadcast on %.*s was lost (Redis unreachable)", (int)id_len, id);
 }
@@ -91,8 +95,8 @@ static int relay_client_key_set(void *arg, const char *id, size_t id_len, uint64
     struct cluster *cl = arg;
     bool accepted = false;
     holders_add(cl, from); /* before: a departure racing the write still drops it */
-    redis_cluster_client_key_set(cl->rc, id, id_len, from, name, name_len, value, value_len, old_version,
-                                 new_version, &accepted);
+    redis_cluster_client_key_set(cl->rc, id, id_len, from, name, name_len, value, value_len,
+                                 old_version, new_version, &accepted);
     return accepted;
 }
 
@@ -100,8 +104,13 @@ static void relay_session_key_set(void *arg, const char *id, size_t id_len, uint
                                   const uint8_t *name, size_t name_len, uint32_t version)
 {
     struct cluster *cl = arg;
-    struct redis_event ev = {.kind = REDIS_EV_SESSION_KEY, .doc = id, .doc_len = id_len, .client = from,
-                             .version = version, .name = name, .name_len = name_len};
+    struct redis_event ev = { .kind = REDIS_EV_SESSION_KEY,
+                              .doc = id,
+                              .doc_len = id_len,
+                              .client = from,
+                              .version = version,
+                              .name = name,
+                              .name_len = name_len };
     if (redis_cluster_publish(cl->rc, &ev))
         log_warn("cluster: a session key change on %.*s was not announced (Redis unreachable)",
                  (int)id_len, id);
@@ -113,6 +122,12 @@ static void relay_client_left(void *arg, const char *id, size_t id_len, uint64_t
     if (!holders_take(cl, from)) return; /* never set a client key: nothing to drop */
     if (redis_cluster_client_keys_drop(cl->rc, id, id_len, from) == STORE_EUNAVAILABLE)
         cluster_members_drop_later(cl->members, id, id_len, from);
+}
+
+static int relay_client_keys(void *arg, const char *id, size_t id_len, hub_key_fn fn, void *fnarg)
+{
+    struct cluster *cl = arg;
+    return redis_cluster_client_keys(cl->rc, id, id_len, fn, fnarg);
 }
 
 /* ---- the hub listener ---- */
@@ -158,7 +173,8 @@ static uint64_t random_id(void)
     return v | 1ull << 63; /* 16 hex digits, never 0 */
 }
 
-struct cluster *cluster_start(const struct config *cfg, struct store *inner, char *err, size_t err_len)
+struct cluster *cluster_start(const struct config *cfg, struct store *inner, char *err,
+                              size_t err_len)
 {
     struct redis_link *link = redis_store_link(inner);
     if (!link) {
@@ -197,10 +213,15 @@ int cluster_run(struct cluster *cl, struct hub *h)
         .client_key_set = relay_client_key_set,
         .session_key_set = relay_session_key_set,
         .client_left = relay_client_left,
+        .client_keys_get = relay_client_keys,
     };
     hub_set_relay(h, &relay);
-    struct cluster_sub_config sc = {.link = cl->link, .rc = cl->rc, .hub = h, .store = cl->inner,
-                                    .webhook = cl->webhook, .server = cl->sid};
+    struct cluster_sub_config sc = { .link = cl->link,
+                                     .rc = cl->rc,
+                                     .hub = h,
+                                     .store = cl->inner,
+                                     .webhook = cl->webhook,
+                                     .server = cl->sid };
     if (!(cl->members = cluster_members_start(cl->rc, cl->webhook, cl->ttl_ms))) return -1;
     if (!(cl->sub = cluster_sub_start(&sc))) return -1;
     return 0;

@@ -50,7 +50,8 @@ struct webhook;
 /* Prepares cluster mode over the open Redis store `inner`, which from now on announces
  * its appends. Returns NULL with a reason in err when `inner` is not a Redis store or
  * out of memory; the caller still owns `inner` then. */
-struct cluster *cluster_start(const struct config *cfg, struct store *inner, char *err, size_t err_len);
+struct cluster *cluster_start(const struct config *cfg, struct store *inner, char *err,
+                              size_t err_len);
 
 /* The store the rest of the server uses: `inner`, with deletions and user updates
  * announced to every server. Closing it closes `inner`. */

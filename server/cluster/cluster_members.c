@@ -50,7 +50,8 @@ struct cluster_members {
     size_t nsuspects;
 };
 
-static void queue(struct cluster_members *m, enum member_op op, const char *doc, size_t len, uint64_t client)
+static void queue(struct cluster_members *m, enum member_op op, const char *doc, size_t len,
+                  uint64_t client)
 {
     struct member_work *w = malloc(sizeof *w + len);
     if (!w) return;
@@ -62,13 +63,15 @@ static void queue(struct cluster_members *m, enum member_op op, const char *doc,
     pthread_mutex_lock(&m->lock);
     if (m->len >= MAX_QUEUE) {
         pthread_mutex_unlock(&m->lock);
-        log_error("cluster: %d membership updates waiting for Redis; dropping one for %.*s", MAX_QUEUE,
-                  (int)len, doc);
+        log_error("cluster: %d membership updates waiting for Redis; dropping one for %.*s",
+                  MAX_QUEUE, (int)len, doc);
         free(w);
         return;
     }
-    if (m->tail) m->tail->next = w;
-    else m->head = w;
+    if (m->tail)
+        m->tail->next = w;
+    else
+        m->head = w;
     m->tail = w;
     m->len++;
     pthread_cond_signal(&m->cond);
@@ -85,7 +88,8 @@ void cluster_members_idle(struct cluster_members *m, const char *doc, size_t len
     queue(m, OP_IDLE, doc, len, 0);
 }
 
-void cluster_members_drop_later(struct cluster_members *m, const char *doc, size_t len, uint64_t client)
+void cluster_members_drop_later(struct cluster_members *m, const char *doc, size_t len,
+                                uint64_t client)
 {
     queue(m, OP_DROP, doc, len, client);
 }
@@ -136,7 +140,7 @@ static void add_missing(void *arg, const char *server)
     struct scan *s = arg;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 8;
-        char (*nm)[17] = realloc(s->missing, cap * sizeof *nm);
+        char(*nm)[17] = realloc(s->missing, cap * sizeof *nm);
         if (!nm) {
             s->failed = true;
             return;
@@ -157,8 +161,8 @@ static void reaped(void *arg, const char *doc, size_t len, long long removed, bo
 {
     struct reap_ctx *r = arg;
     if (removed > 0)
-        log_info("cluster: server %s is gone: removed its %lld client key(s) of %.*s", r->server, removed,
-                 (int)len, doc);
+        log_info("cluster: server %s is gone: removed its %lld client key(s) of %.*s", r->server,
+                 removed, (int)len, doc);
     if (idle && r->m->webhook) webhook_doc_idle(r->m->webhook, doc, len);
 }
 
@@ -172,14 +176,14 @@ static bool suspected(const struct cluster_members *m, const char *server)
 /* Removes what servers whose liveness key stayed missing for two scans left. */
 static void reap(struct cluster_members *m)
 {
-    struct scan s = {0};
+    struct scan s = { 0 };
     if (redis_cluster_missing_servers(m->rc, add_missing, &s) || s.failed) {
         free(s.missing); /* a failed scan keeps the previous suspects */
         return;
     }
     for (size_t i = 0; i < s.n && !atomic_load(&m->stopping); i++) {
         if (!suspected(m, s.missing[i])) continue;
-        struct reap_ctx r = {m, s.missing[i]};
+        struct reap_ctx r = { m, s.missing[i] };
         redis_cluster_reap(m->rc, s.missing[i], reaped, &r);
     }
     free(m->suspects);
@@ -219,7 +223,8 @@ static void *members_main(void *arg)
     return NULL;
 }
 
-struct cluster_members *cluster_members_start(struct redis_cluster *rc, struct webhook *w, int ttl_ms)
+struct cluster_members *cluster_members_start(struct redis_cluster *rc, struct webhook *w,
+                                              int ttl_ms)
 {
     struct cluster_members *m = calloc(1, sizeof *m);
     if (!m) return NULL;

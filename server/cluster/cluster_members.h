@@ -17,7 +17,8 @@ struct webhook;
 /* Renews the liveness key once (so that this server is alive before its first client
  * can own a key), then starts the thread. w may be NULL (no idle webhook). NULL when
  * the thread could not be started. */
-struct cluster_members *cluster_members_start(struct redis_cluster *rc, struct webhook *w, int ttl_ms);
+struct cluster_members *cluster_members_start(struct redis_cluster *rc, struct webhook *w,
+                                              int ttl_ms);
 /* Stops the thread after one last run of the queue (the last departures) and frees.
  * NULL is accepted. */
 void cluster_members_stop(struct cluster_members *m);

@@ -89,8 +89,10 @@ void cluster_sub_watch(struct cluster_sub *s, const char *doc, size_t len, bool 
     w->len = len;
     memcpy(w->doc, doc, len);
     pthread_mutex_lock(&s->lock);
-    if (s->tail) s->tail->next = w;
-    else s->head = w;
+    if (s->tail)
+        s->tail->next = w;
+    else
+        s->head = w;
     s->tail = w;
     pthread_mutex_unlock(&s->lock);
     wake(s);
@@ -164,7 +166,7 @@ static int resync(struct cluster_sub *s, const char *doc, size_t n)
 {
     int rc = hub_catch_up_document(s->cfg.hub, doc, n);
     if (rc <= 0) return rc;
-    struct keys_source src = {s, doc, n};
+    struct keys_source src = { s, doc, n };
     return hub_sync_keys(s->cfg.hub, doc, n, read_keys, &src);
 }
 
@@ -196,7 +198,8 @@ static int deliver_key(void *arg, const uint8_t *name, size_t name_len, const ui
     if (name_len != ev->name_len || memcmp(name, ev->name, name_len)) return 0;
     /* The setter knows its own value; a newer one it must get. */
     uint64_t setter = version == ev->version ? k->setter : 0;
-    hub_deliver_key(k->hub, ev->doc, ev->doc_len, setter, version, name, name_len, value, value_len);
+    hub_deliver_key(k->hub, ev->doc, ev->doc_len, setter, version, name, name_len, value,
+                    value_len);
     return 1;
 }
 
@@ -217,7 +220,9 @@ static void on_event(void *arg, const struct redis_event *ev)
         if (hub_deliver_append(h, ev->doc, ev->doc_len, ev->offset, ev->data, ev->data_len))
             mark_behind(s, ev->doc, ev->doc_len);
         break;
-    case REDIS_EV_BROADCAST: hub_deliver_broadcast(h, ev->doc, ev->doc_len, own, ev->data, ev->data_len); break;
+    case REDIS_EV_BROADCAST:
+        hub_deliver_broadcast(h, ev->doc, ev->doc_len, own, ev->data, ev->data_len);
+        break;
     case REDIS_EV_CLIENT_KEY:
         hub_deliver_key(h, ev->doc, ev->doc_len, own, ev->version, ev->name, ev->name_len, ev->data,
                         ev->data_len);
@@ -228,13 +233,16 @@ static void on_event(void *arg, const struct redis_event *ev)
     case REDIS_EV_SESSION_KEY: {
         /* Re-read, so that two setters' events crossing cannot leave anyone with the
          * older value. */
-        struct key_lookup k = {h, ev, own};
+        struct key_lookup k = { h, ev, own };
         int rc = store_keys_get(s->cfg.store, ev->doc, ev->doc_len, deliver_key, &k);
-        if (rc) log_warn("cluster: session key of %.*s: %s", (int)ev->doc_len, ev->doc, store_strerror(rc));
+        if (rc)
+            log_warn("cluster: session key of %.*s: %s", (int)ev->doc_len, ev->doc,
+                     store_strerror(rc));
         break;
     }
     case REDIS_EV_DELETED:
-        if (ev->server != s->cfg.server) hub_close_document(h, ev->doc, ev->doc_len, 1, "does not exist");
+        if (ev->server != s->cfg.server)
+            hub_close_document(h, ev->doc, ev->doc_len, 1, "does not exist");
         break;
     case REDIS_EV_DOC_ACTIVE:
         if (s->cfg.webhook) webhook_doc_active(s->cfg.webhook, ev->doc, ev->doc_len);
@@ -280,7 +288,9 @@ static void disconnect(struct cluster_sub *s)
 static void *sub_main(void *arg)
 {
     struct cluster_sub *s = arg;
-    const struct redis_sub_handler handler = {.subscribed = on_subscribed, .event = on_event, .arg = s};
+    const struct redis_sub_handler handler = { .subscribed = on_subscribed,
+                                               .event = on_event,
+                                               .arg = s };
     int backoff = BACKOFF_MIN_MS;
     int64_t next_retry = 0;
     bool was_down = false;
@@ -290,7 +300,7 @@ static void *sub_main(void *arg)
             if (connect_all(s)) {
                 if (s->conn) disconnect(s);
                 was_down = true;
-                poll(&(struct pollfd){.fd = s->wake_fd, .events = POLLIN}, 1, backoff);
+                poll(&(struct pollfd){ .fd = s->wake_fd, .events = POLLIN }, 1, backoff);
                 backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
                 continue;
             }
@@ -298,13 +308,14 @@ static void *sub_main(void *arg)
             was_down = false;
             backoff = BACKOFF_MIN_MS;
         }
-        struct pollfd fds[2] = {{.fd = redis_sub_fd(s->conn), .events = POLLIN},
-                                {.fd = s->wake_fd, .events = POLLIN}};
+        struct pollfd fds[2] = { { .fd = redis_sub_fd(s->conn), .events = POLLIN },
+                                 { .fd = s->wake_fd, .events = POLLIN } };
         int n = poll(fds, 2, s->any_behind ? RETRY_MS : 500);
         if (n < 0 && errno != EINTR) break;
         bool failed = false;
         if (fds[1].revents & POLLIN) failed = drain_queue(s) != 0;
-        if (!failed && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) failed = redis_sub_read(s->conn, &handler) != 0;
+        if (!failed && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            failed = redis_sub_read(s->conn, &handler) != 0;
         if (!failed && s->any_behind && redis_now_ms() >= next_retry) {
             retry_behind(s);
             next_retry = redis_now_ms() + RETRY_MS;

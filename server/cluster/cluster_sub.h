@@ -22,9 +22,9 @@ struct cluster_sub_config {
     struct redis_link *link;
     struct redis_cluster *rc; /* client keys, for catching up */
     struct hub *hub;
-    struct store *store;      /* session keys and bytes, for catching up */
-    struct webhook *webhook;  /* may be NULL */
-    uint64_t server;          /* this server's id: its own DELETED/USER events are skipped */
+    struct store *store;     /* session keys and bytes, for catching up */
+    struct webhook *webhook; /* may be NULL */
+    uint64_t server;         /* this server's id: its own DELETED/USER events are skipped */
 };
 
 /* Starts the thread (it connects by itself, and again whenever it must). NULL when

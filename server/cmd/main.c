@@ -12,6 +12,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "copy_store.h"
 #include "loadtest.h"
 #include "log.h"
 #include "privs.h"
@@ -29,25 +30,30 @@ static void usage(FILE *out)
             "Usage: zwibbler [--config PATH] [--port N]\n"
             "       zwibbler --test URL --docid ID --teachers N --students M [--verbose] [...]\n"
             "       zwibbler --install [--config PATH] | --uninstall\n"
+            "       zwibbler --copy-store --from SPEC --to SPEC [--overwrite]\n"
             "       zwibbler --version | --help\n"
             "\n"
             "Zwibbler collaboration server. Clients connect to ws://HOST:PORT/socket.\n"
             "  --config PATH  configuration file (default " DEFAULT_CONFIG ", optional)\n"
             "  --port N       listen on port N instead of ServerPort\n"
-            "  --test URL     run the load tester against URL (see README)\n"
+            "  --test URL     run the load tester against URL (--test --help: its flags)\n"
             "  --install      install, enable and start the systemd service (as root)\n"
             "  --uninstall    stop, disable and remove the systemd service (as root)\n"
-            "  --version      print the version and build date\n");
+            "  --copy-store   copy documents, keys and tokens between stores\n"
+            "                 (zwibbler --copy-store --help)\n"
+            "  --version      print the version and build date\n"
+            "\n"
+            "The manual: man 8 zwibbler (man/zwibbler.8 in the source tree).\n");
 }
 
 static void raise_open_files(long want)
 {
-    struct rlimit rl = {.rlim_cur = (rlim_t)want, .rlim_max = (rlim_t)want};
+    struct rlimit rl = { .rlim_cur = (rlim_t)want, .rlim_max = (rlim_t)want };
     struct rlimit old;
     getrlimit(RLIMIT_NOFILE, &old);
     if (old.rlim_max > rl.rlim_max) rl.rlim_max = old.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        log_info("MaxFiles: open-file limit raised to %ld", want);
+        log_info("MaxFiles: open-file limit set to %ld", want);
         return;
     }
     int err = errno;
@@ -58,18 +64,23 @@ static void raise_open_files(long want)
              strerror(err), (unsigned long long)rl.rlim_cur);
 }
 
-/* Each connection holds a socket, so the open-file limit bounds MaxConnections. */
+/* Each connection holds a socket, so the open-file limit bounds MaxConnections: the
+ * soft limit goes up to the hard one, and with MaxConnections=auto the limit that
+ * results is the connection limit. */
 static void check_open_files(const struct config *cfg)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl)) return;
-    if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < (rlim_t)cfg->max_connections + 256) {
+    if (rl.rlim_cur < rl.rlim_max && !cfg->max_files) { /* MaxFiles, when set, decides */
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (rl.rlim_cur < (rlim_t)cfg->max_connections + 256)
-        log_warn("open-file limit %llu is below MaxConnections %d (+256); raise it with MaxFiles or ulimit -n",
-                 (unsigned long long)rl.rlim_cur, cfg->max_connections);
+    long reserve = config_files_reserve(cfg);
+    if (cfg->max_connections > 0 && rl.rlim_cur < (rlim_t)(cfg->max_connections + reserve))
+        log_warn("open-file limit %llu is below MaxConnections %d (+%ld for storage, logs and "
+                 "HTTP); raise it with MaxFiles or ulimit -n",
+                 (unsigned long long)rl.rlim_cur, cfg->max_connections, reserve);
 }
 
 /* Started as root: decides whether to become User. Returns 1 with *p filled when the
@@ -97,7 +108,7 @@ static int run_server(struct config *cfg)
     struct privs user;
 
     /* Block the stop signals before any thread exists (threads inherit the mask), so
-     * that only this thread's sigwait takes them: a store or sender thread left
+     * that only this thread's sigwait takes them: a store or loop thread left
      * unblocked would receive SIGTERM and die by its default action, uncleanly. */
     sigset_t stop;
     sigemptyset(&stop);
@@ -136,14 +147,16 @@ static int run_server(struct config *cfg)
     /* Logged once the log file is open, where the operator will look. */
     if (choice == 2)
         log_warn("User: no user '%s' on this machine; running as root (create it, or set "
-                 "User= to run as root without this warning)", cfg->run_as_user);
+                 "User= to run as root without this warning)",
+                 cfg->run_as_user);
     else if (geteuid() == 0 && !switching)
         log_info("running as root (User is empty)");
 
     zw = zwibbler_start(cfg, NULL, err, sizeof err);
     if (!zw) {
         log_error("%s%s%s", err, switching ? " (as user " : "", switching ? user.name : "");
-        if (switching) log_error("DataDir %s must be writable by user %s", cfg->data_dir, user.name);
+        if (switching)
+            log_error("DataDir %s must be writable by user %s", cfg->data_dir, user.name);
         goto out;
     }
 
@@ -164,8 +177,9 @@ static int run_server(struct config *cfg)
         log_info("running as user %s (uid %ld)", user.name, (long)user.uid);
     }
     log_info("zwibbler %s listening on %s:%d (%s), Database=%s, up to %d connections", ZW_VERSION,
-             cfg->bind_address, cfg->port, cfg->cert_file && *cfg->cert_file ? "https/wss" : "http/ws",
-             cfg->database, cfg->max_connections);
+             cfg->bind_address, cfg->port,
+             cfg->cert_file && *cfg->cert_file ? "https/wss" : "http/ws", cfg->database,
+             config_connection_limit(cfg));
 
     int sig = 0;
     sigwait(&stop, &sig);
@@ -185,6 +199,7 @@ int main(int argc, char **argv)
     long port = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--test")) return loadtest_main(argc, argv);
+        if (!strcmp(argv[i], "--copy-store")) return copy_store_main(argc, argv);
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -31,10 +31,7 @@ int privs_lookup(const char *user, struct privs *p, char *err, size_t err_len)
 
 /* The user's own groups only, as login would give them; root's groups must not
  * survive the switch. */
-static int set_groups(const struct privs *p)
-{
-    return initgroups(p->name, p->gid);
-}
+static int set_groups(const struct privs *p) { return initgroups(p->name, p->gid); }
 
 int privs_enter(const struct privs *p)
 {

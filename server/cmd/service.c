@@ -46,9 +46,10 @@ static int systemd_running(void)
 {
     struct stat st;
     if (stat("/run/systemd/system", &st) == 0 && S_ISDIR(st.st_mode)) return 1;
-    fprintf(stderr,
-            "systemd is not running on this machine (no /run/systemd/system); nothing was changed.\n"
-            "Start the server yourself instead, e.g.: zwibbler --config /etc/zwibbler.conf\n");
+    fprintf(
+        stderr,
+        "systemd is not running on this machine (no /run/systemd/system); nothing was changed.\n"
+        "Start the server yourself instead, e.g.: zwibbler --config /etc/zwibbler.conf\n");
     return 0;
 }
 
@@ -81,9 +82,12 @@ static int ensure_user(const char *user, struct passwd **pw_out)
     if (!user || !*user) return 0; /* User= empty: the server stays root */
     struct passwd *pw = getpwnam(user);
     if (!pw) {
-        const char *argv[] = {"useradd", "--system", "--user-group", "--no-create-home",
-                              "--home-dir", "/var/lib/zwibbler", "--shell", "/usr/sbin/nologin",
-                              "--comment", "Zwibbler collaboration server", user, NULL};
+        const char *argv[] = { "useradd",      "--system",
+                               "--user-group", "--no-create-home",
+                               "--home-dir",   "/var/lib/zwibbler",
+                               "--shell",      "/usr/sbin/nologin",
+                               "--comment",    "Zwibbler collaboration server",
+                               user,           NULL };
         if (run(argv) != 0) {
             fprintf(stderr, "--install: could not create the user '%s'\n", user);
             return -1;
@@ -125,8 +129,10 @@ static void dir_of(const char *path, char *out, size_t len)
 {
     snprintf(out, len, "%s", path);
     char *slash = strrchr(out, '/');
-    if (slash && slash != out) *slash = 0;
-    else out[0] = 0;
+    if (slash && slash != out)
+        *slash = 0;
+    else
+        out[0] = 0;
 }
 
 int service_install(const struct config *cfg, const char *config_path)
@@ -140,7 +146,8 @@ int service_install(const struct config *cfg, const char *config_path)
     }
     exe[n] = 0;
     if (!realpath(config_path, conf)) {
-        fprintf(stderr, "--install: config %s: %s (write it first; the service reads it at every start)\n",
+        fprintf(stderr,
+                "--install: config %s: %s (write it first; the service reads it at every start)\n",
                 config_path, strerror(errno));
         return 1;
     }
@@ -150,13 +157,14 @@ int service_install(const struct config *cfg, const char *config_path)
     if (cfg->log_file && *cfg->log_file) dir_of(cfg->log_file, logdir, sizeof logdir);
     if ((cfg->data_dir && *cfg->data_dir && make_dir(cfg->data_dir, pw)) ||
         (*logdir && make_dir(logdir, pw))) {
-        fprintf(stderr, "--install: cannot prepare DataDir or the LogFile folder: %s\n", strerror(errno));
+        fprintf(stderr, "--install: cannot prepare DataDir or the LogFile folder: %s\n",
+                strerror(errno));
         return 1;
     }
     if (write_unit(exe, conf)) return 1;
-    const char *reload[] = {"systemctl", "daemon-reload", NULL};
-    const char *enable[] = {"systemctl", "enable", UNIT_NAME, NULL};
-    const char *restart[] = {"systemctl", "restart", UNIT_NAME, NULL};
+    const char *reload[] = { "systemctl", "daemon-reload", NULL };
+    const char *enable[] = { "systemctl", "enable", UNIT_NAME, NULL };
+    const char *restart[] = { "systemctl", "restart", UNIT_NAME, NULL };
     if (run(reload) || run(enable) || run(restart)) {
         fprintf(stderr, "--install: systemctl failed; see `systemctl status zwibbler`\n");
         return 1;
@@ -177,9 +185,9 @@ int service_uninstall(void)
                     : "");
         return 1;
     }
-    const char *stop[] = {"systemctl", "stop", UNIT_NAME, NULL};
-    const char *disable[] = {"systemctl", "disable", UNIT_NAME, NULL};
-    const char *reload[] = {"systemctl", "daemon-reload", NULL};
+    const char *stop[] = { "systemctl", "stop", UNIT_NAME, NULL };
+    const char *disable[] = { "systemctl", "disable", UNIT_NAME, NULL };
+    const char *reload[] = { "systemctl", "daemon-reload", NULL };
     run(stop);
     run(disable);
     if (unlink(UNIT_PATH)) {

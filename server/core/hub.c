@@ -6,12 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "codec.h"
 #include "config.h"
 #include "log.h"
 #include "message.h"
+#include "store.h"
+#include "wsframe.h"
 
 #define SHARD_COUNT 64
 
@@ -28,54 +29,44 @@ static uint64_t hash_bytes(const char *p, size_t n)
     return h;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* ---- catch-up ---- */
 
-/* ---- encoders ---- */
+/* Smaller documents are read again for each joiner: cheap, and nothing is held. */
+#define CATCH_UP_SHARED_MIN (64u << 10)
 
-struct message *msg_append(int version, uint64_t offset, const uint8_t *data, size_t len)
+struct message *hub_catch_up(struct hub *h, struct doc *d, int version, uint64_t start,
+                             uint64_t length, uint64_t *end, int *rc)
 {
-    struct message *m = message_new(codec_append_size(version, len));
-    if (m) codec_encode_append(m->data, version, offset, data, len);
-    return m;
-}
-
-struct message *msg_ack(uint16_t ack, uint64_t length)
-{
-    struct message *m = message_new(CODEC_ACK_SIZE);
-    if (m) codec_encode_ack(m->data, ack, length);
-    return m;
-}
-
-struct message *msg_error(uint16_t code, const char *text)
-{
-    size_t n = strlen(text);
-    struct message *m = message_new(codec_error_size(n));
-    if (m) codec_encode_error(m->data, code, text, n);
-    return m;
-}
-
-struct message *msg_set_key_ack(uint16_t ack, uint16_t request_id)
-{
-    struct message *m = message_new(CODEC_SET_KEY_ACK_SIZE);
-    if (m) codec_encode_set_key_ack(m->data, ack, request_id);
-    return m;
-}
-
-struct message *msg_key_info_one(uint32_t version, const uint8_t *name, size_t name_len,
-                                 const uint8_t *value, size_t value_len)
-{
-    struct message *m = message_new(CODEC_KEY_INFO_HEADER + codec_key_info_entry_size(name_len, value_len));
-    if (!m) return NULL;
-    size_t n = codec_key_info_begin(m->data);
-    codec_key_info_add(m->data + n, version, name, name_len, value, value_len);
-    /* The entry is version u32, nameLength u32, name: point at the name inside. */
-    m->key_name = m->data + n + 8;
-    m->key_name_len = name_len;
+    int v = version == 2 ? 0 : 1;
+    *rc = STORE_OK;
+    if (start == 0 && d->catch_up[v] && d->catch_up_len == length) {
+        *end = length;
+        return message_ref(d->catch_up[v]);
+    }
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    if (start < length) {
+        uint64_t total;
+        *rc = store_doc_read(h->store, d->id, d->id_len, start, &bytes, &n, &total);
+        if (*rc) return NULL;
+    }
+    struct message *m = msg_append(version, start, bytes, n);
+    free(bytes);
+    if (!m) {
+        *rc = STORE_ENOMEM;
+        return NULL;
+    }
+    *end = start + n;
+    if (start == 0 && n >= CATCH_UP_SHARED_MIN && *end == length) {
+        if (d->catch_up_len != length)
+            for (int i = 0; i < 2; i++) {
+                message_unref(d->catch_up[i]);
+                d->catch_up[i] = NULL;
+            }
+        message_unref(d->catch_up[v]);
+        d->catch_up[v] = message_ref(m);
+        d->catch_up_len = length;
+    }
     return m;
 }
 
@@ -84,7 +75,7 @@ struct message *msg_key_info_one(uint32_t version, const uint8_t *name, size_t n
 int hub_send(struct hub *h, struct hub_client *c, struct message *m, bool exempt)
 {
     if (!m) {
-        outq_kill(h->outq, c, "out of memory encoding a message");
+        outq_kill(h->outq, c, WS_CLOSE_SERVER_ERROR, "out of memory encoding a message");
         return -1;
     }
     int rc = outq_push(h->outq, c, m, exempt);
@@ -94,8 +85,10 @@ int hub_send(struct hub *h, struct hub_client *c, struct message *m, bool exempt
 
 void hub_send_error_and_close(struct hub *h, struct hub_client *c, uint16_t code, const char *text)
 {
+    /* What the client sent before this is not run (deleteDocument, updateUser). */
+    atomic_store(&c->closing, true);
     hub_send(h, c, msg_error(code, text), true);
-    outq_close_after_drain(h->outq, c);
+    outq_close_after_drain(h->outq, c, WS_CLOSE_NORMAL);
 }
 
 void hub_send_others(struct hub *h, struct doc *d, struct hub_client *except, struct message *m)
@@ -121,7 +114,7 @@ void hub_fanout_append(struct hub *h, struct doc *d, struct hub_client *writer,
         int v = o->version == 2 ? 0 : 1;
         if (!by_version[v]) by_version[v] = msg_append(o->version, offset, data, len);
         if (by_version[v]) outq_push(h->outq, o, by_version[v], false);
-        else outq_kill(h->outq, o, "out of memory encoding an append");
+        else outq_kill(h->outq, o, WS_CLOSE_SERVER_ERROR, "out of memory encoding an append");
     }
     message_unref(by_version[0]);
     message_unref(by_version[1]);
@@ -227,6 +220,8 @@ void hub_doc_release(struct hub *h, struct doc *d)
     /* No reference left means no member and so no client key either. */
     free(d->keys);
     hub_keyview_free(d);
+    message_unref(d->catch_up[0]);
+    message_unref(d->catch_up[1]);
     pthread_mutex_destroy(&d->lock);
     free(d->id);
     free(d);
@@ -262,7 +257,7 @@ void hub_doc_leave(struct hub *h, struct hub_client *c)
     if (c->doc_next) c->doc_next->doc_prev = c->doc_prev;
     c->doc_prev = c->doc_next = NULL;
     d->nclients--;
-    /* Its client keys go, announced as empty with version + 1 (PROTOCOL §4). */
+    /* Its client keys go, announced as empty with version + 1 (docs/protocol.md, Keys). */
     size_t kept = 0;
     for (size_t i = 0; i < d->nkeys; i++) {
         struct client_key *k = &d->keys[i];
@@ -283,43 +278,6 @@ void hub_doc_leave(struct hub *h, struct hub_client *c)
     if (hub_clustered(h)) h->relay.client_left(h->relay.arg, d->id, d->id_len, c->id);
     c->doc = NULL;
     hub_doc_release(h, d);
-}
-
-/* ---- pending INIT ---- */
-
-void hub_pending_add(struct hub *h, struct hub_client *c)
-{
-    pthread_mutex_lock(&h->pending_lock);
-    c->pending_init = true;
-    c->pend_prev = NULL;
-    c->pend_next = h->pending;
-    if (h->pending) h->pending->pend_prev = c;
-    h->pending = c;
-    pthread_mutex_unlock(&h->pending_lock);
-}
-
-void hub_pending_remove(struct hub *h, struct hub_client *c)
-{
-    pthread_mutex_lock(&h->pending_lock);
-    if (c->pending_init) {
-        if (c->pend_prev) c->pend_prev->pend_next = c->pend_next;
-        else h->pending = c->pend_next;
-        if (c->pend_next) c->pend_next->pend_prev = c->pend_prev;
-        c->pending_init = false;
-    }
-    pthread_mutex_unlock(&h->pending_lock);
-}
-
-/* Runs on the watcher thread: connections that never sent INIT are closed. New
- * clients are added at the head, so the oldest are at the tail. */
-static void hub_tick(void *arg)
-{
-    struct hub *h = arg;
-    int64_t limit = now_ms() - h->cfg->init_timeout_ms;
-    pthread_mutex_lock(&h->pending_lock);
-    for (struct hub_client *c = h->pending; c; c = c->pend_next)
-        if (c->connected_ms < limit) outq_kill(h->outq, c, "no INIT within the time allowed");
-    pthread_mutex_unlock(&h->pending_lock);
 }
 
 /* ---- management ---- */
@@ -394,26 +352,25 @@ void hub_get_stats(struct hub *h, struct hub_stats *out)
     out->appends_accepted = atomic_load(&h->appends_accepted);
     out->appends_rejected = atomic_load(&h->appends_rejected);
     out->bytes_in = atomic_load(&h->bytes_in);
-    out->bytes_out = atomic_load(&h->out.bytes_out);
-    out->messages_out = atomic_load(&h->out.messages_out);
-    out->slow_disconnects = atomic_load(&h->out.slow_disconnects);
+    out->bytes_out = atomic_load(&h->outq->counters->bytes_out);
+    out->messages_out = atomic_load(&h->outq->counters->messages_out);
+    out->slow_disconnects = atomic_load(&h->outq->counters->slow_disconnects);
 }
 
 /* ---- life cycle ---- */
 
-struct hub *hub_create(const struct config *cfg, struct store *store, const struct hub_listener *listener)
+struct hub *hub_create(const struct config *cfg, struct store *store, const struct outq *outq,
+                       const struct hub_listener *listener)
 {
     struct hub *h = calloc(1, sizeof *h);
     if (!h) return NULL;
     h->cfg = cfg;
     h->store = store;
+    h->outq = outq;
     if (listener) h->listener = *listener;
-    pthread_mutex_init(&h->pending_lock, NULL);
     h->shards = calloc(SHARD_COUNT, sizeof *h->shards);
     if (!h->shards) goto fail;
     for (int i = 0; i < SHARD_COUNT; i++) pthread_mutex_init(&h->shards[i].lock, NULL);
-    h->outq = outq_start(cfg->sender_threads, cfg->send_queue_bytes, &h->out, hub_tick, h);
-    if (!h->outq) goto fail;
     return h;
 fail:
     free(h->shards);
@@ -424,12 +381,10 @@ fail:
 void hub_destroy(struct hub *h)
 {
     if (!h) return;
-    outq_stop(h->outq);
     for (int i = 0; i < SHARD_COUNT; i++) {
         free(h->shards[i].buckets);
         pthread_mutex_destroy(&h->shards[i].lock);
     }
     free(h->shards);
-    pthread_mutex_destroy(&h->pending_lock);
     free(h);
 }

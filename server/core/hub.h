@@ -1,7 +1,6 @@
 /* hub: live documents and their clients. Owns the document table (sharded by id
- * under separate mutexes), each client's bounded send queue, the sender threads that
- * drain those queues to CivetWeb, and the ordering of fan-out (DESIGN.md invariant 1).
- * Thread-safe throughout. */
+ * under separate mutexes), membership, client keys and the ordering of fan-out: a
+ * document's appends reach every client in commit order. Thread-safe throughout. */
 #ifndef ZW_HUB_H
 #define ZW_HUB_H
 
@@ -11,6 +10,7 @@
 struct mg_connection;
 struct store;
 struct config;
+struct outq;
 struct hub;
 struct hub_client;
 
@@ -21,9 +21,10 @@ struct hub_listener {
     void *arg;
 };
 
-struct hub *hub_create(const struct config *cfg, struct store *store,
+/* A hub whose clients' messages go into `outq` (the connection layer's). */
+struct hub *hub_create(const struct config *cfg, struct store *store, const struct outq *outq,
                        const struct hub_listener *listener);
-/* Closes every client and stops the sender threads. */
+/* Frees the hub; every client must have left. */
 void hub_destroy(struct hub *h);
 
 /* Sends ERROR `code` with `text` to every client of the document, then closes them
@@ -66,6 +67,9 @@ struct hub_relay {
                             const uint8_t *name, size_t name_len, uint32_t version);
     /* Local client `from` left the document: its client keys go (announced). */
     void (*client_left)(void *arg, const char *id, size_t id_len, uint64_t from);
+    /* Calls fn for every client key of the document as stored now (which kind of key
+     * holds a name). Returns 0 or a STORE_E* code. */
+    int (*client_keys_get)(void *arg, const char *id, size_t id_len, hub_key_fn fn, void *fnarg);
 };
 
 /* Switches the hub to cluster mode; call before any client connects. */
@@ -95,8 +99,9 @@ void hub_deliver_key_removed(struct hub *h, const char *id, size_t id_len, uint3
  * member, 1 when all are caught up, -1 when some could not be (store unavailable:
  * call it again later). */
 int hub_catch_up_document(struct hub *h, const char *id, size_t id_len);
-/* Reads every key of a document (client and session keys), calling add once per key;
- * returns 0, or non-zero when the store could not be read. */
+/* Reads every key of a document, calling add once per key: its client keys first,
+ * then its session keys (a name held by both is settled as for a joiner). Returns 0,
+ * or non-zero when the store could not be read. */
 typedef int (*hub_keys_reader)(void *arg, hub_key_fn add, void *add_arg);
 /* Brings the local members' keys up to date after announcements may have been missed:
  * `read` is called under the document's lock, after the subscription was in place.

@@ -15,7 +15,7 @@
 struct message;
 struct hub_keyview;
 
-/* A client key (PROTOCOL §4, lifetime 0): lives as long as its owner is connected. */
+/* A client key (docs/protocol.md, Keys: lifetime 0): lives as long as its owner is connected. */
 struct client_key {
     uint8_t *name;
     size_t name_len;
@@ -39,19 +39,20 @@ struct doc {
     struct client_key *keys;
     size_t nkeys, keys_cap;
     struct hub_keyview *kview; /* cluster mode: the keys as the members know them */
+
+    /* The last whole-document catch-up (offset 0) per protocol layout, while the
+     * document is still that long: joiners share it (hub_catch_up). */
+    struct message *catch_up[2];
+    uint64_t catch_up_len;
 };
 
 struct hub {
     const struct config *cfg;
     struct store *store;
     struct hub_listener listener;
-    struct outq *outq;
-    struct outq_counters out;
-    atomic_uint_fast64_t next_client_id, connections, documents;
+    const struct outq *outq; /* the connection layer's send queues */
+    atomic_uint_fast64_t connections, documents;
     atomic_uint_fast64_t appends_accepted, appends_rejected, bytes_in;
-
-    pthread_mutex_t pending_lock; /* clients that have not sent INIT yet */
-    struct hub_client *pending;
 
     struct shard *shards;
 
@@ -76,25 +77,20 @@ void hub_fanout_append(struct hub *h, struct doc *d, struct hub_client *writer,
 /* With d->lock held: queues m for every member but `except`. */
 void hub_send_others(struct hub *h, struct doc *d, struct hub_client *except, struct message *m);
 
+/* With d->lock held: the APPEND that catches a joiner of protocol `version` up from
+ * `start` to `length`, the document's length now; *end gets where its bytes end. A
+ * whole-document catch-up of a large document is kept with the live document and
+ * shared by the joiners that follow until it grows: read (and compressed, for clients
+ * with permessage-deflate) once, not once per joiner. Returns the message with a
+ * reference, or NULL with a STORE_E* code in *rc (STORE_ENOMEM when memory ran out). */
+struct message *hub_catch_up(struct hub *h, struct doc *d, int version, uint64_t start,
+                             uint64_t length, uint64_t *end, int *rc);
+
 /* Queues m for c, taking over the caller's reference (exempt: not counted against
  * the bound). A NULL m (failed encoding) disconnects c. */
 int hub_send(struct hub *h, struct hub_client *c, struct message *m, bool exempt);
 /* Queues ERROR and closes c once it has been sent. */
 void hub_send_error_and_close(struct hub *h, struct hub_client *c, uint16_t code, const char *text);
-
-/* Pending-INIT bookkeeping, for the INIT timeout. */
-void hub_pending_add(struct hub *h, struct hub_client *c);
-void hub_pending_remove(struct hub *h, struct hub_client *c);
-
-/* Encoders into new shared messages (NULL when out of memory). */
-struct message *msg_append(int version, uint64_t offset, const uint8_t *data, size_t len);
-struct message *msg_ack(uint16_t ack, uint64_t length);
-struct message *msg_error(uint16_t code, const char *text);
-struct message *msg_set_key_ack(uint16_t ack, uint16_t request_id);
-struct message *msg_key_info_one(uint32_t version, const uint8_t *name, size_t name_len,
-                                 const uint8_t *value, size_t value_len);
-
-void client_unref(struct hub_client *c);
 
 /* ---- Session hooks that differ in cluster mode (hub_relay.c) ---- */
 struct codec_set_key;
@@ -116,6 +112,9 @@ int hub_cluster_client_key_set(struct hub *h, struct doc *d, struct hub_client *
 /* With d->lock held: an accepted key write, announced to the document's other clients. */
 void hub_key_accepted(struct hub *h, struct doc *d, struct hub_client *c,
                       const struct codec_set_key *k);
+/* Cluster mode: calls fn for every client key of d. Returns 0, or a STORE_E* code
+ * (logged) when Redis could not be asked. */
+int hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg);
 
 /* ---- Cluster mode: the document's key view (hub_keyview.c), all with d->lock held ---- */
 /* Local client `client`'s write of a key was accepted: when it comes back (announced,

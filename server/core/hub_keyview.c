@@ -29,7 +29,7 @@ struct kv_entry {
     size_t value_len;
     uint32_t version;
     bool known;
-    uint64_t own;   /* local client whose accepted write (own_value, own_version) has
+    uint64_t own; /* local client whose accepted write (own_value, own_version) has
                        not come back yet; 0: none */
     uint8_t *own_value;
     size_t own_len;
@@ -88,13 +88,15 @@ static void drop(struct hub_keyview *v, struct kv_entry *e)
 
 static bool same(const struct kv_entry *e, uint32_t version, const uint8_t *value, size_t len)
 {
-    return e->known && e->version == version && e->value_len == len && !memcmp(e->value, value, len);
+    return e->known && e->version == version && e->value_len == len &&
+           !memcmp(e->value, value, len);
 }
 
 /* The local client whose own write this is, if any (and forgets it: it is back). */
 static uint64_t take_own(struct kv_entry *e, uint32_t version, const uint8_t *value, size_t len)
 {
-    if (!e->own || e->own_version != version || e->own_len != len || memcmp(e->own_value, value, len))
+    if (!e->own || e->own_version != version || e->own_len != len ||
+        memcmp(e->own_value, value, len))
         return 0;
     uint64_t c = e->own;
     e->own = 0;
@@ -185,9 +187,11 @@ static int snapshot_add(void *arg, const uint8_t *name, size_t name_len, const u
     if (!copy) goto fail;
     memcpy(copy, name, name_len);
     if (value_len) memcpy(copy + name_len, value, value_len);
-    s->keys[s->n++] = (struct snap_key){.name = copy, .name_len = name_len,
-                                       .value = copy + name_len, .value_len = value_len,
-                                       .version = version};
+    s->keys[s->n++] = (struct snap_key){ .name = copy,
+                                         .name_len = name_len,
+                                         .value = copy + name_len,
+                                         .value_len = value_len,
+                                         .version = version };
     return 0;
 fail:
     s->failed = true;
@@ -196,12 +200,24 @@ fail:
 
 int hub_keyview_sync(struct hub *h, struct doc *d, hub_keys_reader read, void *arg)
 {
-    struct snapshot s = {0};
+    struct snapshot s = { 0 };
     int rc = read(arg, snapshot_add, &s);
     if (rc == 0 && s.failed) rc = -1;
+    /* A name held twice (two servers raced to give it to a client key and to a session
+     * key): the higher version counts, the later-read session key on a tie, as for a
+     * joiner on one server (doc_keys.c). */
     for (size_t i = 0; rc == 0 && i < s.n; i++)
-        hub_keyview_changed(h, d, 0, s.keys[i].version, s.keys[i].name, s.keys[i].name_len,
-                            s.keys[i].value, s.keys[i].value_len);
+        for (size_t j = i + 1; j < s.n && s.keys[i].name; j++)
+            if (s.keys[j].name && s.keys[j].name_len == s.keys[i].name_len &&
+                !memcmp(s.keys[j].name, s.keys[i].name, s.keys[i].name_len)) {
+                size_t drop = s.keys[i].version > s.keys[j].version ? j : i;
+                free((void *)s.keys[drop].name);
+                s.keys[drop].name = NULL;
+            }
+    for (size_t i = 0; rc == 0 && i < s.n; i++)
+        if (s.keys[i].name)
+            hub_keyview_changed(h, d, 0, s.keys[i].version, s.keys[i].name, s.keys[i].name_len,
+                                s.keys[i].value, s.keys[i].value_len);
     struct hub_keyview *v = rc == 0 ? d->kview : NULL;
     for (size_t i = 0; v && i < v->n;) {
         struct kv_entry *e = &v->e[i];
@@ -210,7 +226,8 @@ int hub_keyview_sync(struct hub *h, struct doc *d, hub_keys_reader read, void *a
         e->own = 0;
         bool stored = false;
         for (size_t j = 0; j < s.n && !stored; j++)
-            stored = s.keys[j].name_len == e->name_len && !memcmp(s.keys[j].name, e->name, e->name_len);
+            stored = s.keys[j].name && s.keys[j].name_len == e->name_len &&
+                     !memcmp(s.keys[j].name, e->name, e->name_len);
         if (stored || !e->known) {
             i++;
             continue;
@@ -229,8 +246,8 @@ int hub_keyview_each(struct doc *d, hub_key_fn fn, void *arg)
 {
     struct hub_keyview *v = d->kview;
     for (size_t i = 0; v && i < v->n; i++)
-        if (v->e[i].known &&
-            fn(arg, v->e[i].name, v->e[i].name_len, v->e[i].value, v->e[i].value_len, v->e[i].version))
+        if (v->e[i].known && fn(arg, v->e[i].name, v->e[i].name_len, v->e[i].value,
+                                v->e[i].value_len, v->e[i].version))
             return 1;
     return 0;
 }

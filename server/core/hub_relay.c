@@ -1,7 +1,7 @@
 /* hub_relay: the hub's side of cluster mode (hub.h, "Cluster mode"). Session events
  * go to the relay instead of the local fan-out; announcements come back here and are
  * delivered to local members under the document's lock, applying the delivery rule
- * (PROTOCOL §3.7) so that each member's bytes stay a prefix of the stored document
+ * (docs/protocol.md, Delivery) so that each member's bytes stay a prefix of the stored document
  * whatever the timing of joins, reconnects and missed announcements. */
 #include "hub_internal.h"
 
@@ -12,6 +12,7 @@
 #include "log.h"
 #include "message.h"
 #include "store.h"
+#include "wsframe.h"
 
 void hub_set_relay(struct hub *h, const struct hub_relay *r)
 {
@@ -34,7 +35,7 @@ static int catch_up(struct hub *h, struct doc *d, struct hub_client *c, uint64_t
         log_warn("document %.*s: client %llu: cannot catch up from offset %llu: %s; disconnecting",
                  (int)d->id_len, d->id, (unsigned long long)c->id,
                  (unsigned long long)c->delivered_end, store_strerror(rc));
-        outq_kill(h->outq, c, "cannot catch up from storage");
+        outq_kill(h->outq, c, WS_CLOSE_SERVER_ERROR, "cannot catch up from storage");
         return 0;
     }
     if (upto && upto > c->delivered_end && upto - c->delivered_end < n)
@@ -55,7 +56,7 @@ void hub_append_committed(struct hub *h, struct doc *d, struct hub_client *c, ui
     if (offset > c->delivered_end && catch_up(h, d, c, offset)) {
         /* Committed, but the bytes before it cannot be sent now: an ACK would leave a
          * hole, so the client is told to reconnect and resume instead. */
-        outq_kill(h->outq, c, "storage unavailable while catching up a writer");
+        outq_kill(h->outq, c, WS_CLOSE_SERVER_ERROR, "storage unavailable while catching up a writer");
         return;
     }
     c->delivered_end = new_len;
@@ -109,6 +110,13 @@ void hub_key_accepted(struct hub *h, struct doc *d, struct hub_client *c,
                                  k->new_version);
 }
 
+int hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg)
+{
+    int rc = h->relay.client_keys_get(h->relay.arg, d->id, d->id_len, fn, arg);
+    if (rc) log_error("client keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
+    return rc;
+}
+
 /* ---- deliveries from the subscription ---- */
 
 int hub_deliver_append(struct hub *h, const char *id, size_t id_len, uint64_t offset,
@@ -135,7 +143,7 @@ int hub_deliver_append(struct hub *h, const char *id, size_t id_len, uint64_t of
         int v = o->version == 2 ? 0 : 1;
         if (!by_version[v]) by_version[v] = msg_append(o->version, offset, data, len);
         if (by_version[v]) outq_push(h->outq, o, by_version[v], false);
-        else outq_kill(h->outq, o, "out of memory encoding an append");
+        else outq_kill(h->outq, o, WS_CLOSE_SERVER_ERROR, "out of memory encoding an append");
         o->delivered_end = offset + len;
     }
     pthread_mutex_unlock(&d->lock);
@@ -228,7 +236,7 @@ int hub_catch_up_document(struct hub *h, const char *id, size_t id_len)
             log_warn("document %.*s: client %llu has %llu bytes, the store %llu; disconnecting",
                      (int)d->id_len, d->id, (unsigned long long)o->id,
                      (unsigned long long)o->delivered_end, (unsigned long long)end);
-            outq_kill(h->outq, o, "ahead of the stored document");
+            outq_kill(h->outq, o, WS_CLOSE_SERVER_ERROR, "ahead of the stored document");
             continue;
         }
         if (o->delivered_end == end) continue;

@@ -1,23 +1,24 @@
-/* session: one WebSocket connection speaking the Zwibbler protocol (PROTOCOL.md §3-4):
- * reassembly, INIT and document resolution, appends, keys, broadcasts. Called from
- * CivetWeb's WebSocket handlers on the connection's own worker thread. */
+/* session: one connection speaking the Zwibbler protocol (docs/protocol.md, Sessions
+ * and Keys): reassembly, INIT and document resolution, appends, keys, broadcasts.
+ * session_message and session_close run on the inbox worker that owns the client's
+ * messages, one at a time per client. */
 #ifndef ZW_SESSION_H
 #define ZW_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct app;
 struct hub_client;
-struct mg_connection;
 
-/* A new upgraded connection. NULL when out of memory. */
-struct hub_client *session_open(const struct app *app, struct mg_connection *conn);
-/* One WebSocket frame (`bits` = FIN and opcode byte as CivetWeb gives it). Returns 1
- * to keep the connection, 0 to close it. */
-int session_frame(const struct app *app, struct hub_client *c, int bits,
-                  const uint8_t *data, size_t len);
-/* The connection is gone; c is released. */
+/* A new connection, before its first message. */
+void session_open(const struct app *app, struct hub_client *c);
+/* One whole WebSocket message (a protocol message or a piece of one). */
+void session_message(const struct app *app, struct hub_client *c, const uint8_t *data, size_t len);
+/* The connection is gone: c leaves its document. The last call for c. */
 void session_close(const struct app *app, struct hub_client *c);
+/* Whether INIT was accepted (any thread). */
+bool session_joined(const struct hub_client *c);
 
 #endif

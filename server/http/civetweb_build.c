@@ -1,12 +1,13 @@
 /* civetweb_build: compiles CivetWeb (from Debian's source package, see scripts/deps.sh)
- * into our binary and adds what its API lacks: the socket of a connection, so another
- * thread can shut a stalled client down (shutdown(2) makes CivetWeb's own read loop
- * end and run the close handler) and poll it for space; and limits on inbound frames
- * (scripts/civetweb.patch): a frame larger than the largest message is refused from
- * its header, before CivetWeb allocates its payload, and a frame must arrive within a
- * deadline once it has started. */
+ * into our library and adds what its API lacks: taking an upgraded connection's socket
+ * and TLS session away from CivetWeb (mg_zw_detach), so that the connection layer
+ * owns every open WebSocket and CivetWeb's worker goes back to its pool. The limits on
+ * inbound frames (scripts/civetweb.patch) only matter to a WebSocket CivetWeb would
+ * read itself, which ours never do. */
 #include <stddef.h>
 #include <stdint.h>
+
+#include "civetweb_ext.h"
 
 /* Written once by mg_zw_set_ws_limits before mg_start2 creates the worker threads. */
 static size_t zw_ws_max_frame = 0x7FFF0000u;
@@ -23,9 +24,19 @@ static uint64_t zw_ws_frame_timeout_ms = 30000;
 #error "build/civetweb lacks scripts/civetweb.patch: run scripts/deps.sh"
 #endif
 
-int mg_connection_socket(const struct mg_connection *conn)
+/* CivetWeb closes a connection by its socket and SSL fields: emptied here, its
+ * close_connection finds nothing to shut down or free, and the worker thread returns
+ * to the pool while the connection lives on with its new owner. */
+void mg_zw_detach(struct mg_connection *conn, struct mg_zw_detached *out)
 {
-    return (int)conn->client.sock;
+    out->fd = (int)conn->client.sock;
+    out->ssl = conn->ssl;
+    int buffered = conn->data_len - conn->request_len - (int)conn->consumed_content;
+    out->early = buffered > 0 ? conn->buf + conn->request_len + conn->consumed_content : NULL;
+    out->early_len = buffered > 0 ? (size_t)buffered : 0;
+    conn->client.sock = INVALID_SOCKET;
+    conn->ssl = NULL;
+    conn->must_close = 1;
 }
 
 void mg_zw_set_ws_limits(size_t max_frame, unsigned frame_timeout_ms)

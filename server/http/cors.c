@@ -10,12 +10,13 @@ void cors_write_headers(struct mg_connection *conn)
     /* The origin is echoed rather than "*": browsers refuse "*" with credentials,
      * and the management API is called with Basic credentials. */
     mg_response_header_add(conn, "Access-Control-Allow-Origin", origin, -1);
-    mg_response_header_add(conn, "Access-Control-Allow-Methods",
-                           "POST, GET, OPTIONS, PUT, DELETE", -1);
+    mg_response_header_add(conn, "Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE",
+                           -1);
     mg_response_header_add(conn, "Access-Control-Allow-Credentials", "true", -1);
     mg_response_header_add(conn, "Access-Control-Allow-Headers",
                            "Accept, Content-Type, Content-Length, Accept-Encoding, "
-                           "X-CSRF-Token, Authorization", -1);
+                           "X-CSRF-Token, Authorization",
+                           -1);
     mg_response_header_add(conn, "Access-Control-Expose-Headers",
                            "Status, Content-Type, Content-Length", -1);
     /* The answer depends on Origin: caches must not serve one origin's to another. */

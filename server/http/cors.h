@@ -1,5 +1,5 @@
-/* cors: the cross-origin headers of the /socket HTTP endpoint (PROTOCOL.md §6), shared
- * by the plain HTTP responses and the management API. */
+/* cors: the cross-origin headers of the /socket HTTP endpoint (docs/protocol.md, HTTP endpoints),
+ * shared by the plain HTTP responses and the management API. */
 #ifndef ZW_CORS_H
 #define ZW_CORS_H
 

@@ -1,5 +1,6 @@
-/* http: owns the CivetWeb context and routes /socket requests: WebSocket upgrades to
- * the session layer, plain HTTP to the text, health and management handlers. */
+/* http: owns the CivetWeb context and routes /socket requests: WebSocket upgrades are
+ * answered here and handed to the connection layer, plain HTTP goes to the text,
+ * health and management handlers. */
 #include "http.h"
 
 #include <stdbool.h>
@@ -9,30 +10,23 @@
 
 #include "app.h"
 #include "civetweb.h"
-#include "client.h"
+#include "civetweb_ext.h"
 #include "config.h"
+#include "conn.h"
 #include "cors.h"
-#include "hub.h"
 #include "log.h"
 #include "metrics.h"
 #include "mgmt_api.h"
-#include "session.h"
 #include "store.h"
 #include "tls.h"
+#include "upgrade.h"
 #include "web.h"
-
-/* civetweb_build.c: limits on inbound frames, set before CivetWeb starts. */
-void mg_zw_set_ws_limits(size_t max_frame, unsigned frame_timeout_ms);
 
 struct http_server {
     struct mg_context *ctx;
     const struct app *app;
     char tls_err[512]; /* why init_ssl failed, for http_start's caller */
 };
-
-/* Connections beyond the configured maximum get 503 instead of waiting in CivetWeb's
- * queue for a worker thread that may never come. */
-#define SPARE_THREADS 32
 
 static void send_text(struct mg_connection *conn, int status, const char *body)
 {
@@ -46,6 +40,24 @@ static void send_text(struct mg_connection *conn, int status, const char *body)
     cors_write_headers(conn);
     mg_response_header_send(conn);
     mg_write(conn, body, n);
+}
+
+/* 1 when the query string has a parameter called `name`, with or without a value
+ * (`?ping`, `?x=1&ping=1`); parameter names are URL-decoded, as Go's Query() does. */
+static int query_has(const char *qs, const char *name)
+{
+    size_t want = strlen(name);
+    while (qs && *qs) {
+        size_t seg = strcspn(qs, "&"), n = strcspn(qs, "=&");
+        char decoded[64];
+        if (n < sizeof decoded) {
+            int d = mg_url_decode(qs, (int)n, decoded, (int)sizeof decoded, 1);
+            if (d >= 0 && (size_t)d == want && !memcmp(decoded, name, want)) return 1;
+        }
+        qs += seg;
+        if (*qs == '&') qs++;
+    }
+    return 0;
 }
 
 static int handle_http(struct mg_connection *conn, void *arg)
@@ -66,7 +78,7 @@ static int handle_http(struct mg_connection *conn, void *arg)
         send_text(conn, 405, "Method not allowed.");
         return 405;
     }
-    if (ri->query_string && (!strcmp(ri->query_string, "ping") || !strncmp(ri->query_string, "ping&", 5))) {
+    if (query_has(ri->query_string, "ping")) {
         int rc = store_ping(app->store);
         if (rc) {
             log_warn("health check failed: %s", store_strerror(rc));
@@ -111,47 +123,6 @@ static int handle_metrics(struct mg_connection *conn, void *arg)
     return 200;
 }
 
-static int ws_connect(const struct mg_connection *conn, void *arg)
-{
-    const struct app *app = arg;
-    struct hub_stats st;
-    hub_get_stats(app->hub, &st);
-    if (st.connections >= (uint64_t)app->cfg->max_connections) {
-        /* The upgrade has not been answered yet, so a plain HTTP reply is allowed. */
-        struct mg_connection *c = (struct mg_connection *)conn;
-        mg_printf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                     "Content-Length: 28\r\nRetry-After: 5\r\nConnection: close\r\n\r\n"
-                     "Too many connections; retry.");
-        log_warn("refused a connection: %llu connections, MaxConnections is %d",
-                 (unsigned long long)st.connections, app->cfg->max_connections);
-        return 1;
-    }
-    return 0;
-}
-
-static void ws_ready(struct mg_connection *conn, void *arg)
-{
-    struct hub_client *c = session_open(arg, conn);
-    if (!c) {
-        log_error("out of memory for a new connection");
-        return;
-    }
-    mg_set_user_connection_data(conn, c);
-}
-
-static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len, void *arg)
-{
-    struct hub_client *c = mg_get_user_connection_data(conn);
-    if (!c) return 0;
-    return session_frame(arg, c, bits, (const uint8_t *)data, len);
-}
-
-static void ws_close(const struct mg_connection *conn, void *arg)
-{
-    struct hub_client *c = mg_get_user_connection_data(conn);
-    if (c) session_close(arg, c);
-}
-
 /* CivetWeb's init_ssl: we configure the SSL_CTX ourselves (tls.c), because CivetWeb
  * wants certificate and key in one file and we take them separately. */
 static int init_ssl(void *ssl_ctx, void *user_data)
@@ -163,15 +134,11 @@ static int init_ssl(void *ssl_ctx, void *user_data)
     return 1;
 }
 
-/* CivetWeb's own complaints (a refused frame, a failed read) name the connection
- * the way session.c does, so a closed connection's log lines can be matched. */
+/* CivetWeb's own complaints (a failed read, a bad request) name the peer. */
 static int log_civetweb(const struct mg_connection *conn, const char *message)
 {
-    const struct hub_client *c = conn ? mg_get_user_connection_data(conn) : NULL;
     const struct mg_request_info *ri = conn ? mg_get_request_info(conn) : NULL;
-    if (c)
-        log_warn("client %llu (%s): http: %s", (unsigned long long)c->id, c->addr, message);
-    else if (ri)
+    if (ri)
         log_warn("http (%s:%d): %s", ri->remote_addr, ri->remote_port, message);
     else
         log_warn("http: %s", message);
@@ -195,19 +162,20 @@ struct http_server *http_start(struct app *app, char *err, size_t err_len)
     }
     const char *mpath = cfg->metrics_path;
     if (mpath && *mpath && (mpath[0] != '/' || !strncmp(mpath, "/socket", 7))) {
-        snprintf(err, err_len, "MetricsPath: '%s' must start with / and lie outside /socket", mpath);
+        snprintf(err, err_len, "MetricsPath: '%s' must start with / and lie outside /socket",
+                 mpath);
         free(s);
         return NULL;
     }
-    char ports[300], threads[16], request_timeout[16], ping[16];
+    char ports[300], threads[16], request_timeout[16];
     const char *addr = cfg->bind_address && *cfg->bind_address ? cfg->bind_address : "0.0.0.0";
     if (strchr(addr, ':'))
         snprintf(ports, sizeof ports, "[%s]:%d%s", addr, cfg->port, tls ? "s" : "");
     else
         snprintf(ports, sizeof ports, "%s:%d%s", addr, cfg->port, tls ? "s" : "");
-    snprintf(threads, sizeof threads, "%d", cfg->max_connections + SPARE_THREADS);
-    snprintf(request_timeout, sizeof request_timeout, "%d", cfg->write_timeout_ms);
-    snprintf(ping, sizeof ping, "%d", cfg->ping_interval_ms);
+    /* The pool serves HTTP requests and upgrades only: an upgraded WebSocket leaves it. */
+    snprintf(threads, sizeof threads, "%d", cfg->http_threads);
+    snprintf(request_timeout, sizeof request_timeout, "%d", cfg->request_timeout_ms);
 
     const char *options[40];
     int n = 0;
@@ -215,14 +183,13 @@ struct http_server *http_start(struct app *app, char *err, size_t err_len)
     OPT("listening_ports", ports);
     OPT("num_threads", threads);
     OPT("request_timeout_ms", request_timeout);
-    OPT("websocket_timeout_ms", ping);
-    OPT("enable_websocket_ping_pong", "yes");
     OPT("max_request_size", "16384");
     OPT("tcp_nodelay", "1");
     OPT("connection_queue", "1024");
     OPT("listen_backlog", "1024");
     OPT("enable_keep_alive", "yes");
-    OPT("keep_alive_timeout_ms", "30000");
+    /* An idle keep-alive connection holds a worker: give it back soon. */
+    OPT("keep_alive_timeout_ms", "2000");
     /* CORS is ours (cors.c), answering with the request's own origin (§6). */
     OPT("access_control_allow_origin", "");
     OPT("access_control_allow_methods", "");
@@ -232,13 +199,14 @@ struct http_server *http_start(struct app *app, char *err, size_t err_len)
     options[n] = NULL;
 #undef OPT
 
-
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = log_civetweb;
     if (tls) cb.init_ssl = init_ssl;
-    struct mg_init_data init = {.callbacks = &cb, .user_data = s, .configuration_options = options};
-    struct mg_error_data error = {.text = err, .text_buffer_size = err_len};
+    struct mg_init_data init = { .callbacks = &cb,
+                                 .user_data = s,
+                                 .configuration_options = options };
+    struct mg_error_data error = { .text = err, .text_buffer_size = err_len };
     s->ctx = mg_start2(&init, &error);
     if (!s->ctx) {
         if (s->tls_err[0]) snprintf(err, err_len, "%s", s->tls_err);
@@ -260,11 +228,10 @@ int http_mount(struct mg_context *ctx, struct app *app, const char *path)
     if (!path || path[0] != '/' || app->path) return -1;
     app->path = strdup(path);
     if (!app->path) return -1;
-    /* No frame can be larger than the largest logical message it belongs to, so a
-     * larger one is refused from its header, before its payload is allocated. */
-    mg_zw_set_ws_limits(app->cfg->max_message_bytes, (unsigned)app->cfg->read_timeout_ms);
     mg_set_request_handler(ctx, path, handle_http, app);
-    mg_set_websocket_handler(ctx, path, ws_connect, ws_ready, ws_data, ws_close, app);
+    /* Only the connect handler: it answers the upgrade and hands the connection over,
+     * so CivetWeb never runs its own WebSocket loop for it. */
+    mg_set_websocket_handler(ctx, path, upgrade_websocket, NULL, NULL, NULL, app);
     return 0;
 }
 

@@ -47,7 +47,8 @@ static void batch_histogram(FILE *f, const struct store_lmdb_stats *st)
 static void latency_histogram(FILE *f, const struct store_lmdb_stats *st)
 {
     const char *name = "zwibbler_storage_commit_seconds";
-    head(f, name, "histogram", "Time from the start of an LMDB write transaction to its durable commit.");
+    head(f, name, "histogram",
+         "Time from the start of an LMDB write transaction to its durable commit.");
     uint64_t cum = 0;
     for (int i = 0; i < STORE_LMDB_LAT_HIST - 1; i++) {
         cum += st->commit_hist[i];
@@ -69,7 +70,8 @@ static void storage_metrics(FILE *f, const struct app *app)
     metric_u64(f, "zwibbler_storage_failed_commits_total", "counter",
                "LMDB write transactions that failed (their operations got a storage error).",
                st.failed_commits);
-    metric_u64(f, "zwibbler_storage_map_size_bytes", "gauge", "Current LMDB map size.", st.map_size);
+    metric_u64(f, "zwibbler_storage_map_size_bytes", "gauge", "Current LMDB map size.",
+               st.map_size);
     metric_u64(f, "zwibbler_storage_map_resizes_total", "counter", "Times the LMDB map was grown.",
                st.map_resizes);
     batch_histogram(f, &st);
@@ -98,7 +100,8 @@ static void process_metrics(FILE *f)
     }
     metric_u64(f, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
                resident * (uint64_t)sysconf(_SC_PAGESIZE));
-    metric_u64(f, "process_open_fds", "gauge", "Number of open file descriptors.", count_open_fds());
+    metric_u64(f, "process_open_fds", "gauge", "Number of open file descriptors.",
+               count_open_fds());
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
         metric_u64(f, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
@@ -115,7 +118,7 @@ char *metrics_render(const struct app *app, size_t *len)
     hub_get_stats(app->hub, &hs);
     metric_u64(f, "zwibbler_connections", "gauge", "Open WebSocket connections.", hs.connections);
     metric_u64(f, "zwibbler_connections_max", "gauge", "MaxConnections: the configured limit.",
-               (uint64_t)app->cfg->max_connections);
+               (uint64_t)app->max_connections);
     metric_u64(f, "zwibbler_documents", "gauge", "Documents with at least one connected client.",
                hs.documents);
     metric_u64(f, "zwibbler_appends_accepted_total", "counter", "APPENDs stored and acknowledged.",
@@ -123,8 +126,8 @@ char *metrics_render(const struct app *app, size_t *len)
     metric_u64(f, "zwibbler_appends_rejected_total", "counter",
                "APPENDs refused because the offset was not the document's length (NACK).",
                hs.appends_rejected);
-    metric_u64(f, "zwibbler_received_bytes_total", "counter", "Protocol bytes received from clients.",
-               hs.bytes_in);
+    metric_u64(f, "zwibbler_received_bytes_total", "counter",
+               "Protocol bytes received from clients.", hs.bytes_in);
     metric_u64(f, "zwibbler_sent_bytes_total", "counter", "Protocol bytes sent to clients.",
                hs.bytes_out);
     metric_u64(f, "zwibbler_messages_sent_total", "counter",

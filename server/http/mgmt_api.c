@@ -1,5 +1,5 @@
 /* mgmt_api: owns the management API: credentials, form parsing into memory, and the
- * six methods of PROTOCOL.md §6. */
+ * six methods of docs/protocol.md, Management API. */
 #include "mgmt_api.h"
 
 #include <stdarg.h>
@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <civetweb.h>
 #include <openssl/crypto.h>
@@ -15,30 +14,18 @@
 
 #include "app.h"
 #include "config.h"
-#include "cors.h"
 #include "hub.h"
 #include "jwt.h"
 #include "log.h"
+#include "respond.h"
+#include "rfc1123.h"
 #include "store.h"
 
 /* ---- responses ---- */
 
-static int respond(struct mg_connection *conn, int status, const char *content_type,
-                   const void *body, size_t len, int ask_credentials)
-{
-    char clen[32];
-    snprintf(clen, sizeof clen, "%zu", len);
-    mg_response_header_start(conn, status);
-    cors_write_headers(conn);
-    if (ask_credentials)
-        mg_response_header_add(conn, "WWW-Authenticate", "Basic realm=\"Zwibbler\"", -1);
-    mg_response_header_add(conn, "Content-Type", content_type, -1);
-    mg_response_header_add(conn, "Content-Length", clen, -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    mg_response_header_send(conn);
-    if (len) mg_write(conn, body, len);
-    return status;
-}
+/* Sent with every 401, so that a browser asks for the credentials. */
+static const char *const ask_credentials[] = { "WWW-Authenticate", "Basic realm=\"Zwibbler\"",
+                                               NULL };
 
 static int respond_text(struct mg_connection *conn, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -52,7 +39,8 @@ static int respond_text(struct mg_connection *conn, int status, const char *fmt,
     va_end(ap);
     if (n < 0) n = 0;
     if ((size_t)n >= sizeof text) n = sizeof text - 1;
-    return respond(conn, status, "text/plain; charset=utf-8", text, (size_t)n, status == 401);
+    return http_respond_with(conn, status, "text/plain; charset=utf-8", text, (size_t)n,
+                             status == 401 ? ask_credentials : NULL);
 }
 
 /* Maps a storage failure to a status: the caller's fault, try later, or ours. */
@@ -109,8 +97,16 @@ static int authorized(struct mg_connection *conn, const struct config *cfg)
 
 /* ---- form fields ---- */
 
-enum { F_METHOD, F_DOCUMENT_ID, F_CONTENTS, F_TOKEN, F_USER_ID, F_EXPIRATION,
-       F_PERMISSIONS, F_COUNT };
+enum {
+    F_METHOD,
+    F_DOCUMENT_ID,
+    F_CONTENTS,
+    F_TOKEN,
+    F_USER_ID,
+    F_EXPIRATION,
+    F_PERMISSIONS,
+    F_COUNT
+};
 static const char *const field_names[F_COUNT] = {
     "method", "documentID", "contents", "token", "userID", "expiration", "permissions",
 };
@@ -123,7 +119,7 @@ struct field {
 
 struct form {
     struct field f[F_COUNT];
-    int current;       /* field receiving chunks, -1 when skipping */
+    int current; /* field receiving chunks, -1 when skipping */
     size_t total, limit;
     int too_big, no_mem;
 };
@@ -135,8 +131,8 @@ static int field_index(const char *name)
     return -1;
 }
 
-static int on_field_found(const char *key, const char *filename, char *path,
-                          size_t pathlen, void *arg)
+static int on_field_found(const char *key, const char *filename, char *path, size_t pathlen,
+                          void *arg)
 {
     (void)path;
     (void)pathlen;
@@ -250,61 +246,10 @@ static int read_form(struct mg_connection *conn, const struct app *app, struct f
     return 0;
 }
 
-/* ---- dates ---- */
-
-static int name_index(const char *s, const char *const names[], int count)
-{
-    for (int i = 0; i < count; i++)
-        if (strncasecmp(s, names[i], 3) == 0) return i;
-    return -1;
-}
-
-static int digits(const char *s, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-int mgmt_parse_rfc1123(const char *s, int64_t *out)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    /* "Mon, 02 Jan 2006 15:04:05 GMT": fixed layout, 29 characters. */
-    if (!s || strlen(s) != 29) return -1;
-    int day, year, hh, mm, ss;
-    if (name_index(s, days, 7) < 0 || s[3] != ',' || s[4] != ' ' || digits(s + 5, 2, &day) ||
-        s[7] != ' ' || s[11] != ' ' || digits(s + 12, 4, &year) || s[16] != ' ' ||
-        digits(s + 17, 2, &hh) || s[19] != ':' || digits(s + 20, 2, &mm) || s[22] != ':' ||
-        digits(s + 23, 2, &ss) || s[25] != ' ')
-        return -1;
-    int mon = name_index(s + 8, months, 12);
-    if (mon < 0) return -1;
-    if (strcmp(s + 26, "GMT") != 0 && strcmp(s + 26, "UTC") != 0) return -1;
-    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    int maxd = (mon == 1 && !leap) ? 28 : mdays[mon];
-    if (day < 1 || day > maxd || hh > 23 || mm > 59 || ss > 59) return -1;
-    struct tm tm = {0};
-    tm.tm_year = year - 1900;
-    tm.tm_mon = mon;
-    tm.tm_mday = day;
-    tm.tm_hour = hh;
-    tm.tm_min = mm;
-    tm.tm_sec = ss;
-    *out = (int64_t)timegm(&tm);
-    return 0;
-}
-
 /* ---- methods ---- */
 
-#define REQUIRE(var, idx)                                                          \
-    const struct field *var = get(fm, idx);                                        \
+#define REQUIRE(var, idx)                                                                          \
+    const struct field *var = get(fm, idx);                                                        \
     if (!var) return respond_text(conn, 400, "Missing %s", field_names[idx])
 
 static void keep_permissions(const struct field *p, char out[8])
@@ -315,23 +260,20 @@ static void keep_permissions(const struct field *p, char out[8])
     out[n] = 0;
 }
 
-static int create_document(struct mg_connection *conn, const struct app *app,
-                           const struct form *fm)
+static int create_document(struct mg_connection *conn, const struct app *app, const struct form *fm)
 {
     REQUIRE(doc, F_DOCUMENT_ID);
     /* A text field must be non-empty; an uploaded file may be empty (as reference). */
     const struct field *c = &fm->f[F_CONTENTS];
     if (!c->present || (!c->is_file && c->len == 0))
         return respond_text(conn, 400, "Missing contents");
-    int rc = store_doc_create(app->store, doc->data, doc->len, (const uint8_t *)c->data,
-                              c->len);
+    int rc = store_doc_create(app->store, doc->data, doc->len, (const uint8_t *)c->data, c->len);
     if (rc == STORE_EEXISTS) return respond_text(conn, 409, "Document already exists");
     if (rc != STORE_OK) return respond_store_error(conn, "createDocument", rc);
     return respond_text(conn, 200, "OK");
 }
 
-static int delete_document(struct mg_connection *conn, const struct app *app,
-                           const struct form *fm)
+static int delete_document(struct mg_connection *conn, const struct app *app, const struct form *fm)
 {
     REQUIRE(doc, F_DOCUMENT_ID);
     /* Clients first, so none of them can append between the delete and its close. */
@@ -342,8 +284,8 @@ static int delete_document(struct mg_connection *conn, const struct app *app,
     return respond_text(conn, 200, "OK");
 }
 
-static int dump_document(struct mg_connection *conn, const struct app *app,
-                         const struct form *fm, int with_body)
+static int dump_document(struct mg_connection *conn, const struct app *app, const struct form *fm,
+                         int with_body)
 {
     REQUIRE(doc, F_DOCUMENT_ID);
     if (!with_body) {
@@ -358,23 +300,21 @@ static int dump_document(struct mg_connection *conn, const struct app *app,
     int rc = store_doc_read(app->store, doc->data, doc->len, 0, &data, &len, NULL);
     if (rc == STORE_ENOTFOUND) return respond_text(conn, 404, "Not found");
     if (rc != STORE_OK) return respond_store_error(conn, "dumpDocument", rc);
-    int status = respond(conn, 200, "text/plain", data, len, 0);
+    int status = http_respond(conn, 200, "text/plain", data, len);
     free(data);
     return status;
 }
 
-static int add_token(struct mg_connection *conn, const struct app *app,
-                     const struct form *fm)
+static int add_token(struct mg_connection *conn, const struct app *app, const struct form *fm)
 {
     REQUIRE(doc, F_DOCUMENT_ID);
     REQUIRE(token, F_TOKEN);
     REQUIRE(user, F_USER_ID);
     REQUIRE(exp, F_EXPIRATION);
     int64_t expires;
-    if (memchr(exp->data, 0, exp->len) || mgmt_parse_rfc1123(exp->data, &expires) != 0)
+    if (memchr(exp->data, 0, exp->len) || rfc1123_parse(exp->data, &expires) != 0)
         return respond_text(conn, 400, "Incorrect expires format");
-    if (memchr(user->data, 0, user->len))
-        return respond_text(conn, 400, "Invalid userID");
+    if (memchr(user->data, 0, user->len)) return respond_text(conn, 400, "Invalid userID");
 
     struct store_token t;
     memset(&t, 0, sizeof t);
@@ -387,8 +327,8 @@ static int add_token(struct mg_connection *conn, const struct app *app,
 
     const struct field *contents = get(fm, F_CONTENTS);
     if (contents) {
-        rc = store_doc_create(app->store, doc->data, doc->len,
-                              (const uint8_t *)contents->data, contents->len);
+        rc = store_doc_create(app->store, doc->data, doc->len, (const uint8_t *)contents->data,
+                              contents->len);
         if (rc == STORE_EEXISTS) return respond_text(conn, 409, "Document already exists");
         if (rc != STORE_OK) return respond_store_error(conn, "addToken", rc);
     }
@@ -403,8 +343,7 @@ static int add_token(struct mg_connection *conn, const struct app *app,
     return respond_text(conn, 200, "OK");
 }
 
-static int update_user(struct mg_connection *conn, const struct app *app,
-                       const struct form *fm)
+static int update_user(struct mg_connection *conn, const struct app *app, const struct form *fm)
 {
     REQUIRE(user, F_USER_ID);
     char perms[8];

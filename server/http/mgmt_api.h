@@ -1,5 +1,5 @@
 /* mgmt_api: the management API, `POST /socket` with a form field `method`
- * (PROTOCOL.md §6): createDocument, deleteDocument, dumpDocument, checkDocument,
+ * (docs/protocol.md, Management API): createDocument, deleteDocument, dumpDocument, checkDocument,
  * addToken, updateUser.
  *
  * Every call needs HTTP Basic credentials equal to SecretUser/SecretPassword
@@ -19,8 +19,6 @@
 #ifndef ZW_MGMT_API_H
 #define ZW_MGMT_API_H
 
-#include <stdint.h>
-
 struct mg_connection;
 struct app;
 
@@ -28,11 +26,5 @@ struct app;
  * Returns the HTTP status code it sent, for a CivetWeb request handler to return.
  * Safe to call from many CivetWeb worker threads at once. */
 int mgmt_api_handle(struct mg_connection *conn, const struct app *app);
-
-/* Parses an RFC 1123 date with a GMT or UTC zone ("Mon, 02 Jan 2006 15:04:05 GMT"),
- * strictly: two-digit day, English day and month names (any case), four-digit year.
- * The weekday is not checked against the date (the reference does not either).
- * Returns 0 and sets *out to Unix seconds, or -1. Exposed for unit tests. */
-int mgmt_parse_rfc1123(const char *s, int64_t *out);
 
 #endif

@@ -62,8 +62,8 @@ static void warn_if_expired(SSL_CTX *ctx, const char *cert_file)
         log_warn("CertFile: %s: the certificate is not valid yet", cert_file);
 }
 
-static int configure(SSL_CTX *ctx, const char *cert_file, const char *key_file, int warn,
-                     char *err, size_t err_len)
+static int configure(SSL_CTX *ctx, const char *cert_file, const char *key_file, int warn, char *err,
+                     size_t err_len)
 {
     char why[256];
     if (check_readable("CertFile", cert_file, err, err_len)) return -1;
@@ -96,12 +96,14 @@ static int configure(SSL_CTX *ctx, const char *cert_file, const char *key_file, 
         if (ERR_GET_LIB(e) == ERR_LIB_X509 && (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
                                                ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH)) {
             ERR_clear_error();
-            snprintf(err, err_len, "KeyFile: %s: the key does not match the certificate in CertFile %s",
-                     key_file, cert_file);
+            snprintf(err, err_len,
+                     "KeyFile: %s: the key does not match the certificate in CertFile %s", key_file,
+                     cert_file);
             return -1;
         }
-        snprintf(err, err_len, "KeyFile: %s: not a PEM private key, or an encrypted one (OpenSSL: %s)",
-                 key_file, ssl_reason(why, sizeof why, "unreadable"));
+        snprintf(err, err_len,
+                 "KeyFile: %s: not a PEM private key, or an encrypted one (OpenSSL: %s)", key_file,
+                 ssl_reason(why, sizeof why, "unreadable"));
         return -1;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -3,13 +3,12 @@
  * small static write. */
 #include "web.h"
 
-#include <stdio.h>
 #include <string.h>
 
 #include "app.h"
 #include "civetweb.h"
 #include "config.h"
-#include "cors.h"
+#include "respond.h"
 
 /* The pages' scripts and styles are inline, so they need 'unsafe-inline'; everything
  * else is shut. connect-src 'self' admits ws:/wss: to the page's own host and port
@@ -40,18 +39,16 @@ int web_handle(struct mg_connection *conn, const struct app *app, const char *pa
     int head = !strcmp(ri->request_method, "HEAD");
     if (!a || (!head && strcmp(ri->request_method, "GET"))) return 0;
 
-    char len[32];
-    snprintf(len, sizeof len, "%zu", a->len);
-    mg_response_header_start(conn, 200);
-    mg_response_header_add(conn, "Content-Type", "text/html; charset=utf-8", -1);
-    mg_response_header_add(conn, "Content-Length", len, -1);
-    /* Always fresh: after an upgrade the page must match the server it tests. */
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    mg_response_header_add(conn, "Content-Security-Policy", CSP, -1);
-    mg_response_header_add(conn, "X-Content-Type-Options", "nosniff", -1);
-    mg_response_header_add(conn, "Referrer-Policy", "no-referrer", -1);
-    cors_write_headers(conn);
-    mg_response_header_send(conn);
-    if (!head) mg_write(conn, a->data, a->len);
-    return 200;
+    /* Always fresh (no-store): after an upgrade the page must match the server it
+     * tests. */
+    static const char *const headers[] = {
+        "Content-Security-Policy",
+        CSP,
+        "X-Content-Type-Options",
+        "nosniff",
+        "Referrer-Policy",
+        "no-referrer",
+        NULL,
+    };
+    return http_respond_with(conn, 200, "text/html; charset=utf-8", a->data, a->len, headers);
 }

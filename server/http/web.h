@@ -12,7 +12,7 @@ struct mg_connection;
 
 /* One embedded file, generated into build/<variant>/gen/web_assets.c. */
 struct web_asset {
-    const char *name; /* file name under server/web/, e.g. "test.html" */
+    const char *name; /* file name under server/http/web/, e.g. "test.html" */
     const unsigned char *data;
     size_t len;
 };

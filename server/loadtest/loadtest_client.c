@@ -8,6 +8,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "bytes.h"
 #include "codec.h"
 #include "loadtest_run.h"
 
@@ -51,8 +52,7 @@ static void take_bytes(struct lt_client *c, uint64_t off, const uint8_t *p, size
         c->crc = (uint32_t)crc32_z(c->crc, p, n);
         c->len += n;
     }
-    if (c->role != LT_CHECKER && c->len > run->docs[c->doc].len)
-        run->docs[c->doc].len = c->len;
+    if (c->role != LT_CHECKER && c->len > run->docs[c->doc].len) run->docs[c->doc].len = c->len;
 }
 
 /* Reads the timestamps of a live change and records screen-to-screen times. */
@@ -66,9 +66,9 @@ static void time_change(struct lt_client *c, const uint8_t *p, size_t n, uint64_
         return;
     }
     for (size_t at = 0; at < n; at += cb) {
-        uint64_t ms = codec_get32(p + at);
-        uint16_t us = codec_get16(p + at + 4);
-        uint32_t sender = codec_get32(p + at + 6);
+        uint64_t ms = be_get32(p + at);
+        uint16_t us = be_get16(p + at + 4);
+        uint32_t sender = be_get32(p + at + 6);
         uint64_t sent = ms * 1000 + us;
         /* Bytes from another run of the tester (or any other writer) carry no
          * time of ours: anything implausible is left out of the figures. */
@@ -81,10 +81,8 @@ static void time_change(struct lt_client *c, const uint8_t *p, size_t n, uint64_
         uint64_t d = rel_now - sent;
         lt_hist_add(&run->s2s, d);
         struct lt_window *w = &run->win;
-        if (w->n == 0 || d < w->min_us)
-            w->min_us = d;
-        if (d > w->max_us)
-            w->max_us = d;
+        if (w->n == 0 || d < w->min_us) w->min_us = d;
+        if (d > w->max_us) w->max_us = d;
         w->n++;
         w->sum_us += d;
     }
@@ -97,9 +95,9 @@ static void send_change(struct lt_client *c)
     struct lt_run *run = c->run;
     size_t cb = run->opts->change_bytes;
     uint64_t rel = lt_now_us() - run->t0_us;
-    codec_put32(c->change, (uint32_t)(rel / 1000));
-    codec_put16(c->change + 4, (uint16_t)(rel % 1000));
-    codec_put32(c->change + 6, (uint32_t)c->index);
+    be_put32(c->change, (uint32_t)(rel / 1000));
+    be_put16(c->change + 4, (uint16_t)(rel % 1000));
+    be_put32(c->change + 6, (uint32_t)c->index);
     size_t n = codec_encode_append(run->send_buf, 3, c->len, c->change, cb);
     c->pending = 1;
     c->applied_early = 0;
@@ -108,16 +106,14 @@ static void send_change(struct lt_client *c)
     c->pend_sent_us = lt_now_us();
     run->pending_appends++;
     run->c.appends_sent++;
-    if (lt_ws_send(&run->ws, &c->ws, run->send_buf, n))
-        fail(c, c->ws.err);
+    if (lt_ws_send(&run->ws, &c->ws, run->send_buf, n)) fail(c, c->ws.err);
 }
 
 /* Arms the next change after a completed one, per --delay-ms. */
 static void schedule_change(struct lt_client *c)
 {
     struct lt_run *run = c->run;
-    if (run->phase != LT_PHASE_RUN || c->stopped)
-        return;
+    if (run->phase != LT_PHASE_RUN || c->stopped) return;
     double mean_us = run->opts->delay_ms * 1000.0;
     if (mean_us <= 0) {
         send_change(c);
@@ -126,8 +122,7 @@ static void schedule_change(struct lt_client *c)
     /* Uniform over [0, 2 * mean]: averages the mean like the reference's random
      * pauses, without the long tail an exponential would add. */
     uint64_t due = lt_now_us() + 1 + (uint64_t)(lt_random(run) * 2 * mean_us);
-    if (lt_timer_set(run, c, due))
-        fail(c, "out of memory");
+    if (lt_timer_set(run, c, due)) fail(c, "out of memory");
 }
 
 static void end_pending(struct lt_client *c)
@@ -145,8 +140,8 @@ static void on_ack(struct lt_client *c, const uint8_t *m, size_t n)
         fail(c, "short ACK message");
         return;
     }
-    uint16_t ack = codec_get16(m + 2);
-    uint64_t length = codec_get64(m + 4);
+    uint16_t ack = be_get16(m + 2);
+    uint64_t length = be_get64(m + 4);
     if (c->role != LT_TEACHER || !c->pending) {
         run->c.ack_mismatches++;
         lt_logv(run, "client %d: ACK %u with no APPEND outstanding", c->index, ack);
@@ -173,8 +168,7 @@ static void on_ack(struct lt_client *c, const uint8_t *m, size_t n)
             lt_logv(run, "teacher %d: ACK length %llu, expected %llu", c->index,
                     (unsigned long long)length, (unsigned long long)(c->pend_off + cb));
         }
-        if (length > run->docs[c->doc].len)
-            run->docs[c->doc].len = length;
+        if (length > run->docs[c->doc].len) run->docs[c->doc].len = length;
         schedule_change(c);
     } else if (ack == 0) {
         run->c.nacks++;
@@ -184,10 +178,8 @@ static void on_ack(struct lt_client *c, const uint8_t *m, size_t n)
             run->c.ack_mismatches++; /* the gap we took for our change was a hole */
             c->hole = 1;
         }
-        if (length > run->docs[c->doc].len)
-            run->docs[c->doc].len = length;
-        if (run->phase != LT_PHASE_RUN)
-            return;
+        if (length > run->docs[c->doc].len) run->docs[c->doc].len = length;
+        if (run->phase != LT_PHASE_RUN) return;
         /* Retry as soon as the catch-up APPENDs bring us to the reported length. */
         c->nack_len = length;
         if (c->len >= length)
@@ -260,25 +252,22 @@ static void handle_message(struct lt_client *c, const uint8_t *m, size_t n)
         }
         run->c.deliveries++;
         run->c.delivered_bytes += a.data_len;
-        if (c->role != LT_CHECKER)
-            time_change(c, a.data, a.data_len, lt_now_us());
+        if (c->role != LT_CHECKER) time_change(c, a.data, a.data_len, lt_now_us());
         after_bytes(c);
         return;
     }
-    case CODEC_ACK:
-        on_ack(c, m, n);
-        return;
+    case CODEC_ACK: on_ack(c, m, n); return;
     case CODEC_ERROR: {
         run->c.server_errors++;
         char why[160];
-        unsigned code = n >= 4 ? codec_get16(m + 2) : 0;
+        unsigned code = n >= 4 ? be_get16(m + 2) : 0;
         int tl = n > 4 ? (int)(n - 4 > 100 ? 100 : n - 4) : 0;
-        snprintf(why, sizeof why, "server ERROR %u: %.*s", code, tl, n > 4 ? (const char *)m + 4 : "");
+        snprintf(why, sizeof why, "server ERROR %u: %.*s", code, tl,
+                 n > 4 ? (const char *)m + 4 : "");
         fail(c, why);
         return;
     }
-    default:
-        return; /* KEY INFORMATION, BROADCAST, SET KEY ACK: not ours to check */
+    default: return; /* KEY INFORMATION, BROADCAST, SET KEY ACK: not ours to check */
     }
 }
 
@@ -289,9 +278,9 @@ static int still_on(const struct lt_client *c)
     return c->state == LT_C_CONNECTING || c->state == LT_C_LIVE;
 }
 
-/* One WebSocket message: a whole logical message, the first piece of a split
- * one, or a continuation (PROTOCOL §1.1). Split APPENDs are hashed piece by
- * piece, so a 20 MB catch-up never needs 20 MB of memory. */
+/* One WebSocket message: a whole logical message, the first piece of a split one, or a continuation
+ * (docs/protocol.md, Framing and continuations). Split APPENDs are hashed piece by piece, so a 20
+ * MB catch-up never needs 20 MB of memory. */
 static int on_message(void *user, const uint8_t *m, size_t n)
 {
     struct lt_client *c = user;
@@ -304,8 +293,7 @@ static int on_message(void *user, const uint8_t *m, size_t n)
         if (c->in_append) {
             take_bytes(c, c->app_off, m + 2, n - 2);
             c->app_off += n - 2;
-            if (c->got_first)
-                run->c.delivered_bytes += n - 2;
+            if (c->got_first) run->c.delivered_bytes += n - 2;
             if (m[1] == 0) {
                 c->in_append = 0;
                 if (!c->got_first) {
@@ -343,12 +331,11 @@ static int on_message(void *user, const uint8_t *m, size_t n)
             fail(c, "split APPEND shorter than its header");
             return -1;
         }
-        uint64_t off = codec_get64(m + hl - 8);
+        uint64_t off = be_get64(m + hl - 8);
         c->in_append = 1;
         take_bytes(c, off, m + hl, n - hl);
         c->app_off = off + (n - hl);
-        if (c->got_first)
-            run->c.delivered_bytes += n - hl;
+        if (c->got_first) run->c.delivered_bytes += n - hl;
     } else {
         if (!c->reasm) {
             c->reasm = malloc(sizeof *c->reasm);
@@ -371,7 +358,7 @@ static int on_message(void *user, const uint8_t *m, size_t n)
     return still_on(c) ? 0 : -1;
 }
 
-/* Upgrade done: INIT, protocol 3 (PROTOCOL §2.1), from offset 0 so that the
+/* Upgrade done: INIT, protocol 3 (docs/protocol.md, Messages), from offset 0 so that the
  * client's bytes are the whole document, which the data check compares. */
 static void on_open(void *user)
 {
@@ -382,18 +369,17 @@ static void on_open(void *user)
     uint8_t *b = run->send_buf, *p = b;
     *p++ = CODEC_INIT;
     *p++ = 0;
-    codec_put16(p, 3), p += 2;
-    codec_put32(p, 0), p += 4; /* maxMessageSize: the server's default split */
-    *p++ = 0;                  /* creationMode: open or create */
-    codec_put32(p, 0), p += 4; /* generation */
-    codec_put64(p, 0), p += 8; /* offset */
-    codec_put32(p, (uint32_t)idl), p += 4;
+    be_put16(p, 3), p += 2;
+    be_put32(p, 0), p += 4; /* maxMessageSize: the server's default split */
+    *p++ = 0;               /* creationMode: open or create */
+    be_put32(p, 0), p += 4; /* generation */
+    be_put64(p, 0), p += 8; /* offset */
+    be_put32(p, (uint32_t)idl), p += 4;
     memcpy(p, id, idl), p += idl;
-    if (lt_ws_send(&run->ws, &c->ws, b, (size_t)(p - b)))
-        fail(c, c->ws.err);
+    if (lt_ws_send(&run->ws, &c->ws, b, (size_t)(p - b))) fail(c, c->ws.err);
 }
 
-static const struct lt_ws_cb callbacks = {on_open, on_message};
+static const struct lt_ws_cb callbacks = { on_open, on_message };
 
 /* ---- lifecycle ---- */
 
@@ -415,16 +401,16 @@ static void release(struct lt_client *c)
 static void fail(struct lt_client *c, const char *why)
 {
     struct lt_run *run = c->run;
-    if (c->state == LT_C_FAILED || c->state == LT_C_CLOSED)
-        return;
-    const char *who = c->role == LT_TEACHER ? "teacher" : c->role == LT_STUDENT ? "student" : "checker";
+    if (c->state == LT_C_FAILED || c->state == LT_C_CLOSED) return;
+    const char *who = c->role == LT_TEACHER   ? "teacher"
+                      : c->role == LT_STUDENT ? "student"
+                                              : "checker";
     if (c->state == LT_C_LIVE) {
         run->live--;
         run->c.dropped++;
         lt_logv(run, "%s %d lost its connection: %s", who, c->index, why);
     } else {
-        if (c->state == LT_C_CONNECTING)
-            run->connecting--;
+        if (c->state == LT_C_CONNECTING) run->connecting--;
         if (c->role == LT_CHECKER) {
             run->checks_open--;
             if (++c->attempts < LT_CHECK_ATTEMPTS) {
@@ -434,8 +420,7 @@ static void fail(struct lt_client *c, const char *why)
                 c->hole = c->got_first = 0;
                 c->len = 0;
                 c->crc = 0;
-                if (lt_timer_set(run, c, lt_now_us() + LT_CHECK_RETRY_US) == 0)
-                    return;
+                if (lt_timer_set(run, c, lt_now_us() + LT_CHECK_RETRY_US) == 0) return;
             }
             run->docs[c->doc].check = -1;
         } else {
@@ -462,8 +447,7 @@ int lt_client_setup(struct lt_client *c, struct lt_run *run, enum lt_role role, 
     if (role == LT_TEACHER) {
         size_t cb = run->opts->change_bytes;
         c->change = malloc(cb);
-        if (!c->change)
-            return -1;
+        if (!c->change) return -1;
         /* Filler after the 10 timed bytes: readable in a dump, varies by sender. */
         for (size_t i = LT_CHANGE_MIN; i < cb; i++)
             c->change[i] = (uint8_t)('a' + (index + i) % 26);
@@ -477,16 +461,13 @@ void lt_client_start(struct lt_client *c)
     lt_ws_init(&c->ws); /* a retried checker starts from a clean connection */
     c->state = LT_C_CONNECTING;
     run->connecting++;
-    if (c->role == LT_CHECKER)
-        run->checks_open++;
-    if (lt_ws_connect(&run->ws, &c->ws, c))
-        fail(c, c->ws.err);
+    if (c->role == LT_CHECKER) run->checks_open++;
+    if (lt_ws_connect(&run->ws, &c->ws, c)) fail(c, c->ws.err);
 }
 
 void lt_client_event(struct lt_client *c, uint32_t events)
 {
-    if (c->state != LT_C_CONNECTING && c->state != LT_C_LIVE)
-        return;
+    if (c->state != LT_C_CONNECTING && c->state != LT_C_LIVE) return;
     if (lt_ws_handle(&c->run->ws, &c->ws, events, &callbacks, c) && still_on(c))
         fail(c, c->ws.err[0] ? c->ws.err : "connection ended");
 }
@@ -495,8 +476,8 @@ void lt_client_timer(struct lt_client *c)
 {
     if (c->state == LT_C_IDLE) {
         lt_client_start(c);
-    } else if (c->state == LT_C_LIVE && c->role == LT_TEACHER && !c->pending &&
-               !c->wait_catchup && c->run->phase == LT_PHASE_RUN) {
+    } else if (c->state == LT_C_LIVE && c->role == LT_TEACHER && !c->pending && !c->wait_catchup &&
+               c->run->phase == LT_PHASE_RUN) {
         send_change(c);
     }
 }
@@ -509,12 +490,9 @@ void lt_client_quiesce(struct lt_client *c)
 
 void lt_client_close(struct lt_client *c)
 {
-    if (c->state == LT_C_CONNECTING)
-        c->run->connecting--;
-    if (c->state == LT_C_LIVE && c->role != LT_CHECKER)
-        c->run->live--;
-    if (c->state == LT_C_CONNECTING || c->state == LT_C_LIVE)
-        c->state = LT_C_CLOSED;
+    if (c->state == LT_C_CONNECTING) c->run->connecting--;
+    if (c->state == LT_C_LIVE && c->role != LT_CHECKER) c->run->live--;
+    if (c->state == LT_C_CONNECTING || c->state == LT_C_LIVE) c->state = LT_C_CLOSED;
     release(c);
     free(c->change);
     c->change = NULL;

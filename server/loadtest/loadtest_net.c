@@ -19,8 +19,7 @@ static void net_err(char *err, size_t err_len, const char *fmt, ...)
 
 static void net_err(char *err, size_t err_len, const char *fmt, ...)
 {
-    if (err[0])
-        return;
+    if (err[0]) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, err_len, fmt, ap);
@@ -80,7 +79,7 @@ int lt_net_target_init(struct lt_net_target *t, const char *url, int tls_verify,
         snprintf(port, sizeof port, "%s", colon + 1);
     }
 
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res;
     int rc = getaddrinfo(t->host, port, &hints, &res);
     if (rc) {
         net_err(err, err_len, "cannot resolve %s: %s", t->host, gai_strerror(rc));
@@ -112,8 +111,7 @@ int lt_net_target_init(struct lt_net_target *t, const char *url, int tls_verify,
 
 void lt_net_target_free(struct lt_net_target *t)
 {
-    if (t->ssl_ctx)
-        SSL_CTX_free(t->ssl_ctx);
+    if (t->ssl_ctx) SSL_CTX_free(t->ssl_ctx);
     t->ssl_ctx = NULL;
 }
 
@@ -164,11 +162,9 @@ int lt_net_tls_step(struct lt_net_conn *c, char *err, size_t err_len)
     ERR_clear_error();
     int r = SSL_connect(c->ssl);
     c->wants_write = 0;
-    if (r == 1)
-        return 1;
+    if (r == 1) return 1;
     int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ)
-        return 0;
+    if (e == SSL_ERROR_WANT_READ) return 0;
     if (e == SSL_ERROR_WANT_WRITE) {
         c->wants_write = 1;
         return 0;
@@ -185,23 +181,19 @@ ssize_t lt_net_write(struct lt_net_conn *c, const void *p, size_t n, char *err, 
         ERR_clear_error();
         int r = SSL_write(c->ssl, p, n > (1u << 30) ? 1 << 30 : (int)n);
         c->wants_write = 0;
-        if (r > 0)
-            return r;
+        if (r > 0) return r;
         int e = SSL_get_error(c->ssl, r);
         if (e == SSL_ERROR_WANT_WRITE) {
             c->wants_write = 1;
             return 0;
         }
-        if (e == SSL_ERROR_WANT_READ)
-            return 0;
+        if (e == SSL_ERROR_WANT_READ) return 0;
         net_err(err, err_len, "TLS write failed");
         return -1;
     }
     ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
-    if (r >= 0)
-        return r;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return 0;
+    if (r >= 0) return r;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
     net_err(err, err_len, "send: %s", strerror(errno));
     return -1;
 }
@@ -211,11 +203,9 @@ ssize_t lt_net_read(struct lt_net_conn *c, void *p, size_t n, char *err, size_t 
     if (c->ssl) {
         ERR_clear_error();
         int r = SSL_read(c->ssl, p, n > (1u << 30) ? 1 << 30 : (int)n);
-        if (r > 0)
-            return r;
+        if (r > 0) return r;
         int e = SSL_get_error(c->ssl, r);
-        if (e == SSL_ERROR_WANT_READ)
-            return 0;
+        if (e == SSL_ERROR_WANT_READ) return 0;
         if (e == SSL_ERROR_WANT_WRITE) {
             c->wants_write = 1;
             return 0;
@@ -229,15 +219,13 @@ ssize_t lt_net_read(struct lt_net_conn *c, void *p, size_t n, char *err, size_t 
         return -1;
     }
     ssize_t r = recv(c->fd, p, n, 0);
-    if (r > 0)
-        return r;
+    if (r > 0) return r;
     if (r == 0) {
         c->eof = 1;
         net_err(err, err_len, "connection closed by the server");
         return -1;
     }
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return 0;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
     net_err(err, err_len, "recv: %s", strerror(errno));
     return -1;
 }
@@ -248,7 +236,6 @@ void lt_net_close(struct lt_net_conn *c)
         SSL_free(c->ssl);
         c->ssl = NULL;
     }
-    if (c->fd >= 0)
-        close(c->fd);
+    if (c->fd >= 0) close(c->fd);
     c->fd = -1;
 }

@@ -42,8 +42,7 @@ void lt_net_target_free(struct lt_net_target *t);
 
 /* Opens a non-blocking socket and starts connecting (TCP_NODELAY set: latency is
  * what we measure). Returns 0 (connected or in progress) or -1. */
-int lt_net_connect(const struct lt_net_target *t, struct lt_net_conn *c, char *err,
-                   size_t err_len);
+int lt_net_connect(const struct lt_net_target *t, struct lt_net_conn *c, char *err, size_t err_len);
 /* After the socket turned writable: 0 when the connect succeeded, -1 otherwise. */
 int lt_net_connected(struct lt_net_conn *c, char *err, size_t err_len);
 /* Starts TLS on a connected socket; then call lt_net_tls_step on every event

@@ -5,16 +5,17 @@
 #include <stddef.h>
 
 struct lt_opts {
-    const char *url;      /* ws://host:port/path or wss://... */
-    const char *docid;    /* base document id */
+    const char *url;   /* ws://host:port/path or wss://... */
+    const char *docid; /* base document id */
     int teachers;
     int students;
-    int docs;             /* >= 1 */
-    double duration_s;    /* 0 = until SIGINT */
-    double delay_ms;      /* mean gap between a teacher's changes; 0 = back to back */
-    size_t change_bytes;  /* >= LT_CHANGE_MIN */
-    double spread_ms;     /* connections spread over this window */
+    int docs;            /* >= 1 */
+    double duration_s;   /* 0 = until SIGINT */
+    double delay_ms;     /* mean gap between a teacher's changes; 0 = back to back */
+    size_t change_bytes; /* >= LT_CHANGE_MIN */
+    double spread_ms;    /* connections spread over this window */
     int json;
+    int compression; /* offer permessage-deflate */
     int verbose;
     int tls_verify;
 };

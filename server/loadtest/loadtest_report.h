@@ -9,14 +9,16 @@ struct lt_run;
 
 /* Outcome of a run, computed by the driver at the end. */
 struct lt_result {
-    double run_s;          /* length of the RUN phase */
-    int expected;          /* clients asked for */
-    int not_connected;     /* clients never connected (failed, or never started) */
-    int checked;           /* clients whose bytes were compared with the document */
-    int mismatched;        /* ... and differed */
-    int docs_unchecked;    /* documents the checker could not fetch */
-    int drain_timed_out;   /* clients were still behind when the check started */
-    int check_skipped;     /* a second Ctrl-C cut the run short */
+    double run_s;        /* length of the RUN phase */
+    int expected;        /* clients asked for */
+    int not_connected;   /* clients never connected (failed, or never started) */
+    int checked;         /* clients whose bytes were compared with the document */
+    int mismatched;      /* ... and differed */
+    int docs_unchecked;  /* documents the checker could not fetch */
+    int drain_timed_out; /* clients were still behind when the check started */
+    int check_skipped;   /* a second Ctrl-C cut the run short */
+    int interrupted;     /* Ctrl-C (SIGINT/SIGTERM) ended the run: a normal end */
+    int not_started;     /* ... before these clients' connect times came */
     int data_ok;
     unsigned long long errors;
     int ok;

@@ -22,21 +22,21 @@ enum lt_phase {
 
 struct lt_doc {
     char *id;
-    uint64_t len;      /* longest length any of its clients has seen */
-    int check;         /* data check: 0 pending, 1 fetched, -1 failed */
+    uint64_t len; /* longest length any of its clients has seen */
+    int check;    /* data check: 0 pending, 1 fetched, -1 failed */
     uint64_t check_len;
     uint32_t check_crc;
 };
 
 /* Event counts over the whole run. */
 struct lt_counts {
-    uint64_t connected;       /* clients that completed INIT and catch-up */
-    uint64_t connect_errors;  /* failed before catch-up completed */
-    uint64_t dropped;         /* live connections lost before the end */
-    uint64_t server_errors;   /* ERROR messages received */
+    uint64_t connected;      /* clients that completed INIT and catch-up */
+    uint64_t connect_errors; /* failed before catch-up completed */
+    uint64_t dropped;        /* live connections lost before the end */
+    uint64_t server_errors;  /* ERROR messages received */
     uint64_t appends_sent;
     uint64_t acks, nacks, readonly_acks;
-    uint64_t deliveries;      /* APPENDs received after catch-up, all clients */
+    uint64_t deliveries; /* APPENDs received after catch-up, all clients */
     uint64_t delivered_bytes;
     uint64_t gaps;            /* an APPEND started past what the client had */
     uint64_t duplicates;      /* APPENDs starting below the client's end */
@@ -60,23 +60,23 @@ struct lt_run {
     struct lt_ws_ctx ws;
     int epfd;
     enum lt_phase phase;
-    uint64_t t0_us;          /* monotonic time the run started */
-    uint64_t run_end_us;     /* when the RUN phase ended (0 while running) */
+    uint64_t t0_us;      /* monotonic time the run started */
+    uint64_t run_end_us; /* when the RUN phase ended (0 while running) */
     struct lt_client *clients;
     int n_clients;
     struct lt_client *checkers; /* one per document */
     struct lt_doc *docs;
     int n_docs;
-    int live;                /* clients connected now */
-    int connecting;          /* connections started but not yet caught up */
-    int pending_appends;     /* teachers' appends awaiting ACK/NACK */
-    int checks_open;         /* data-check fetches not yet finished */
-    int failures_shown;      /* failures printed without --verbose */
+    int live;            /* clients connected now */
+    int connecting;      /* connections started but not yet caught up */
+    int pending_appends; /* teachers' appends awaiting ACK/NACK */
+    int checks_open;     /* data-check fetches not yet finished */
+    int failures_shown;  /* failures printed without --verbose */
     struct lt_counts c;
-    struct lt_hist s2s;      /* screen-to-screen, microseconds */
-    struct lt_hist ack_rtt;  /* teacher's send to its ACK, microseconds */
+    struct lt_hist s2s;     /* screen-to-screen, microseconds */
+    struct lt_hist ack_rtt; /* teacher's send to its ACK, microseconds */
     struct lt_window win;
-    uint8_t *send_buf;       /* one encoded APPEND at a time */
+    uint8_t *send_buf; /* one encoded APPEND at a time */
     uint64_t rng;
     struct lt_timer *timers; /* min-heap on due_us */
     size_t n_timers, cap_timers;

@@ -17,24 +17,30 @@ struct lt_ws_ctx {
     int epfd;
     uint8_t *scratch; /* receive buffer shared by all connections (one thread) */
     size_t scratch_cap;
-    uint64_t rng;     /* masks and keys: unpredictability is not needed here */
+    uint64_t rng;               /* masks and keys: unpredictability is not needed here */
+    int compression;            /* offer permessage-deflate */
+    struct ws_deflate_ctx *z;   /* inflates what the server compressed (one thread) */
+    uint64_t wire_in, wire_out; /* bytes read and written, all connections (TLS: clear) */
 };
 
 enum lt_ws_state { LT_WS_IDLE, LT_WS_TCP, LT_WS_TLS, LT_WS_HTTP, LT_WS_OPEN, LT_WS_ENDED };
 
 struct lt_ws {
     struct lt_net_conn net;
+    struct lt_ws_ctx *ctx; /* set by lt_ws_connect */
     enum lt_ws_state state;
-    uint32_t ev;      /* epoll interest registered now */
-    void *tag;        /* epoll data pointer */
-    uint8_t *in;      /* unparsed input: a partial frame or HTTP response */
+    uint32_t ev; /* epoll interest registered now */
+    void *tag;   /* epoll data pointer */
+    uint8_t *in; /* unparsed input: a partial frame or HTTP response */
     size_t in_len, in_cap;
-    uint8_t *out;     /* unsent output */
+    uint8_t *out; /* unsent output */
     size_t out_off, out_len, out_cap;
-    uint8_t *frag;    /* a fragmented message being collected */
+    uint8_t *frag; /* a fragmented message being collected */
     size_t frag_len, frag_cap;
     int frag_open;
     uint8_t frag_op;
+    int frag_rsv1;     /* the fragmented message is compressed */
+    int deflate;       /* the server took permessage-deflate */
     int server_closed; /* the server sent a close frame or ended the stream */
     char accept[32];   /* the Sec-WebSocket-Accept we expect */
     char err[128];     /* why the connection ended */
@@ -50,9 +56,12 @@ struct lt_ws_cb {
 
 /* Parses URL (ws:// or wss://), resolves it once and prepares TLS. Returns 0, or -1
  * with a message in err. */
-int lt_ws_ctx_init(struct lt_ws_ctx *ctx, const char *url, int tls_verify, int epfd,
-                   char *err, size_t err_len);
+int lt_ws_ctx_init(struct lt_ws_ctx *ctx, const char *url, int tls_verify, int epfd, char *err,
+                   size_t err_len);
 void lt_ws_ctx_free(struct lt_ws_ctx *ctx);
+/* Offers permessage-deflate on every connection from now on. Returns -1 when memory
+ * ran out. */
+int lt_ws_ctx_offer_compression(struct lt_ws_ctx *ctx);
 
 void lt_ws_init(struct lt_ws *ws);
 /* Starts a non-blocking connect registered on ctx->epfd with data pointer tag.

@@ -2,10 +2,12 @@
  * one committer thread, map growth on MDB_MAP_FULL, keys, tokens and expiry sweep.
  *
  * Layout (named databases, all integers big-endian so memcmp order is numeric order):
- *   docs     doc id                              -> number u64, length u64,
+ *   docs     doc id (up to 511 bytes)            -> number u64, length u64,
  *                                                   last_chunk u64, last_access i64
+ *   longdocs SHA-256(doc id) (longer ids)        -> the same 32-byte header, doc id
  *   chunks   number u64, offset u64              -> bytes [offset, offset + size)
  *   keys     id_len u16, doc id, name            -> version u32, value
+ *        or  0xFFFF, SHA-256(doc id), name       -> version u32, value
  *   tokens   token                               -> expires i64, perms[8], user_len u32,
  *                                                   doc_len u32, user id, doc id
  *   tokusers user_len u16, user id, token        -> (empty)   per-user index
@@ -14,6 +16,16 @@
  * Document numbers are never reused, so chunks of a deleted document can never be
  * mistaken for those of a later one. Keys carry a length-prefixed id because ids may
  * hold any byte (a separator would be ambiguous), and so exist without a docs row.
+ *
+ * Long ids: LMDB keys are at most 511 bytes, ids may be far longer (a protocol-3 INIT
+ * carries up to 4 GiB). An id that fits is its own key, as it always was, so data
+ * written before long ids existed reads the same. A longer id is keyed by its SHA-256
+ * in longdocs, whose record keeps the full id after the header; every access compares
+ * it, so a second id with the same hash is refused (STORE_EIO, logged) rather than
+ * given the first one's bytes. A key whose (id, name) does not fit the direct form is
+ * stored under 0xFFFF + SHA-256(id): the u16 of a direct key is an id length, at most
+ * 509, so the two forms cannot meet. Key records do not repeat the id; a key of a long
+ * id is only reached after its document was opened, whose record was compared.
  *
  * Concurrency: readers run their own MDB_RDONLY transactions (MDB_NOTLS: any thread,
  * any number up to max_readers). All writes go to the committer thread (group
@@ -33,44 +45,32 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "log.h"
-#include "store.h"
+#include <openssl/sha.h>
 
-#define MAX_KEY 511                          /* LMDB's compiled-in MDB_MAXKEYSIZE */
-#define INITIAL_MAP_SIZE ((size_t)64 << 20)  /* doubled on MDB_MAP_FULL */
+#include "bytes.h"
+#include "commit_queue.h"
+#include "mono.h"
+#include "store.h"
+#include "store_log.h"
+
+#define MAX_KEY 511                   /* LMDB's compiled-in MDB_MAXKEYSIZE */
+#define HASH_SIZE 32                  /* SHA-256, the key of a long id */
+#define HASHED_PREFIX (2 + HASH_SIZE) /* 0xFFFF, SHA-256: keys of a long (id, name) */
+#define MAX_KEY_NAME (MAX_KEY - HASHED_PREFIX)
+#define INITIAL_MAP_SIZE ((size_t)64 << 20) /* doubled on MDB_MAP_FULL */
 #define DEFAULT_MAX_READERS 4096
-#define CHUNK_BUF_MAX 16384      /* upper bound of the merge size below */
-#define TOUCH_GRANULARITY 10     /* s: a read refreshes last access at most this often */
+#define CHUNK_BUF_MAX 16384         /* upper bound of the merge size below */
+#define TOUCH_GRANULARITY 10        /* s: a read refreshes last access at most this often */
 #define TOUCH_FLUSH_NS 1000000000LL /* a pending touch waits at most this for a commit */
-#define TOUCH_QUEUE_MAX 10000    /* ...or until this many operations are pending */
+#define TOUCH_QUEUE_MAX 10000       /* ...or until this many operations are pending */
 #define SWEEP_DOCS_PER_TXN 64
 #define SWEEP_SCAN_PER_READ 4096 /* headers looked at per sweep read transaction */
 #define SWEEP_TOKENS_PER_TXN 256
 #define FORMAT_VERSION 1u
 #define HEADER_SIZE 32
-#define TOKEN_FIXED 24           /* expires, perms[8], user_len, doc_len */
+#define TOKEN_FIXED 24 /* expires, perms[8], user_len, doc_len */
 
 /* ---- encoding ---------------------------------------------------------------- */
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
-}
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
-    return v;
-}
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 
 /* Signed seconds to an unsigned key that sorts in numeric order. */
 static uint64_t time_key(int64_t t) { return (uint64_t)t ^ ((uint64_t)1 << 63); }
@@ -84,76 +84,77 @@ struct doc_header {
 
 static void header_encode(uint8_t *p, const struct doc_header *h)
 {
-    put_u64(p, h->num);
-    put_u64(p + 8, h->length);
-    put_u64(p + 16, h->last_chunk);
-    put_u64(p + 24, (uint64_t)h->last_access);
+    be_put64(p, h->num);
+    be_put64(p + 8, h->length);
+    be_put64(p + 16, h->last_chunk);
+    be_put64(p + 24, (uint64_t)h->last_access);
 }
 static int header_decode(const MDB_val *v, struct doc_header *h)
 {
     if (v->mv_size != HEADER_SIZE) return -1;
     const uint8_t *p = v->mv_data;
-    h->num = get_u64(p);
-    h->length = get_u64(p + 8);
-    h->last_chunk = get_u64(p + 16);
-    h->last_access = (int64_t)get_u64(p + 24);
+    h->num = be_get64(p);
+    h->length = be_get64(p + 8);
+    h->last_chunk = be_get64(p + 16);
+    h->last_access = (int64_t)be_get64(p + 24);
     return 0;
 }
 
 /* ---- the store and its queue --------------------------------------------------- */
 
 enum op_kind {
-    OP_CREATE, OP_APPEND, OP_DELETE, OP_KEY_SET, OP_TOKEN_ADD, OP_USER_UPDATE,
-    OP_TOUCH, OP_SWEEP_DOCS, OP_SWEEP_TOKENS,
+    OP_CREATE,
+    OP_APPEND,
+    OP_DELETE,
+    OP_KEY_SET,
+    OP_TOKEN_ADD,
+    OP_USER_UPDATE,
+    OP_TOUCH,
+    OP_SWEEP_DOCS,
+    OP_SWEEP_TOKENS,
 };
 
 /* One write request. Waited-for ops live on the caller's stack (their buffers stay
  * valid while the caller waits); touches are detached, heap-allocated, freed by the
  * committer. */
 struct op {
-    struct op *next;
+    struct commit_queue_item item; /* first: the queue's items are ops */
     enum op_kind kind;
-    bool detached;
-    bool done;
     const char *id; /* document id, token or user id */
     size_t id_len;
     const uint8_t *name;
     size_t name_len;
     const uint8_t *data;
     size_t len;
-    uint64_t expected;     /* append: expected length; key_set: old version */
+    uint64_t expected; /* append: expected length; key_set: old version */
     uint32_t new_version;
     const struct store_token *tok;
     const char *perms;
-    int64_t now;           /* sweep: the caller's clock */
-    int64_t cutoff;        /* sweep docs: last access before this goes */
-    MDB_val *cand;         /* sweep docs: candidate ids */
+    int64_t now;    /* sweep: the caller's clock */
+    int64_t cutoff; /* sweep docs: last access before this goes */
+    MDB_val *cand;  /* sweep docs: candidate ids */
     size_t n_cand;
     /* results */
     int rc;
     uint64_t out;
     bool more;
-    pthread_cond_t cond;
 };
+
+static struct op *next_op(struct op *op) { return (struct op *)op->item.next; }
 
 struct lmdb_store {
     struct store base;
     MDB_env *env;
-    MDB_dbi docs, chunks, keys, tokens, tokusers, tokexp, meta;
+    MDB_dbi docs, longdocs, chunks, keys, tokens, tokusers, tokexp, meta;
     bool nosync;
+    struct store_log log;
     /* Small appends join the last chunk while it stays within this size: one page
      * less LMDB's 16-byte page header, so a full chunk fills one overflow page
      * exactly (4096 would spill into a second page and waste half the space). */
     size_t merge_max;
     pthread_rwlock_t map_lock;
 
-    pthread_mutex_t q_lock;
-    pthread_cond_t q_cond; /* the committer waits here (CLOCK_MONOTONIC) */
-    struct op *q_head, *q_tail;
-    size_t q_len, q_waiting, q_touches;
-    struct timespec touch_deadline;
-    bool stopping;
-    pthread_t committer;
+    struct commit_queue queue; /* to the committer thread */
 
     pthread_mutex_t stats_lock;
     struct store_lmdb_stats stats;
@@ -161,27 +162,21 @@ struct lmdb_store {
 
 static const struct store_methods lmdb_methods;
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Maps an LMDB/errno code to a store code, logging backend failures. */
-static int store_err(const char *what, int rc)
+static int store_err(struct lmdb_store *ls, const char *what, int rc)
 {
     if (rc == 0) return STORE_OK;
     if (rc == ENOMEM) return STORE_ENOMEM;
     if (rc == MDB_READERS_FULL) {
-        log_warn("lmdb: %s: %s (raise max readers)", what, mdb_strerror(rc));
+        store_log_warn(&ls->log, "lmdb: %s: %s (raise max readers)", what, mdb_strerror(rc));
         return STORE_EUNAVAILABLE;
     }
-    log_error("lmdb: %s: %s", what, mdb_strerror(rc));
+    store_log_error(&ls->log, "lmdb: %s: %s", what, mdb_strerror(rc));
     return STORE_EIO;
 }
 
-static bool valid_doc_id(size_t id_len) { return id_len > 0 && id_len <= MAX_KEY; }
+/* Any length but 0: ids too long for an LMDB key are hashed (see the top). */
+static bool valid_doc_id(size_t id_len) { return id_len > 0 && id_len <= UINT32_MAX; }
 
 /* ---- map growth and read transactions ----------------------------------------- */
 
@@ -197,14 +192,15 @@ static int remap(struct lmdb_store *ls, bool grow)
     if (rc == 0) mdb_env_info(ls->env, &info);
     pthread_rwlock_unlock(&ls->map_lock);
     if (rc) {
-        log_error("lmdb: growing the map to %zu bytes failed: %s", size, mdb_strerror(rc));
+        store_log_error(&ls->log, "lmdb: growing the map to %zu bytes failed: %s", size,
+                        mdb_strerror(rc));
         return rc;
     }
     pthread_mutex_lock(&ls->stats_lock);
     if (grow) ls->stats.map_resizes++;
     ls->stats.map_size = info.me_mapsize;
     pthread_mutex_unlock(&ls->stats_lock);
-    log_info("lmdb: map is now %zu MiB", info.me_mapsize >> 20);
+    store_log_info(&ls->log, "lmdb: map is now %zu MiB", info.me_mapsize >> 20);
     return 0;
 }
 
@@ -217,7 +213,7 @@ static int read_begin(struct lmdb_store *ls, MDB_txn **txn)
         pthread_rwlock_unlock(&ls->map_lock);
         /* Only if another process grew the map: adopt its size and retry. */
         if (rc == MDB_MAP_RESIZED && remap(ls, false) == 0) continue;
-        return store_err("read transaction", rc);
+        return store_err(ls, "read transaction", rc);
     }
 }
 
@@ -229,14 +225,53 @@ static void read_end(struct lmdb_store *ls, MDB_txn *txn)
 
 /* ---- helpers used inside transactions (return LMDB codes) ----------------------- */
 
+/* Where a document's header lives: its id in docs, or its SHA-256 in longdocs. The
+ * key may point into ref->hash, so a doc_ref is used where it was made. */
+struct doc_ref {
+    MDB_dbi dbi;
+    MDB_val key;
+    bool is_long;
+    uint8_t hash[HASH_SIZE];
+};
+
+static void doc_ref_init(struct lmdb_store *ls, const char *id, size_t id_len, struct doc_ref *r)
+{
+    r->is_long = id_len > MAX_KEY;
+    if (!r->is_long) {
+        r->dbi = ls->docs;
+        r->key = (MDB_val){ id_len, (void *)id };
+        return;
+    }
+    SHA256((const unsigned char *)id, id_len, r->hash);
+    r->dbi = ls->longdocs;
+    r->key = (MDB_val){ HASH_SIZE, r->hash };
+}
+
+/* Returned by header_get when a long id's hash is held by another id. */
+#define ID_CLASH MDB_KEYEXIST
+
 static int header_get(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_t id_len,
                       struct doc_header *h)
 {
-    MDB_val k = {id_len, (void *)id}, v;
-    int rc = mdb_get(txn, ls->docs, &k, &v);
+    struct doc_ref r;
+    doc_ref_init(ls, id, id_len, &r);
+    MDB_val v;
+    int rc = mdb_get(txn, r.dbi, &r.key, &v);
     if (rc) return rc;
+    if (r.is_long) {
+        if (v.mv_size != HEADER_SIZE + id_len ||
+            memcmp((const uint8_t *)v.mv_data + HEADER_SIZE, id, id_len) != 0) {
+            store_log_error(&ls->log,
+                            "lmdb: two document ids (one of %zu bytes) share a SHA-256; "
+                            "refusing the second",
+                            id_len);
+            return ID_CLASH;
+        }
+        v.mv_size = HEADER_SIZE;
+    }
     if (header_decode(&v, h)) {
-        log_error("lmdb: document header of %zu bytes (want %d)", v.mv_size, HEADER_SIZE);
+        store_log_error(&ls->log, "lmdb: document header of %zu bytes (want %d)", v.mv_size,
+                        HEADER_SIZE);
         return MDB_CORRUPTED;
     }
     return 0;
@@ -245,19 +280,23 @@ static int header_get(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
 static int header_put(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_t id_len,
                       const struct doc_header *h)
 {
-    uint8_t buf[HEADER_SIZE];
-    header_encode(buf, h);
-    MDB_val k = {id_len, (void *)id}, v = {HEADER_SIZE, buf};
-    return mdb_put(txn, ls->docs, &k, &v, 0);
+    struct doc_ref r;
+    doc_ref_init(ls, id, id_len, &r);
+    MDB_val v = { HEADER_SIZE + (r.is_long ? id_len : 0), NULL };
+    int rc = mdb_put(txn, r.dbi, &r.key, &v, MDB_RESERVE);
+    if (rc) return rc;
+    header_encode(v.mv_data, h);
+    if (r.is_long) memcpy((uint8_t *)v.mv_data + HEADER_SIZE, id, id_len);
+    return 0;
 }
 
 static int chunk_put(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_t off,
                      const void *data, size_t len)
 {
     uint8_t kb[16];
-    put_u64(kb, num);
-    put_u64(kb + 8, off);
-    MDB_val k = {16, kb}, v = {len, (void *)data};
+    be_put64(kb, num);
+    be_put64(kb + 8, off);
+    MDB_val k = { 16, kb }, v = { len, (void *)data };
     return mdb_put(txn, ls->chunks, &k, &v, 0);
 }
 
@@ -267,7 +306,7 @@ static int delete_prefix(MDB_txn *txn, MDB_dbi dbi, const void *prefix, size_t p
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, dbi, &c);
     if (rc) return rc;
-    MDB_val k = {plen, (void *)prefix}, v;
+    MDB_val k = { plen, (void *)prefix }, v;
     /* After mdb_cursor_del the cursor already sits on the next record; LMDB's
      * MDB_NEXT knows this (C_DEL) and does not skip it. */
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
@@ -283,12 +322,34 @@ done:
     return rc;
 }
 
-/* Key-record prefix for a document: id_len u16, id. Returns its length. */
-static size_t keys_prefix(uint8_t *buf, const char *id, size_t id_len)
+/* The prefix of a document's keys stored by hash: 0xFFFF, SHA-256(id). */
+static size_t keys_hashed_prefix(uint8_t *buf, const char *id, size_t id_len)
 {
-    put_u16(buf, (uint16_t)id_len);
+    be_put16(buf, 0xFFFF);
+    SHA256((const unsigned char *)id, id_len, buf + 2);
+    return HASHED_PREFIX;
+}
+
+/* Key-record prefix of a document's key whose name is name_len bytes long: id_len
+ * u16 + id when that leaves room for the name, else the hashed prefix. buf holds
+ * MAX_KEY bytes. Returns the prefix length. */
+static size_t keys_prefix(uint8_t *buf, const char *id, size_t id_len, size_t name_len)
+{
+    if (id_len > MAX_KEY - 2 || name_len > MAX_KEY - 2 - id_len)
+        return keys_hashed_prefix(buf, id, id_len);
+    be_put16(buf, (uint16_t)id_len);
     memcpy(buf + 2, id, id_len);
     return 2 + id_len;
+}
+
+/* The prefixes a document's keys may have: the direct one (short ids only), then the
+ * hashed one. Returns how many (1 or 2); prefix[i] holds MAX_KEY bytes. */
+static int keys_prefixes(uint8_t prefix[2][MAX_KEY], size_t plen[2], const char *id, size_t id_len)
+{
+    int n = 0;
+    if (id_len <= MAX_KEY - 2) plen[n] = keys_prefix(prefix[n], id, id_len, 0), n++;
+    plen[n] = keys_hashed_prefix(prefix[n], id, id_len);
+    return n + 1;
 }
 
 /* Removes chunks, keys and (when present) the header of a document. */
@@ -298,29 +359,38 @@ static int delete_doc(struct lmdb_store *ls, MDB_txn *txn, const char *id, size_
     int rc;
     if (h) {
         uint8_t num[8];
-        put_u64(num, h->num);
+        be_put64(num, h->num);
         rc = delete_prefix(txn, ls->chunks, num, 8);
         if (rc) return rc;
-        MDB_val k = {id_len, (void *)id};
-        rc = mdb_del(txn, ls->docs, &k, NULL);
+        struct doc_ref r;
+        doc_ref_init(ls, id, id_len, &r);
+        rc = mdb_del(txn, r.dbi, &r.key, NULL);
         if (rc) return rc;
     }
-    uint8_t prefix[MAX_KEY];
-    if (2 + id_len > MAX_KEY) return 0; /* no key of it can exist */
-    size_t plen = keys_prefix(prefix, id, id_len);
-    return delete_prefix(txn, ls->keys, prefix, plen);
+    uint8_t prefix[2][MAX_KEY];
+    size_t plen[2];
+    int n = keys_prefixes(prefix, plen, id, id_len);
+    for (int i = 0; i < n; i++) {
+        rc = delete_prefix(txn, ls->keys, prefix[i], plen[i]);
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 static int next_doc_number(struct lmdb_store *ls, MDB_txn *txn, uint64_t *num)
 {
-    MDB_val k = {8, "next_doc"}, v;
+    MDB_val k = { 8, "next_doc" }, v;
     int rc = mdb_get(txn, ls->meta, &k, &v);
-    if (rc == MDB_NOTFOUND) *num = 1;
-    else if (rc) return rc;
-    else if (v.mv_size != 8) return MDB_CORRUPTED;
-    else *num = get_u64(v.mv_data);
+    if (rc == MDB_NOTFOUND)
+        *num = 1;
+    else if (rc)
+        return rc;
+    else if (v.mv_size != 8)
+        return MDB_CORRUPTED;
+    else
+        *num = be_get64(v.mv_data);
     uint8_t buf[8];
-    put_u64(buf, *num + 1);
+    be_put64(buf, *num + 1);
     v.mv_size = 8;
     v.mv_data = buf;
     return mdb_put(txn, ls->meta, &k, &v, 0);
@@ -340,20 +410,20 @@ static int token_decode(const MDB_val *v, struct token_rec *r)
 {
     const uint8_t *p = v->mv_data;
     if (v->mv_size < TOKEN_FIXED) return -1;
-    r->expires = (int64_t)get_u64(p);
+    r->expires = (int64_t)be_get64(p);
     r->perms = (const char *)p + 8;
-    r->user_len = get_u32(p + 16);
-    r->doc_len = get_u32(p + 20);
+    r->user_len = be_get32(p + 16);
+    r->doc_len = be_get32(p + 20);
     if ((uint64_t)TOKEN_FIXED + r->user_len + r->doc_len != v->mv_size) return -1;
     r->user = (const char *)p + TOKEN_FIXED;
     r->doc = r->user + r->user_len;
     return 0;
 }
 
-static size_t user_index_key(uint8_t *buf, const char *user, size_t user_len,
-                             const char *token, size_t token_len)
+static size_t user_index_key(uint8_t *buf, const char *user, size_t user_len, const char *token,
+                             size_t token_len)
 {
-    put_u16(buf, (uint16_t)user_len);
+    be_put16(buf, (uint16_t)user_len);
     memcpy(buf + 2, user, user_len);
     memcpy(buf + 2 + user_len, token, token_len);
     return 2 + user_len + token_len;
@@ -361,26 +431,26 @@ static size_t user_index_key(uint8_t *buf, const char *user, size_t user_len,
 
 static size_t expiry_key(uint8_t *buf, int64_t expires, const char *token, size_t token_len)
 {
-    put_u64(buf, time_key(expires));
+    be_put64(buf, time_key(expires));
     memcpy(buf + 8, token, token_len);
     return 8 + token_len;
 }
 
 /* Deletes a token's record and both index entries. */
-static int token_remove(struct lmdb_store *ls, MDB_txn *txn, const char *token,
-                        size_t token_len, const struct token_rec *r)
+static int token_remove(struct lmdb_store *ls, MDB_txn *txn, const char *token, size_t token_len,
+                        const struct token_rec *r)
 {
     uint8_t kb[MAX_KEY];
     int rc;
     if (2 + r->user_len + token_len <= MAX_KEY) {
-        MDB_val k = {user_index_key(kb, r->user, r->user_len, token, token_len), kb};
+        MDB_val k = { user_index_key(kb, r->user, r->user_len, token, token_len), kb };
         rc = mdb_del(txn, ls->tokusers, &k, NULL);
         if (rc && rc != MDB_NOTFOUND) return rc;
     }
-    MDB_val k = {expiry_key(kb, r->expires, token, token_len), kb};
+    MDB_val k = { expiry_key(kb, r->expires, token, token_len), kb };
     rc = mdb_del(txn, ls->tokexp, &k, NULL);
     if (rc && rc != MDB_NOTFOUND) return rc;
-    MDB_val tk = {token_len, (void *)token};
+    MDB_val tk = { token_len, (void *)token };
     rc = mdb_del(txn, ls->tokens, &tk, NULL);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
@@ -391,9 +461,12 @@ static int exec_create(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64
 {
     struct doc_header h;
     int rc = header_get(ls, txn, op->id, op->id_len, &h);
-    if (rc == 0) { op->rc = STORE_EEXISTS; return 0; }
+    if (rc == 0) {
+        op->rc = STORE_EEXISTS;
+        return 0;
+    }
     if (rc != MDB_NOTFOUND) return rc;
-    h = (struct doc_header){.length = op->len, .last_chunk = 0, .last_access = now};
+    h = (struct doc_header){ .length = op->len, .last_chunk = 0, .last_access = now };
     rc = next_doc_number(ls, txn, &h.num);
     if (rc) return rc;
     if (op->len) {
@@ -411,7 +484,10 @@ static int exec_append(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64
 {
     struct doc_header h;
     int rc = header_get(ls, txn, op->id, op->id_len, &h);
-    if (rc == MDB_NOTFOUND) { op->rc = STORE_ENOTFOUND; return 0; }
+    if (rc == MDB_NOTFOUND) {
+        op->rc = STORE_ENOTFOUND;
+        return 0;
+    }
     if (rc) return rc;
     if (h.length != op->expected) {
         op->rc = STORE_EMISMATCH;
@@ -424,13 +500,14 @@ static int exec_append(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64
             /* Small append: rewrite the small last chunk with it, so a stream of tiny
              * appends makes ~4 KB records, each write costing at most ~4 KB. */
             uint8_t buf[CHUNK_BUF_MAX], kb[16];
-            put_u64(kb, h.num);
-            put_u64(kb + 8, h.last_chunk);
-            MDB_val k = {16, kb}, v;
+            be_put64(kb, h.num);
+            be_put64(kb + 8, h.last_chunk);
+            MDB_val k = { 16, kb }, v;
             rc = mdb_get(txn, ls->chunks, &k, &v);
             if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size != last_len)) {
-                log_error("lmdb: last chunk of document %llu is missing or of the wrong size",
-                          (unsigned long long)h.num);
+                store_log_error(&ls->log,
+                                "lmdb: last chunk of document %llu is missing or of the wrong size",
+                                (unsigned long long)h.num);
                 return MDB_CORRUPTED;
             }
             if (rc) return rc;
@@ -468,23 +545,29 @@ static int exec_delete(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
 static int exec_key_set(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
 {
     uint8_t kb[MAX_KEY];
-    size_t klen = keys_prefix(kb, op->id, op->id_len);
+    size_t klen = keys_prefix(kb, op->id, op->id_len, op->name_len);
     memcpy(kb + klen, op->name, op->name_len);
     klen += op->name_len;
-    MDB_val k = {klen, kb}, v;
+    MDB_val k = { klen, kb }, v;
     int rc = mdb_get(txn, ls->keys, &k, &v);
     if (rc == 0) {
         if (v.mv_size < 4) return MDB_CORRUPTED;
-        if (get_u32(v.mv_data) != op->expected) { op->rc = STORE_EMISMATCH; return 0; }
+        if (be_get32(v.mv_data) != op->expected) {
+            op->rc = STORE_EMISMATCH;
+            return 0;
+        }
     } else if (rc == MDB_NOTFOUND) {
-        if (op->expected != 0) { op->rc = STORE_EMISMATCH; return 0; }
+        if (op->expected != 0) {
+            op->rc = STORE_EMISMATCH;
+            return 0;
+        }
     } else {
         return rc;
     }
     v.mv_size = 4 + op->len;
     rc = mdb_put(txn, ls->keys, &k, &v, MDB_RESERVE);
     if (rc) return rc;
-    put_u32(v.mv_data, op->new_version);
+    be_put32(v.mv_data, op->new_version);
     if (op->len) memcpy((uint8_t *)v.mv_data + 4, op->data, op->len);
     op->rc = STORE_OK;
     return 0;
@@ -495,12 +578,15 @@ static int exec_token_add(struct lmdb_store *ls, MDB_txn *txn, struct op *op, in
     const struct store_token *t = op->tok;
     const char *user = t->user_id ? t->user_id : "";
     size_t user_len = strlen(user);
-    MDB_val k = {op->id_len, (void *)op->id}, v;
+    MDB_val k = { op->id_len, (void *)op->id }, v;
     int rc = mdb_get(txn, ls->tokens, &k, &v);
     if (rc == 0) {
         struct token_rec old;
         if (token_decode(&v, &old)) return MDB_CORRUPTED;
-        if (old.expires > now) { op->rc = STORE_EEXISTS; return 0; }
+        if (old.expires > now) {
+            op->rc = STORE_EEXISTS;
+            return 0;
+        }
         rc = token_remove(ls, txn, op->id, op->id_len, &old); /* expired: replace it */
         if (rc) return rc;
     } else if (rc != MDB_NOTFOUND) {
@@ -510,20 +596,20 @@ static int exec_token_add(struct lmdb_store *ls, MDB_txn *txn, struct op *op, in
     rc = mdb_put(txn, ls->tokens, &k, &v, MDB_RESERVE);
     if (rc) return rc;
     uint8_t *p = v.mv_data;
-    put_u64(p, (uint64_t)t->expires);
+    be_put64(p, (uint64_t)t->expires);
     memset(p + 8, 0, 8);
     memcpy(p + 8, t->permissions, strnlen(t->permissions, 7));
-    put_u32(p + 16, (uint32_t)user_len);
-    put_u32(p + 20, (uint32_t)t->doc_id_len);
+    be_put32(p + 16, (uint32_t)user_len);
+    be_put32(p + 20, (uint32_t)t->doc_id_len);
     memcpy(p + TOKEN_FIXED, user, user_len);
     if (t->doc_id_len) memcpy(p + TOKEN_FIXED + user_len, t->doc_id, t->doc_id_len);
 
     uint8_t kb[MAX_KEY];
-    MDB_val empty = {0, NULL};
-    MDB_val uk = {user_index_key(kb, user, user_len, op->id, op->id_len), kb};
+    MDB_val empty = { 0, NULL };
+    MDB_val uk = { user_index_key(kb, user, user_len, op->id, op->id_len), kb };
     rc = mdb_put(txn, ls->tokusers, &uk, &empty, 0);
     if (rc) return rc;
-    MDB_val ek = {expiry_key(kb, t->expires, op->id, op->id_len), kb};
+    MDB_val ek = { expiry_key(kb, t->expires, op->id, op->id_len), kb };
     rc = mdb_put(txn, ls->tokexp, &ek, &empty, 0);
     if (rc) return rc;
     op->rc = STORE_OK;
@@ -534,31 +620,37 @@ static int exec_user_update(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
 {
     uint8_t prefix[MAX_KEY];
     size_t plen = 2 + op->id_len;
-    put_u16(prefix, (uint16_t)op->id_len);
+    be_put16(prefix, (uint16_t)op->id_len);
     memcpy(prefix + 2, op->id, op->id_len);
-    char perms[8] = {0};
+    char perms[8] = { 0 };
     memcpy(perms, op->perms, strnlen(op->perms, 7));
 
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, ls->tokusers, &c);
     if (rc) return rc;
-    MDB_val k = {plen, prefix}, v;
+    MDB_val k = { plen, prefix }, v;
     uint64_t n = 0;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
-        MDB_val tk = {k.mv_size - plen, (uint8_t *)k.mv_data + plen}, tv;
+        MDB_val tk = { k.mv_size - plen, (uint8_t *)k.mv_data + plen }, tv;
         rc = mdb_get(txn, ls->tokens, &tk, &tv);
         if (rc == MDB_NOTFOUND) continue; /* stale index entry: harmless */
         if (rc) goto done;
-        if (tv.mv_size < TOKEN_FIXED) { rc = MDB_CORRUPTED; goto done; }
+        if (tv.mv_size < TOKEN_FIXED) {
+            rc = MDB_CORRUPTED;
+            goto done;
+        }
         if (memcmp((uint8_t *)tv.mv_data + 8, perms, 8) == 0) continue;
         /* Records are small; rewrite through a copy since tv points into the map. */
         uint8_t *copy = malloc(tv.mv_size);
-        if (!copy) { rc = ENOMEM; goto done; }
+        if (!copy) {
+            rc = ENOMEM;
+            goto done;
+        }
         memcpy(copy, tv.mv_data, tv.mv_size);
         memcpy(copy + 8, perms, 8);
-        MDB_val nv = {tv.mv_size, copy};
+        MDB_val nv = { tv.mv_size, copy };
         rc = mdb_put(txn, ls->tokens, &tk, &nv, 0);
         free(copy);
         if (rc) goto done;
@@ -614,19 +706,25 @@ static int exec_sweep_tokens(struct lmdb_store *ls, MDB_txn *txn, struct op *op)
     op->more = false;
     uint64_t limit = time_key(op->now);
     while ((rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)) == 0) {
-        if (k.mv_size < 8 || get_u64(k.mv_data) > limit) break; /* expired iff <= now */
-        if (n == SWEEP_TOKENS_PER_TXN) { op->more = true; break; }
+        if (k.mv_size < 8 || be_get64(k.mv_data) > limit) break; /* expired iff <= now */
+        if (n == SWEEP_TOKENS_PER_TXN) {
+            op->more = true;
+            break;
+        }
         char token[MAX_KEY];
         size_t token_len = k.mv_size - 8;
         memcpy(token, (uint8_t *)k.mv_data + 8, token_len);
-        int64_t expires = (int64_t)(get_u64(k.mv_data) ^ ((uint64_t)1 << 63));
+        int64_t expires = (int64_t)(be_get64(k.mv_data) ^ ((uint64_t)1 << 63));
         rc = mdb_cursor_del(c, 0);
         if (rc) goto done;
-        MDB_val tk = {token_len, token}, tv;
+        MDB_val tk = { token_len, token }, tv;
         rc = mdb_get(txn, ls->tokens, &tk, &tv);
         if (rc == 0) {
             struct token_rec r;
-            if (token_decode(&tv, &r)) { rc = MDB_CORRUPTED; goto done; }
+            if (token_decode(&tv, &r)) {
+                rc = MDB_CORRUPTED;
+                goto done;
+            }
             /* Only when the record is the one this index entry was made for. */
             if (r.expires == expires) rc = token_remove(ls, txn, token, token_len, &r);
         } else if (rc == MDB_NOTFOUND) {
@@ -645,7 +743,7 @@ done:
     return rc;
 }
 
-static int exec_op(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64_t now)
+static int exec_op_kind(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64_t now)
 {
     switch (op->kind) {
     case OP_CREATE: return exec_create(ls, txn, op, now);
@@ -659,6 +757,16 @@ static int exec_op(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64_t n
     case OP_SWEEP_TOKENS: return exec_sweep_tokens(ls, txn, op);
     }
     return EINVAL;
+}
+
+/* A hash clash fails only its own operation (before it wrote anything: header_get
+ * comes first), not the batch it rides in. */
+static int exec_op(struct lmdb_store *ls, MDB_txn *txn, struct op *op, int64_t now)
+{
+    int rc = exec_op_kind(ls, txn, op, now);
+    if (rc != ID_CLASH) return rc;
+    op->rc = STORE_EIO;
+    return 0;
 }
 
 /* ---- the committer --------------------------------------------------------------- */
@@ -695,10 +803,12 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
         if (rc == 0) {
             int64_t now = time(NULL);
             struct op *op = first;
-            for (size_t i = 0; i < n && rc == 0; i++, op = op->next)
+            for (size_t i = 0; i < n && rc == 0; i++, op = next_op(op))
                 rc = exec_op(ls, txn, op, now);
-            if (rc == 0) rc = mdb_txn_commit(txn); /* frees txn, also on failure */
-            else mdb_txn_abort(txn);
+            if (rc == 0)
+                rc = mdb_txn_commit(txn); /* frees txn, also on failure */
+            else
+                mdb_txn_abort(txn);
         }
         pthread_rwlock_unlock(&ls->map_lock);
         if (rc == 0) {
@@ -709,89 +819,37 @@ static void run_batch(struct lmdb_store *ls, struct op *first, size_t n)
         if (rc == MDB_MAP_RESIZED && remap(ls, false) == 0) continue;
         if (rc == MDB_TXN_FULL && n > 1) {
             struct op *second = first;
-            for (size_t i = 0; i < n / 2; i++) second = second->next;
+            for (size_t i = 0; i < n / 2; i++) second = next_op(second);
             run_batch(ls, first, n / 2);
             run_batch(ls, second, n - n / 2);
             return;
         }
         break;
     }
-    log_error("lmdb: commit of %zu operation(s) failed: %s", n, mdb_strerror(rc));
+    store_log_error(&ls->log, "lmdb: commit of %zu operation(s) failed: %s", n, mdb_strerror(rc));
     struct op *op = first;
-    for (size_t i = 0; i < n; i++, op = op->next) op->rc = STORE_EIO;
+    for (size_t i = 0; i < n; i++, op = next_op(op)) op->rc = STORE_EIO;
     pthread_mutex_lock(&ls->stats_lock);
     ls->stats.failed_commits++;
     pthread_mutex_unlock(&ls->stats_lock);
 }
 
-static bool timespec_passed(const struct timespec *t)
+static void commit_batch(void *arg, struct commit_queue_item *first, size_t n)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+    run_batch(arg, (struct op *)first, n);
 }
 
-/* Worth a commit now: someone waits, we are closing, or touches are due. */
-static bool batch_due(struct lmdb_store *ls)
+static void free_touch(void *arg, struct commit_queue_item *item)
 {
-    if (!ls->q_head) return false;
-    return ls->q_waiting > 0 || ls->stopping || ls->q_len >= TOUCH_QUEUE_MAX ||
-           timespec_passed(&ls->touch_deadline);
-}
-
-static void *committer_main(void *arg)
-{
-    struct lmdb_store *ls = arg;
-    pthread_mutex_lock(&ls->q_lock);
-    for (;;) {
-        while (!batch_due(ls)) {
-            if (!ls->q_head && ls->stopping) goto out;
-            if (ls->q_head) pthread_cond_timedwait(&ls->q_cond, &ls->q_lock, &ls->touch_deadline);
-            else pthread_cond_wait(&ls->q_cond, &ls->q_lock);
-        }
-        struct op *batch = ls->q_head;
-        size_t n = ls->q_len;
-        ls->q_head = ls->q_tail = NULL;
-        ls->q_len = ls->q_waiting = ls->q_touches = 0;
-        pthread_mutex_unlock(&ls->q_lock);
-
-        run_batch(ls, batch, n);
-
-        pthread_mutex_lock(&ls->q_lock);
-        while (batch) {
-            struct op *next = batch->next; /* a woken caller's op vanishes with its stack */
-            if (batch->detached) {
-                free(batch);
-            } else {
-                batch->done = true;
-                pthread_cond_signal(&batch->cond);
-            }
-            batch = next;
-        }
-    }
-out:
-    pthread_mutex_unlock(&ls->q_lock);
-    return NULL;
+    (void)arg;
+    free(item);
 }
 
 /* Queues op and waits for its commit. Returns op->rc. */
 static int submit(struct lmdb_store *ls, struct op *op)
 {
-    op->next = NULL;
-    op->done = false;
-    op->detached = false;
     op->rc = STORE_EIO;
-    pthread_cond_init(&op->cond, NULL);
-    pthread_mutex_lock(&ls->q_lock);
-    if (ls->q_tail) ls->q_tail->next = op;
-    else ls->q_head = op;
-    ls->q_tail = op;
-    ls->q_len++;
-    ls->q_waiting++;
-    pthread_cond_signal(&ls->q_cond);
-    while (!op->done) pthread_cond_wait(&op->cond, &ls->q_lock);
-    pthread_mutex_unlock(&ls->q_lock);
-    pthread_cond_destroy(&op->cond);
+    commit_queue_submit(&ls->queue, &op->item);
     return op->rc;
 }
 
@@ -805,23 +863,9 @@ static void maybe_touch(struct lmdb_store *ls, const char *id, size_t id_len, in
     char *copy = (char *)(op + 1);
     memcpy(copy, id, id_len);
     op->kind = OP_TOUCH;
-    op->detached = true;
     op->id = copy;
     op->id_len = id_len;
-    pthread_mutex_lock(&ls->q_lock);
-    if (ls->q_tail) ls->q_tail->next = op;
-    else ls->q_head = op;
-    ls->q_tail = op;
-    ls->q_len++;
-    if (ls->q_touches++ == 0) {
-        uint64_t dl = mono_ns() + TOUCH_FLUSH_NS;
-        ls->touch_deadline.tv_sec = (time_t)(dl / 1000000000u);
-        ls->touch_deadline.tv_nsec = (long)(dl % 1000000000u);
-        pthread_cond_signal(&ls->q_cond); /* switch the committer to a timed wait */
-    } else if (ls->q_len >= TOUCH_QUEUE_MAX) {
-        pthread_cond_signal(&ls->q_cond);
-    }
-    pthread_mutex_unlock(&ls->q_lock);
+    commit_queue_post(&ls->queue, &op->item);
 }
 
 /* ---- methods ----------------------------------------------------------------------- */
@@ -832,17 +876,17 @@ static int lmdb_ping(struct store *s)
     MDB_txn *txn;
     int rc = read_begin(ls, &txn);
     if (rc) return rc;
-    MDB_val k = {6, "format"}, v;
+    MDB_val k = { 6, "format" }, v;
     int mrc = mdb_get(txn, ls->meta, &k, &v);
     read_end(ls, txn);
-    return store_err("ping", mrc);
+    return store_err(ls, "ping", mrc);
 }
 
-static int lmdb_doc_create(struct store *s, const char *id, size_t id_len,
-                           const uint8_t *data, size_t len)
+static int lmdb_doc_create(struct store *s, const char *id, size_t id_len, const uint8_t *data,
+                           size_t len)
 {
     if (!valid_doc_id(id_len)) return STORE_EINVAL;
-    struct op op = {.kind = OP_CREATE, .id = id, .id_len = id_len, .data = data, .len = len};
+    struct op op = { .kind = OP_CREATE, .id = id, .id_len = id_len, .data = data, .len = len };
     return submit((struct lmdb_store *)s, &op);
 }
 
@@ -857,7 +901,7 @@ static int lmdb_doc_length(struct store *s, const char *id, size_t id_len, uint6
     int mrc = header_get(ls, txn, id, id_len, &h);
     read_end(ls, txn);
     if (mrc == MDB_NOTFOUND) return STORE_ENOTFOUND;
-    if (mrc) return store_err("doc_length", mrc);
+    if (mrc) return store_err(ls, "doc_length", mrc);
     *len = h.length;
     maybe_touch(ls, id, id_len, h.last_access);
     return STORE_OK;
@@ -865,25 +909,26 @@ static int lmdb_doc_length(struct store *s, const char *id, size_t id_len, uint6
 
 /* Copies bytes [offset, offset + n) of document `num` into out, seeking straight to
  * the chunk that holds offset. Returns an LMDB code. */
-static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_t offset,
-                      size_t n, uint8_t *out)
+static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_t offset, size_t n,
+                      uint8_t *out)
 {
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, ls->chunks, &c);
     if (rc) return rc;
     uint8_t kb[16];
-    put_u64(kb, num);
-    put_u64(kb + 8, offset);
-    MDB_val k = {16, kb}, v;
+    be_put64(kb, num);
+    be_put64(kb + 8, offset);
+    MDB_val k = { 16, kb }, v;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     /* Unless a chunk starts exactly at offset, the one holding it is the previous. */
-    if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+    if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
     else if (rc == 0 && !(k.mv_size == 16 && memcmp(k.mv_data, kb, 16) == 0))
         rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
     size_t done = 0;
     while (rc == 0 && done < n) {
-        if (k.mv_size != 16 || get_u64(k.mv_data) != num) break;
-        uint64_t start = get_u64((uint8_t *)k.mv_data + 8);
+        if (k.mv_size != 16 || be_get64(k.mv_data) != num) break;
+        uint64_t start = be_get64((uint8_t *)k.mv_data + 8);
         uint64_t pos = offset + done;
         if (start > pos || pos - start >= v.mv_size) break; /* a hole */
         size_t take = v.mv_size - (size_t)(pos - start);
@@ -895,9 +940,9 @@ static int copy_range(struct lmdb_store *ls, MDB_txn *txn, uint64_t num, uint64_
     mdb_cursor_close(c);
     if (rc && rc != MDB_NOTFOUND) return rc;
     if (done != n) {
-        log_error("lmdb: document %llu: chunks do not cover bytes %llu..%llu",
-                  (unsigned long long)num, (unsigned long long)(offset + done),
-                  (unsigned long long)(offset + n));
+        store_log_error(&ls->log, "lmdb: document %llu: chunks do not cover bytes %llu..%llu",
+                        (unsigned long long)num, (unsigned long long)(offset + done),
+                        (unsigned long long)(offset + n));
         return MDB_CORRUPTED;
     }
     return 0;
@@ -915,15 +960,27 @@ static int lmdb_doc_read(struct store *s, const char *id, size_t id_len, uint64_
     int rc = read_begin(ls, &txn);
     if (rc) return rc;
     int mrc = header_get(ls, txn, id, id_len, &h);
-    if (mrc == MDB_NOTFOUND) { rc = STORE_ENOTFOUND; goto fail; }
+    if (mrc == MDB_NOTFOUND) {
+        rc = STORE_ENOTFOUND;
+        goto fail;
+    }
     if (mrc) goto fail_mdb;
     if (total) *total = h.length;
-    if (offset > h.length) { rc = STORE_ERANGE; goto fail; }
-    if (h.length - offset > SIZE_MAX) { rc = STORE_ENOMEM; goto fail; }
+    if (offset > h.length) {
+        rc = STORE_ERANGE;
+        goto fail;
+    }
+    if (h.length - offset > SIZE_MAX) {
+        rc = STORE_ENOMEM;
+        goto fail;
+    }
     n = (size_t)(h.length - offset);
     if (n) {
         buf = malloc(n);
-        if (!buf) { rc = STORE_ENOMEM; goto fail; }
+        if (!buf) {
+            rc = STORE_ENOMEM;
+            goto fail;
+        }
         mrc = copy_range(ls, txn, h.num, offset, n, buf);
         if (mrc) goto fail_mdb;
     }
@@ -933,20 +990,23 @@ static int lmdb_doc_read(struct store *s, const char *id, size_t id_len, uint64_
     maybe_touch(ls, id, id_len, h.last_access);
     return STORE_OK;
 fail_mdb:
-    rc = store_err("doc_read", mrc);
+    rc = store_err(ls, "doc_read", mrc);
 fail:
     read_end(ls, txn);
     free(buf);
     return rc;
 }
 
-static int lmdb_doc_append(struct store *s, const char *id, size_t id_len,
-                           uint64_t expected_len, const uint8_t *data, size_t len,
-                           uint64_t *new_len)
+static int lmdb_doc_append(struct store *s, const char *id, size_t id_len, uint64_t expected_len,
+                           const uint8_t *data, size_t len, uint64_t *new_len)
 {
     if (!valid_doc_id(id_len)) return STORE_EINVAL;
-    struct op op = {.kind = OP_APPEND, .id = id, .id_len = id_len, .data = data,
-                    .len = len, .expected = expected_len};
+    struct op op = { .kind = OP_APPEND,
+                     .id = id,
+                     .id_len = id_len,
+                     .data = data,
+                     .len = len,
+                     .expected = expected_len };
     int rc = submit((struct lmdb_store *)s, &op);
     if ((rc == STORE_OK || rc == STORE_EMISMATCH) && new_len) *new_len = op.out;
     return rc;
@@ -955,7 +1015,7 @@ static int lmdb_doc_append(struct store *s, const char *id, size_t id_len,
 static int lmdb_doc_delete(struct store *s, const char *id, size_t id_len)
 {
     if (!valid_doc_id(id_len)) return STORE_EINVAL;
-    struct op op = {.kind = OP_DELETE, .id = id, .id_len = id_len};
+    struct op op = { .kind = OP_DELETE, .id = id, .id_len = id_len };
     return submit((struct lmdb_store *)s, &op);
 }
 
@@ -963,23 +1023,60 @@ static int lmdb_key_set(struct store *s, const char *id, size_t id_len, const ui
                         size_t name_len, const uint8_t *value, size_t value_len,
                         uint32_t old_version, uint32_t new_version)
 {
-    if (!valid_doc_id(id_len) || 2 + id_len + name_len > MAX_KEY) return STORE_EINVAL;
-    struct op op = {.kind = OP_KEY_SET, .id = id, .id_len = id_len, .name = name,
-                    .name_len = name_len, .data = value, .len = value_len,
-                    .expected = old_version, .new_version = new_version};
+    if (!valid_doc_id(id_len) || name_len > MAX_KEY_NAME) return STORE_EINVAL;
+    struct op op = { .kind = OP_KEY_SET,
+                     .id = id,
+                     .id_len = id_len,
+                     .name = name,
+                     .name_len = name_len,
+                     .data = value,
+                     .len = value_len,
+                     .expected = old_version,
+                     .new_version = new_version };
     return submit((struct lmdb_store *)s, &op);
 }
 
-static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_key_fn fn,
-                         void *arg)
+/* Appends the keys under one prefix to *buf, packed as name_len u32, value_len u32,
+ * version u32, name, value. Returns an LMDB code, or ENOMEM. */
+static int pack_keys(MDB_cursor *c, const uint8_t *prefix, size_t plen, uint8_t **buf, size_t *used,
+                     size_t *cap)
+{
+    MDB_val k = { plen, (void *)prefix }, v;
+    int rc;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
+        if (v.mv_size < 4) return MDB_CORRUPTED;
+        size_t name_len = k.mv_size - plen, value_len = v.mv_size - 4;
+        size_t need = 12 + name_len + value_len;
+        if (*used + need > *cap) {
+            size_t ncap = *cap ? *cap * 2 : 4096;
+            while (ncap < *used + need) ncap *= 2;
+            uint8_t *nb = realloc(*buf, ncap);
+            if (!nb) return ENOMEM;
+            *buf = nb;
+            *cap = ncap;
+        }
+        uint8_t *p = *buf + *used;
+        be_put32(p, (uint32_t)name_len);
+        be_put32(p + 4, (uint32_t)value_len);
+        memcpy(p + 8, v.mv_data, 4);
+        memcpy(p + 12, (uint8_t *)k.mv_data + plen, name_len);
+        memcpy(p + 12 + name_len, (uint8_t *)v.mv_data + 4, value_len);
+        *used += need;
+    }
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_key_fn fn, void *arg)
 {
     struct lmdb_store *ls = (struct lmdb_store *)s;
-    if (!valid_doc_id(id_len) || 2 + id_len > MAX_KEY) return STORE_EINVAL;
-    uint8_t prefix[MAX_KEY];
-    size_t plen = keys_prefix(prefix, id, id_len);
+    if (!valid_doc_id(id_len)) return STORE_EINVAL;
+    uint8_t prefix[2][MAX_KEY];
+    size_t plen[2];
+    int nprefix = keys_prefixes(prefix, plen, id, id_len);
     /* Copied out, then fn runs after the transaction: fn may call the store again
-     * (a nested read could deadlock against a waiting map resize). Entries are
-     * packed as name_len u32, value_len u32, version u32, name, value. */
+     * (a nested read could deadlock against a waiting map resize). */
     uint8_t *buf = NULL;
     size_t used = 0, cap = 0;
     MDB_txn *txn;
@@ -987,49 +1084,23 @@ static int lmdb_keys_get(struct store *s, const char *id, size_t id_len, store_k
     int rc = read_begin(ls, &txn);
     if (rc) return rc;
     int mrc = mdb_cursor_open(txn, ls->keys, &c);
-    if (mrc) goto fail_mdb;
-    MDB_val k = {plen, prefix}, v;
-    for (mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); mrc == 0;
-         mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
-        if (v.mv_size < 4) { mrc = MDB_CORRUPTED; goto fail_mdb; }
-        size_t name_len = k.mv_size - plen, value_len = v.mv_size - 4;
-        size_t need = 12 + name_len + value_len;
-        if (used + need > cap) {
-            size_t ncap = cap ? cap * 2 : 4096;
-            while (ncap < used + need) ncap *= 2;
-            uint8_t *nb = realloc(buf, ncap);
-            if (!nb) { rc = STORE_ENOMEM; goto fail; }
-            buf = nb;
-            cap = ncap;
-        }
-        uint8_t *p = buf + used;
-        put_u32(p, (uint32_t)name_len);
-        put_u32(p + 4, (uint32_t)value_len);
-        memcpy(p + 8, v.mv_data, 4);
-        memcpy(p + 12, (uint8_t *)k.mv_data + plen, name_len);
-        memcpy(p + 12 + name_len, (uint8_t *)v.mv_data + 4, value_len);
-        used += need;
-    }
-    if (mrc != MDB_NOTFOUND && mrc != 0) goto fail_mdb;
-    mdb_cursor_close(c);
+    for (int i = 0; mrc == 0 && i < nprefix; i++)
+        mrc = pack_keys(c, prefix[i], plen[i], &buf, &used, &cap);
+    if (c) mdb_cursor_close(c);
     read_end(ls, txn);
+    if (mrc) {
+        free(buf);
+        return mrc == ENOMEM ? STORE_ENOMEM : store_err(ls, "keys_get", mrc);
+    }
     for (size_t off = 0; off < used;) {
         const uint8_t *p = buf + off;
-        size_t name_len = get_u32(p), value_len = get_u32(p + 4);
+        size_t name_len = be_get32(p), value_len = be_get32(p + 4);
         const uint8_t *name = p + 12;
-        if (fn(arg, name, name_len, name + name_len, value_len, get_u32(p + 8))) break;
+        if (fn(arg, name, name_len, name + name_len, value_len, be_get32(p + 8))) break;
         off += 12 + name_len + value_len;
     }
     free(buf);
     return STORE_OK;
-fail_mdb:
-    rc = store_err("keys_get", mrc);
-fail:
-    if (c) mdb_cursor_close(c);
-    read_end(ls, txn);
-    free(buf);
-    return rc;
 }
 
 static int lmdb_token_add(struct store *s, const char *token, size_t token_len,
@@ -1039,7 +1110,7 @@ static int lmdb_token_add(struct store *s, const char *token, size_t token_len,
     if (token_len == 0 || 8 + token_len > MAX_KEY || 2 + user_len + token_len > MAX_KEY ||
         t->doc_id_len > UINT32_MAX || strnlen(t->permissions, 8) > 7)
         return STORE_EINVAL;
-    struct op op = {.kind = OP_TOKEN_ADD, .id = token, .id_len = token_len, .tok = t};
+    struct op op = { .kind = OP_TOKEN_ADD, .id = token, .id_len = token_len, .tok = t };
     return submit((struct lmdb_store *)s, &op);
 }
 
@@ -1061,13 +1132,22 @@ static int lmdb_token_get(struct store *s, const char *token, size_t token_len,
     MDB_txn *txn;
     int rc = read_begin(ls, &txn);
     if (rc) return rc;
-    MDB_val k = {token_len, (void *)token}, v;
+    MDB_val k = { token_len, (void *)token }, v;
     struct token_rec r;
     int mrc = mdb_get(txn, ls->tokens, &k, &v);
-    if (mrc == MDB_NOTFOUND) { rc = STORE_ENOTFOUND; goto done; }
+    if (mrc == MDB_NOTFOUND) {
+        rc = STORE_ENOTFOUND;
+        goto done;
+    }
     if (mrc == 0 && token_decode(&v, &r)) mrc = MDB_CORRUPTED;
-    if (mrc) { rc = store_err("token_get", mrc); goto done; }
-    if (r.expires <= (int64_t)time(NULL)) { rc = STORE_ENOTFOUND; goto done; }
+    if (mrc) {
+        rc = store_err(ls, "token_get", mrc);
+        goto done;
+    }
+    if (r.expires <= (int64_t)time(NULL)) {
+        rc = STORE_ENOTFOUND;
+        goto done;
+    }
     memset(out, 0, sizeof *out);
     out->doc_id = dup_bytes(r.doc, r.doc_len);
     out->doc_id_len = r.doc_len;
@@ -1088,15 +1168,16 @@ static int lmdb_user_update(struct store *s, const char *user_id, size_t user_le
                             const char *permissions)
 {
     if (2 + user_len > MAX_KEY || strnlen(permissions, 8) > 7) return STORE_EINVAL;
-    struct op op = {.kind = OP_USER_UPDATE, .id = user_id, .id_len = user_len,
-                    .perms = permissions};
+    struct op op = {
+        .kind = OP_USER_UPDATE, .id = user_id, .id_len = user_len, .perms = permissions
+    };
     return submit((struct lmdb_store *)s, &op);
 }
 
 /* Scans headers in short read transactions for documents idle since before cutoff,
  * and hands them to the committer SWEEP_DOCS_PER_TXN at a time; the committer checks
  * each again, since a document may have been used after the scan saw it. */
-static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
+static int sweep_docs(struct lmdb_store *ls, MDB_dbi dbi, int64_t cutoff, uint64_t *removed)
 {
     MDB_val cand[SWEEP_DOCS_PER_TXN];
     uint8_t last[MAX_KEY];
@@ -1108,13 +1189,13 @@ static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
         MDB_cursor *c;
         rc = read_begin(ls, &txn);
         if (rc) break;
-        int mrc = mdb_cursor_open(txn, ls->docs, &c);
+        int mrc = mdb_cursor_open(txn, dbi, &c);
         if (mrc) {
             read_end(ls, txn);
-            rc = store_err("sweep", mrc);
+            rc = store_err(ls, "sweep", mrc);
             break;
         }
-        MDB_val k = {last_len, last}, v;
+        MDB_val k = { last_len, last }, v;
         if (!started) {
             mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
         } else {
@@ -1123,25 +1204,34 @@ static int sweep_docs(struct lmdb_store *ls, int64_t cutoff, uint64_t *removed)
                 mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
         }
         started = true;
-        for (size_t scanned = 0; mrc == 0 && scanned < SWEEP_SCAN_PER_READ &&
-                                 n < SWEEP_DOCS_PER_TXN; scanned++) {
+        for (size_t scanned = 0;
+             mrc == 0 && scanned < SWEEP_SCAN_PER_READ && n < SWEEP_DOCS_PER_TXN; scanned++) {
             struct doc_header h;
             memcpy(last, k.mv_data, k.mv_size);
             last_len = k.mv_size;
-            if (header_decode(&v, &h) == 0 && h.last_access < cutoff) {
-                cand[n].mv_data = dup_bytes(k.mv_data, k.mv_size);
-                if (!cand[n].mv_data) { mrc = ENOMEM; break; }
-                cand[n++].mv_size = k.mv_size;
+            MDB_val hv = v, id = k; /* in longdocs the id follows the header */
+            if (dbi == ls->longdocs && v.mv_size >= HEADER_SIZE) {
+                hv.mv_size = HEADER_SIZE;
+                id = (MDB_val){ v.mv_size - HEADER_SIZE, (uint8_t *)v.mv_data + HEADER_SIZE };
+            }
+            if (header_decode(&hv, &h) == 0 && h.last_access < cutoff) {
+                cand[n].mv_data = dup_bytes(id.mv_data, id.mv_size);
+                if (!cand[n].mv_data) {
+                    mrc = ENOMEM;
+                    break;
+                }
+                cand[n++].mv_size = id.mv_size;
             }
             mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
         }
         mdb_cursor_close(c);
         read_end(ls, txn);
-        if (mrc == MDB_NOTFOUND) at_end = true;
-        else if (mrc) rc = store_err("sweep", mrc);
+        if (mrc == MDB_NOTFOUND)
+            at_end = true;
+        else if (mrc)
+            rc = store_err(ls, "sweep", mrc);
         if (n && rc == STORE_OK) {
-            struct op op = {.kind = OP_SWEEP_DOCS, .cutoff = cutoff, .cand = cand,
-                            .n_cand = n};
+            struct op op = { .kind = OP_SWEEP_DOCS, .cutoff = cutoff, .cand = cand, .n_cand = n };
             rc = submit(ls, &op);
             if (rc == STORE_OK) *removed += op.out;
         }
@@ -1157,9 +1247,10 @@ static int lmdb_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *
     struct lmdb_store *ls = (struct lmdb_store *)s;
     uint64_t count = 0;
     int rc = STORE_OK;
-    if (max_idle >= 0) rc = sweep_docs(ls, now - max_idle, &count);
+    if (max_idle >= 0) rc = sweep_docs(ls, ls->docs, now - max_idle, &count);
+    if (max_idle >= 0 && rc == STORE_OK) rc = sweep_docs(ls, ls->longdocs, now - max_idle, &count);
     while (rc == STORE_OK) {
-        struct op op = {.kind = OP_SWEEP_TOKENS, .now = now};
+        struct op op = { .kind = OP_SWEEP_TOKENS, .now = now };
         rc = submit(ls, &op);
         if (!op.more) break;
     }
@@ -1167,19 +1258,148 @@ static int lmdb_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *
     return rc;
 }
 
+/* ---- enumeration (doc_list, token_list) ------------------------------------------ */
+
+#define LIST_BATCH 256 /* entries copied out per read transaction */
+
+/* Entries of one batch, packed as key_len u32, value_len u32, key, value. */
+struct list_batch {
+    uint8_t *buf;
+    size_t used, cap;
+    size_t count;
+    uint8_t last[MAX_KEY]; /* the batch's last key: the next batch starts after it */
+    size_t last_len;
+    bool started, done;
+};
+
+/* Copies the next LIST_BATCH entries of dbi into b (values only when want_value), in
+ * a short read transaction, so that the caller's callbacks run with none open.
+ * Returns a store code. */
+static int list_next_batch(struct lmdb_store *ls, MDB_dbi dbi, struct list_batch *b,
+                           bool want_value)
+{
+    b->used = b->count = 0;
+    MDB_txn *txn;
+    MDB_cursor *c = NULL;
+    int rc = read_begin(ls, &txn);
+    if (rc) return rc;
+    int mrc = mdb_cursor_open(txn, dbi, &c);
+    if (mrc) goto fail_mdb;
+    MDB_val k = { b->last_len, b->last }, v;
+    if (!b->started) {
+        mrc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    } else {
+        mrc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        if (mrc == 0 && k.mv_size == b->last_len && memcmp(k.mv_data, b->last, b->last_len) == 0)
+            mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    for (; mrc == 0 && b->count < LIST_BATCH; mrc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        size_t vlen = want_value ? v.mv_size : 0;
+        size_t need = 8 + k.mv_size + vlen;
+        if (k.mv_size > MAX_KEY) {
+            mrc = MDB_CORRUPTED;
+            goto fail_mdb;
+        }
+        if (b->used + need > b->cap) {
+            size_t ncap = b->cap ? b->cap * 2 : 16384;
+            while (ncap < b->used + need) ncap *= 2;
+            uint8_t *nb = realloc(b->buf, ncap);
+            if (!nb) {
+                rc = STORE_ENOMEM;
+                goto fail;
+            }
+            b->buf = nb;
+            b->cap = ncap;
+        }
+        uint8_t *p = b->buf + b->used;
+        be_put32(p, (uint32_t)k.mv_size);
+        be_put32(p + 4, (uint32_t)vlen);
+        memcpy(p + 8, k.mv_data, k.mv_size);
+        if (vlen) memcpy(p + 8 + k.mv_size, v.mv_data, vlen);
+        b->used += need;
+        b->count++;
+        memcpy(b->last, k.mv_data, k.mv_size);
+        b->last_len = k.mv_size;
+    }
+    if (mrc == MDB_NOTFOUND)
+        b->done = true;
+    else if (mrc)
+        goto fail_mdb;
+    b->started = true;
+    mdb_cursor_close(c);
+    read_end(ls, txn);
+    return STORE_OK;
+fail_mdb:
+    rc = store_err(ls, "list", mrc);
+fail:
+    if (c) mdb_cursor_close(c);
+    read_end(ls, txn);
+    return rc;
+}
+
+static int lmdb_doc_list(struct store *s, store_doc_fn fn, void *arg)
+{
+    struct lmdb_store *ls = (struct lmdb_store *)s;
+    struct list_batch b = { 0 };
+    int rc = STORE_OK;
+    bool stop = false;
+    while (!stop && !b.done && (rc = list_next_batch(ls, ls->docs, &b, false)) == STORE_OK) {
+        for (size_t off = 0; off < b.used && !stop;) {
+            const uint8_t *p = b.buf + off;
+            size_t klen = be_get32(p);
+            stop = fn(arg, (const char *)p + 8, klen) != 0;
+            off += 8 + klen;
+        }
+    }
+    free(b.buf);
+    return rc;
+}
+
+static int lmdb_token_list(struct store *s, store_token_fn fn, void *arg)
+{
+    struct lmdb_store *ls = (struct lmdb_store *)s;
+    struct list_batch b = { 0 };
+    int rc = STORE_OK;
+    bool stop = false;
+    int64_t now = (int64_t)time(NULL);
+    while (!stop && !b.done && (rc = list_next_batch(ls, ls->tokens, &b, true)) == STORE_OK) {
+        for (size_t off = 0; off < b.used && !stop;) {
+            const uint8_t *p = b.buf + off;
+            size_t klen = be_get32(p), vlen = be_get32(p + 4);
+            off += 8 + klen + vlen;
+            MDB_val v = { vlen, (void *)(p + 8 + klen) };
+            struct token_rec r;
+            if (token_decode(&v, &r)) {
+                store_log_warn(&ls->log, "lmdb: token_list: skipping a malformed token record");
+                continue;
+            }
+            if (r.expires <= now) continue;
+            struct store_token t = { .doc_id = dup_bytes(r.doc, r.doc_len),
+                                     .doc_id_len = r.doc_len,
+                                     .user_id = dup_bytes(r.user, r.user_len),
+                                     .expires = r.expires };
+            memcpy(t.permissions, r.perms, 7);
+            if (!t.doc_id || !t.user_id) {
+                store_token_clear(&t);
+                rc = STORE_ENOMEM;
+                stop = true;
+                break;
+            }
+            stop = fn(arg, (const char *)p + 8, klen, &t) != 0;
+            store_token_clear(&t);
+        }
+    }
+    free(b.buf);
+    return rc;
+}
+
 static void lmdb_close(struct store *s)
 {
     struct lmdb_store *ls = (struct lmdb_store *)s;
-    pthread_mutex_lock(&ls->q_lock);
-    ls->stopping = true; /* the committer drains what is queued, touches included */
-    pthread_cond_signal(&ls->q_cond);
-    pthread_mutex_unlock(&ls->q_lock);
-    pthread_join(ls->committer, NULL);
+    commit_queue_stop(&ls->queue); /* commits what is queued, touches included */
     if (ls->nosync) mdb_env_sync(ls->env, 1);
     mdb_env_close(ls->env);
     pthread_rwlock_destroy(&ls->map_lock);
-    pthread_mutex_destroy(&ls->q_lock);
-    pthread_cond_destroy(&ls->q_cond);
     pthread_mutex_destroy(&ls->stats_lock);
     free(ls);
 }
@@ -1210,6 +1430,8 @@ static const struct store_methods lmdb_methods = {
     .token_get = lmdb_token_get,
     .user_update = lmdb_user_update,
     .sweep = lmdb_sweep,
+    .doc_list = lmdb_doc_list,
+    .token_list = lmdb_token_list,
 };
 
 /* ---- open ---------------------------------------------------------------------------- */
@@ -1233,25 +1455,28 @@ static int open_dbs(struct lmdb_store *ls)
     MDB_txn *txn;
     int rc = mdb_txn_begin(ls->env, NULL, 0, &txn);
     if (rc) return rc;
-    struct { const char *name; MDB_dbi *dbi; } dbs[] = {
-        {"docs", &ls->docs}, {"chunks", &ls->chunks}, {"keys", &ls->keys},
-        {"tokens", &ls->tokens}, {"tokusers", &ls->tokusers}, {"tokexp", &ls->tokexp},
-        {"meta", &ls->meta},
+    struct {
+        const char *name;
+        MDB_dbi *dbi;
+    } dbs[] = {
+        { "docs", &ls->docs },     { "longdocs", &ls->longdocs }, { "chunks", &ls->chunks },
+        { "keys", &ls->keys },     { "tokens", &ls->tokens },     { "tokusers", &ls->tokusers },
+        { "tokexp", &ls->tokexp }, { "meta", &ls->meta },
     };
     for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
         rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
         if (rc) goto fail;
     }
-    MDB_val k = {6, "format"}, v;
+    MDB_val k = { 6, "format" }, v;
     rc = mdb_get(txn, ls->meta, &k, &v);
     if (rc == MDB_NOTFOUND) {
         uint8_t buf[4];
-        put_u32(buf, FORMAT_VERSION);
+        be_put32(buf, FORMAT_VERSION);
         v.mv_size = 4;
         v.mv_data = buf;
         rc = mdb_put(txn, ls->meta, &k, &v, 0);
-    } else if (rc == 0 && (v.mv_size != 4 || get_u32(v.mv_data) != FORMAT_VERSION)) {
-        log_error("lmdb: unknown data format (want version %u)", FORMAT_VERSION);
+    } else if (rc == 0 && (v.mv_size != 4 || be_get32(v.mv_data) != FORMAT_VERSION)) {
+        store_log_error(&ls->log, "lmdb: unknown data format (want version %u)", FORMAT_VERSION);
         rc = MDB_INCOMPATIBLE;
     }
     if (rc) goto fail;
@@ -1275,14 +1500,22 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     size_t dlen = strlen(cfg->data_dir);
     path = malloc(dlen + sizeof "/lmdb");
     ls = calloc(1, sizeof *ls);
-    if (!path || !ls) { rc = ENOMEM; what = "allocating"; goto fail; }
+    if (!path || !ls) {
+        rc = ENOMEM;
+        what = "allocating";
+        goto fail;
+    }
     memcpy(path, cfg->data_dir, dlen);
     memcpy(path + dlen, "/lmdb", sizeof "/lmdb");
     rc = make_dirs(path);
-    if (rc) { what = "creating the directory"; goto fail; }
+    if (rc) {
+        what = "creating the directory";
+        goto fail;
+    }
 
     ls->base.methods = &lmdb_methods;
     ls->nosync = cfg->nosync != 0;
+    ls->log = cfg->log;
     unsigned max_readers = cfg->max_readers ? (unsigned)cfg->max_readers : DEFAULT_MAX_READERS;
     what = "opening the environment";
     rc = mdb_env_create(&ls->env);
@@ -1296,8 +1529,7 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     if (stat(data_file, &st) == 0)
         while (map_size < (size_t)st.st_size + (size_t)st.st_size / 2) map_size *= 2;
     if ((rc = mdb_env_set_maxreaders(ls->env, max_readers)) ||
-        (rc = mdb_env_set_maxdbs(ls->env, 8)) ||
-        (rc = mdb_env_set_mapsize(ls->env, map_size)))
+        (rc = mdb_env_set_maxdbs(ls->env, 16)) || (rc = mdb_env_set_mapsize(ls->env, map_size)))
         goto fail;
     /* MDB_NOTLS: read transactions belong to no thread; thousands of threads read. */
     rc = mdb_env_open(ls->env, path, MDB_NOTLS | (ls->nosync ? MDB_NOSYNC : 0), 0640);
@@ -1314,12 +1546,6 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&ls->map_lock, &rwa);
     pthread_rwlockattr_destroy(&rwa);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ls->q_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&ls->q_lock, NULL);
     pthread_mutex_init(&ls->stats_lock, NULL);
     locks = true;
     MDB_envinfo info;
@@ -1330,10 +1556,15 @@ struct store *store_lmdb_open(const struct store_config *cfg, char *err, size_t 
     ls->merge_max = (est.ms_psize < CHUNK_BUF_MAX ? est.ms_psize : CHUNK_BUF_MAX) - 16;
 
     what = "starting the committer";
-    rc = pthread_create(&ls->committer, NULL, committer_main, ls);
+    ls->queue = (struct commit_queue){ .run = commit_batch,
+                                       .release = free_touch,
+                                       .arg = ls,
+                                       .defer_ns = TOUCH_FLUSH_NS,
+                                       .defer_max = TOUCH_QUEUE_MAX };
+    rc = commit_queue_start(&ls->queue);
     if (rc) goto fail;
-    log_info("lmdb: opened %s (map %zu MiB, %u readers%s)", path, info.me_mapsize >> 20,
-             max_readers, ls->nosync ? ", NOSYNC" : "");
+    store_log_info(&ls->log, "lmdb: opened %s (map %zu MiB, %u readers%s)", path,
+                   info.me_mapsize >> 20, max_readers, ls->nosync ? ", NOSYNC" : "");
     free(path);
     return &ls->base;
 
@@ -1343,8 +1574,6 @@ fail:
         if (ls->env) mdb_env_close(ls->env);
         if (locks) {
             pthread_rwlock_destroy(&ls->map_lock);
-            pthread_cond_destroy(&ls->q_cond);
-            pthread_mutex_destroy(&ls->q_lock);
             pthread_mutex_destroy(&ls->stats_lock);
         }
         free(ls);

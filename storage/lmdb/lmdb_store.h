@@ -15,9 +15,12 @@
  * - Last access is refreshed by reads at most every 10 seconds per document, through
  *   the committer without making the reader wait; expiry is therefore exact to about
  *   10 seconds.
+ * - Document ids of any length from 1 byte: ids over LMDB's 511-byte key size are
+ *   keyed by their SHA-256, the full id kept in the record and compared on every
+ *   access (a second id with the same hash gets STORE_EIO, never the first one's data).
  * - Limits from LMDB's 511-byte key size; beyond them every call returns STORE_EINVAL:
- *   document ids 1..511 bytes; key names: 2 + id + name <= 511; tokens 1..503 bytes;
- *   2 + user id + token <= 511; permissions at most 7 letters.
+ *   key names up to 477 bytes with any id; tokens 1..503 bytes; 2 + user id + token
+ *   <= 511; permissions at most 7 letters.
  */
 #ifndef ZW_LMDB_STORE_H
 #define ZW_LMDB_STORE_H
@@ -47,6 +50,6 @@ struct store_lmdb_stats {
 };
 
 /* Fills *out. When s is not an LMDB store, *out is zeroed. */
-void store_lmdb_stats(struct store *s, struct store_lmdb_stats *out);
+ZW_PUBLIC void store_lmdb_stats(struct store *s, struct store_lmdb_stats *out);
 
 #endif

@@ -68,7 +68,8 @@ int redis_cluster_missing_servers(struct redis_cluster *rc,
  * (idle: no server has clients of the document any more); a server with nothing left
  * is forgotten. A server whose liveness key came back is left alone. */
 int redis_cluster_reap(struct redis_cluster *rc, const char *server,
-                       void (*left)(void *arg, const char *doc, size_t len, long long removed, bool idle),
+                       void (*left)(void *arg, const char *doc, size_t len, long long removed,
+                                    bool idle),
                        void *arg);
 
 #endif

@@ -31,7 +31,9 @@ uint8_t *redis_event_encode(const struct redis_event *ev, size_t *len)
     *p++ = (uint8_t)ev->kind;
     switch (ev->kind) {
     case REDIS_EV_APPEND: redis_put64(p, ev->offset); break;
-    case REDIS_EV_DOC_ACTIVE: if (ev->doc_len) memcpy(p, ev->doc, ev->doc_len); break;
+    case REDIS_EV_DOC_ACTIVE:
+        if (ev->doc_len) memcpy(p, ev->doc, ev->doc_len);
+        break;
     case REDIS_EV_DELETED: redis_put64(p, ev->server); break;
     case REDIS_EV_USER:
         redis_put64(p, ev->server);
@@ -103,10 +105,8 @@ int redis_event_decode(const char *chan, size_t chan_len, const uint8_t *p, size
     case REDIS_EV_BROADCAST:
     case REDIS_EV_CLIENT_KEY:
     case REDIS_EV_KEY_REMOVED:
-    case REDIS_EV_SESSION_KEY:
-        break;
-    default:
-        return -1;
+    case REDIS_EV_SESSION_KEY: break;
+    default: return -1;
     }
     if (len < 17) return -1;
     ev->server = redis_get64(p + 1);

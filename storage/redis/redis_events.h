@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REDIS_EV_CHANNEL "zwibbler-ch:"   /* + docId */
+#define REDIS_EV_CHANNEL "zwibbler-ch:" /* + docId */
 #define REDIS_EV_GLOBAL "zwibbler-cluster"
 
 enum redis_event_kind {
@@ -22,8 +22,8 @@ enum redis_event_kind {
     REDIS_EV_SESSION_KEY = 'S', /* server u64, client u64, version u32, name: re-read it */
     REDIS_EV_DELETED = 'D',     /* server u64: the document was deleted */
     /* on REDIS_EV_GLOBAL */
-    REDIS_EV_DOC_ACTIVE = 'J',  /* docId: a document got its first server (idle webhook) */
-    REDIS_EV_USER = 'U',        /* server u64, userLen u32, user, permissions (updateUser) */
+    REDIS_EV_DOC_ACTIVE = 'J', /* docId: a document got its first server (idle webhook) */
+    REDIS_EV_USER = 'U',       /* server u64, userLen u32, user, permissions (updateUser) */
 };
 
 /* One event, decoded; pointers are into the message (or the caller's buffers). */
@@ -36,7 +36,7 @@ struct redis_event {
     uint32_t version;        /* CLIENT_KEY, KEY_REMOVED, SESSION_KEY */
     const uint8_t *name;     /* key name; USER: the user id */
     size_t name_len;
-    const uint8_t *data;     /* APPEND bytes, BROADCAST data, key value; USER: permissions */
+    const uint8_t *data; /* APPEND bytes, BROADCAST data, key value; USER: permissions */
     size_t data_len;
 };
 

@@ -16,10 +16,14 @@ static size_t utf8_len(const uint8_t *s, size_t n)
     size_t len;
     uint32_t cp;
     if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) len = 2, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef) len = 3, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4) len = 4, cp = c & 0x07;
-    else return 0;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        len = 3, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        len = 4, cp = c & 0x07;
+    else
+        return 0;
     if (n < len) return 0;
     for (size_t i = 1; i < len; i++) {
         if ((s[i] & 0xc0) != 0x80) return 0;
@@ -39,7 +43,8 @@ static char *json_string(char *o, const uint8_t *s, size_t n)
         uint8_t c = s[i];
         if (c >= 0x80) {
             size_t l = utf8_len(s + i, n - i);
-            if (l == 3 && s[i] == 0xe2 && s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)) {
+            if (l == 3 && s[i] == 0xe2 && s[i + 1] == 0x80 &&
+                (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)) {
                 memcpy(o, s[i + 2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
                 o += 6;
             } else if (l) {
@@ -76,8 +81,8 @@ static char *json_string(char *o, const uint8_t *s, size_t n)
 }
 
 /* {"Version":n,"Name":"…","Value":"…"}, as the reference's json.Marshal(Key). */
-char *redis_key_json(uint32_t version, const uint8_t *name, size_t name_len,
-                      const uint8_t *value, size_t value_len, size_t *out_len)
+char *redis_key_json(uint32_t version, const uint8_t *name, size_t name_len, const uint8_t *value,
+                     size_t value_len, size_t *out_len)
 {
     char *buf = malloc(64 + 6 * (name_len + value_len));
     if (!buf) return NULL;
@@ -99,7 +104,8 @@ struct jr {
 
 static void jr_ws(struct jr *j)
 {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+        j->p++;
 }
 
 static int hexval(char c)
@@ -167,7 +173,8 @@ static bool jr_string(struct jr *j, char *out, size_t *out_len)
         if (c != 'u') return false;
         uint32_t cp, lo;
         if (!jr_hex4(j, &cp)) return false;
-        if (cp >= 0xd800 && cp <= 0xdbff && j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u') {
+        if (cp >= 0xd800 && cp <= 0xdbff && j->end - j->p >= 6 && j->p[0] == '\\' &&
+            j->p[1] == 'u') {
             struct jr save = *j;
             j->p += 2;
             if (jr_hex4(j, &lo) && lo >= 0xdc00 && lo <= 0xdfff)
@@ -226,7 +233,7 @@ static bool jr_skip(struct jr *j, int depth)
 /* Parses a stored key. On success *value is malloc'd (free it). */
 bool redis_key_parse(const char *s, size_t n, uint32_t *version, char **value, size_t *value_len)
 {
-    struct jr j = {s, s + n};
+    struct jr j = { s, s + n };
     char *val = NULL;
     size_t vlen = 0;
     long long ver = 0;

@@ -10,8 +10,8 @@
 
 /* The JSON of a key in a new NUL-terminated buffer (*out_len bytes); NULL when out of
  * memory. */
-char *redis_key_json(uint32_t version, const uint8_t *name, size_t name_len,
-                     const uint8_t *value, size_t value_len, size_t *out_len);
+char *redis_key_json(uint32_t version, const uint8_t *name, size_t name_len, const uint8_t *value,
+                     size_t value_len, size_t *out_len);
 
 /* Parses a stored key (field names match case-insensitively, as Go's decoder does;
  * unknown fields are skipped). On success *value is malloc'd (free it). False for

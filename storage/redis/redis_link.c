@@ -12,9 +12,9 @@
 #include <sys/time.h>
 #include <time.h>
 
-#include "log.h"
 #include "redis_sentinel.h"
 #include "store.h"
+#include "store_log.h"
 
 #define POOL_SIZE 16
 #define BACKOFF_MIN_MS 50
@@ -22,6 +22,7 @@
 
 struct redis_link {
     char *log_name;
+    struct store_log log;
     char *user, *password;
     struct redis_sentinel *sentinel; /* NULL: the address is fixed */
 
@@ -49,7 +50,7 @@ int64_t redis_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static struct timeval ms_tv(int ms) { return (struct timeval){ms / 1000, (ms % 1000) * 1000}; }
+static struct timeval ms_tv(int ms) { return (struct timeval){ ms / 1000, (ms % 1000) * 1000 }; }
 
 char *redis_key(const char *prefix, const void *id, size_t id_len, size_t *out_len)
 {
@@ -70,7 +71,8 @@ void redis_put64(uint8_t *p, uint64_t v)
 
 void redis_put32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+    p[3] = (uint8_t)v;
 }
 
 uint64_t redis_get64(const uint8_t *p)
@@ -124,11 +126,15 @@ int redis_parse_server(const char *server, char **host_out, int *port, bool *uni
 const char *redis_link_where(struct redis_link *l, char *buf, size_t len)
 {
     pthread_mutex_lock(&l->lock);
-    if (l->unix_socket) snprintf(buf, len, "%s", l->host ? l->host : "?");
-    else snprintf(buf, len, "%s:%d", l->host ? l->host : "?", l->port);
+    if (l->unix_socket)
+        snprintf(buf, len, "%s", l->host ? l->host : "?");
+    else
+        snprintf(buf, len, "%s:%d", l->host ? l->host : "?", l->port);
     pthread_mutex_unlock(&l->lock);
     return buf;
 }
+
+const struct store_log *redis_link_log(const struct redis_link *l) { return &l->log; }
 
 unsigned redis_link_epoch(struct redis_link *l)
 {
@@ -145,8 +151,9 @@ unsigned redis_link_epoch(struct redis_link *l)
 static redisContext *connect_one(struct redis_link *l, const char *host, int port, bool unix_socket,
                                  char *why, size_t why_len)
 {
-    redisContext *c = unix_socket ? redisConnectUnixWithTimeout(host, ms_tv(REDIS_CONNECT_TIMEOUT_MS))
-                                  : redisConnectWithTimeout(host, port, ms_tv(REDIS_CONNECT_TIMEOUT_MS));
+    redisContext *c = unix_socket
+                          ? redisConnectUnixWithTimeout(host, ms_tv(REDIS_CONNECT_TIMEOUT_MS))
+                          : redisConnectWithTimeout(host, port, ms_tv(REDIS_CONNECT_TIMEOUT_MS));
     redisReply *r = NULL;
     if (!c) {
         snprintf(why, why_len, "out of memory");
@@ -158,7 +165,8 @@ static redisContext *connect_one(struct redis_link *l, const char *host, int por
     if (redisSetTimeout(c, ms_tv(REDIS_COMMAND_TIMEOUT_MS)) != REDIS_OK) goto ioerr;
     redisEnableKeepAlive(c);
     if (l->password) {
-        r = l->user ? redisCommand(c, "AUTH %s %s", l->user, l->password) : redisCommand(c, "AUTH %s", l->password);
+        r = l->user ? redisCommand(c, "AUTH %s %s", l->user, l->password)
+                    : redisCommand(c, "AUTH %s", l->password);
         if (!r) goto ioerr;
         if (r->type == REDIS_REPLY_ERROR) {
             snprintf(why, why_len, "AUTH: %.*s", (int)r->len, r->str);
@@ -172,10 +180,12 @@ static redisContext *connect_one(struct redis_link *l, const char *host, int por
         snprintf(why, why_len, "%.*s", (int)r->len, r->str);
         goto fail;
     }
-    if (l->sentinel && (r->type != REDIS_REPLY_ARRAY || !r->elements || r->element[0]->type != REDIS_REPLY_STRING ||
-                        strcmp(r->element[0]->str, "master"))) {
+    if (l->sentinel &&
+        (r->type != REDIS_REPLY_ARRAY || !r->elements ||
+         r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "master"))) {
         snprintf(why, why_len, "not the primary (ROLE says %s)",
-                 r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->type == REDIS_REPLY_STRING
+                 r->type == REDIS_REPLY_ARRAY && r->elements &&
+                         r->element[0]->type == REDIS_REPLY_STRING
                      ? r->element[0]->str
                      : "?");
         goto fail;
@@ -207,7 +217,8 @@ static redisContext *connect_primary(struct redis_link *l, char *why, size_t why
         }
         pthread_mutex_lock(&l->lock);
         if (!l->host || strcmp(l->host, h) || l->port != p)
-            log_info("%s: the Sentinels name %s:%d as the primary", l->log_name, h, p);
+            store_log_info(&l->log, "%s: the Sentinels name %s:%d as the primary", l->log_name, h,
+                           p);
         free(l->host);
         l->host = h;
         l->port = p;
@@ -227,8 +238,10 @@ static redisContext *connect_primary(struct redis_link *l, char *why, size_t why
     if (!c) {
         char tail[200];
         snprintf(tail, sizeof tail, "%s", why);
-        if (unix_socket) snprintf(why, why_len, "%s: %s", host, tail);
-        else snprintf(why, why_len, "%s:%d: %s", host, port, tail);
+        if (unix_socket)
+            snprintf(why, why_len, "%s: %s", host, tail);
+        else
+            snprintf(why, why_len, "%s:%d: %s", host, port, tail);
     }
     free(host);
     return c;
@@ -246,8 +259,12 @@ static void mark_down(struct redis_link *l, const char *why)
     pthread_mutex_lock(&l->lock);
     if (l->sentinel) l->find_primary = true;
     if (!l->down) {
-        if (l->unix_socket) log_error("%s: %s: unavailable (%s); will reconnect", l->log_name, l->host, why);
-        else log_error("%s: %s:%d: unavailable (%s); will reconnect", l->log_name, l->host ? l->host : "?", l->port, why);
+        if (l->unix_socket)
+            store_log_error(&l->log, "%s: %s: unavailable (%s); will reconnect", l->log_name,
+                            l->host, why);
+        else
+            store_log_error(&l->log, "%s: %s:%d: unavailable (%s); will reconnect", l->log_name,
+                            l->host ? l->host : "?", l->port, why);
         l->down = true;
         l->epoch++;
         l->backoff_ms = BACKOFF_MIN_MS;
@@ -301,8 +318,10 @@ int redis_link_get(struct redis_link *l, struct redis_conn **out)
             goto unavailable;
         }
         pthread_mutex_lock(&l->lock);
-        if (l->down && l->unix_socket) log_info("%s: %s: connected again", l->log_name, l->host);
-        else if (l->down) log_info("%s: %s:%d: connected again", l->log_name, l->host, l->port);
+        if (l->down && l->unix_socket)
+            store_log_info(&l->log, "%s: %s: connected again", l->log_name, l->host);
+        else if (l->down)
+            store_log_info(&l->log, "%s: %s:%d: connected again", l->log_name, l->host, l->port);
         l->down = false;
         l->backoff_ms = BACKOFF_MIN_MS;
         c->ctx = ctx;
@@ -339,10 +358,10 @@ void redis_link_put(struct redis_link *l, struct redis_conn *c, bool failed)
 int redis_link_reply_error(struct redis_link *l, const redisReply *r, const char *what)
 {
     /* Passing states; the last two also mean the primary is elsewhere now. */
-    static const char *const transient[] = {"LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "NOAUTH",
-                                            "NOREPLICAS", "READONLY", "MASTERDOWN"};
+    static const char *const transient[] = { "LOADING", "BUSY",       "TRYAGAIN", "CLUSTERDOWN",
+                                             "NOAUTH",  "NOREPLICAS", "READONLY", "MASTERDOWN" };
     enum { MOVED_FROM = 6 };
-    log_error("%s: %s: %.*s", l->log_name, what, (int)r->len, r->str);
+    store_log_error(&l->log, "%s: %s: %.*s", l->log_name, what, (int)r->len, r->str);
     for (size_t i = 0; i < sizeof transient / sizeof *transient; i++) {
         size_t n = strlen(transient[i]);
         if (r->len >= n && !strncmp(r->str, transient[i], n)) {
@@ -417,7 +436,9 @@ int redis_link_call(struct redis_link *l, int argc, const char *const *argv, con
     struct redis_conn *c;
     int rc = redis_link_get(l, &c);
     if (rc != STORE_OK) return rc;
-    redisReply *r = redisAppendCommandArgv(c->ctx, argc, (const char **)argv, lens) == REDIS_OK ? read_reply(c) : NULL;
+    redisReply *r = redisAppendCommandArgv(c->ctx, argc, (const char **)argv, lens) == REDIS_OK
+                        ? read_reply(c)
+                        : NULL;
     redis_link_put(l, c, r == NULL);
     if (!r) return STORE_EUNAVAILABLE;
     return take_reply(l, r, out, what);
@@ -429,7 +450,8 @@ int redis_link_eval(struct redis_link *l, struct redis_script *s, int nkeys, int
     struct redis_conn *c;
     int rc = redis_link_get(l, &c);
     if (rc != STORE_OK) return rc;
-    redisReply *r = redis_conn_append_script(c, s, false, nkeys, nargs, args, lens) ? NULL : read_reply(c);
+    redisReply *r =
+        redis_conn_append_script(c, s, false, nkeys, nargs, args, lens) ? NULL : read_reply(c);
     if (redis_reply_noscript(r)) { /* the script cache was flushed (restart, failover) */
         freeReplyObject(r);
         r = redis_conn_append_script(c, s, true, nkeys, nargs, args, lens) ? NULL : read_reply(c);
@@ -467,6 +489,7 @@ struct redis_link *redis_link_open(const struct redis_link_config *cfg, char *er
     pthread_cond_init(&l->pool_cond, NULL);
     for (int i = 0; i < POOL_SIZE; i++) l->free_conns[l->nfree++] = POOL_SIZE - 1 - i;
     l->backoff_ms = BACKOFF_MIN_MS;
+    l->log = cfg->log;
     l->log_name = strdup(cfg->log_name ? cfg->log_name : "redis");
     if (!l->log_name || (cfg->user && *cfg->user && !(l->user = strdup(cfg->user))) ||
         (cfg->password && *cfg->password && !(l->password = strdup(cfg->password)))) {
@@ -484,19 +507,22 @@ struct redis_link *redis_link_open(const struct redis_link_config *cfg, char *er
     }
     if (cfg->sentinels && *cfg->sentinels) {
         l->sentinel = redis_sentinel_new(cfg->sentinels, cfg->master_name, cfg->sentinel_password,
-                                         l->log_name, err, err_len);
+                                         l->log_name, &l->log, err, err_len);
         if (!l->sentinel) goto fail;
         l->find_primary = true;
     } else if (redis_parse_server(cfg->server, &l->host, &l->port, &l->unix_socket)) {
-        snprintf(err, err_len, "bad server address '%s' (want host:port)", cfg->server ? cfg->server : "");
+        snprintf(err, err_len, "bad server address '%s' (want host:port)",
+                 cfg->server ? cfg->server : "");
         goto fail;
     }
     char why[600];
     bool asked;
     redisContext *c = connect_primary(l, why, sizeof why, &asked);
     if (!c) {
-        if (asked) snprintf(err, err_len, "%s", why); /* names the setting */
-        else snprintf(err, err_len, "cannot connect to %s", why);
+        if (asked)
+            snprintf(err, err_len, "%s", why); /* names the setting */
+        else
+            snprintf(err, err_len, "cannot connect to %s", why);
         goto fail;
     }
     struct redis_conn *first = &l->conns[l->free_conns[l->nfree - 1]];

@@ -25,20 +25,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store.h"
+
 #define REDIS_CONNECT_TIMEOUT_MS 2000
 #define REDIS_COMMAND_TIMEOUT_MS 5000
 #define REDIS_MAX_SCRIPT_ARGS 16
 
 struct redis_link_config {
-    const char *server;   /* "host:port", "[v6]:port", "host", or a Unix socket path
+    const char *server;            /* "host:port", "[v6]:port", "host", or a Unix socket path
                              ("/..." or "unix:/..."); NULL or "": localhost:6379.
                              Not used with Sentinels. */
-    const char *user;     /* AUTH user (Redis 6 ACL), or NULL */
-    const char *password; /* AUTH password, or NULL: no AUTH */
+    const char *user;              /* AUTH user (Redis 6 ACL), or NULL */
+    const char *password;          /* AUTH password, or NULL: no AUTH */
     const char *sentinels;         /* "host:port,host:port,..." or NULL: no Sentinel */
     const char *master_name;       /* the primary's name at the Sentinels */
     const char *sentinel_password; /* AUTH at the Sentinels, or NULL */
     const char *log_name;          /* prefix of log lines, e.g. "redis" */
+    struct store_log log;          /* where log lines go (store.h) */
 };
 
 struct redis_link;
@@ -48,7 +51,10 @@ struct redis_script {
     const char *src;
     char sha[41];
 };
-#define REDIS_SCRIPT(source) {.src = (source), .sha = ""}
+#define REDIS_SCRIPT(source)                                                                       \
+    {                                                                                              \
+        .src = (source), .sha = ""                                                                 \
+    }
 
 /* Splits a DbServer value (see redis_link_config.server). On success *host is
  * malloc'd. Returns 0, or -1 for a malformed address or port. */
@@ -59,6 +65,9 @@ int redis_parse_server(const char *server, char **host, int *port, bool *unix_so
  * or RedisMasterName when those are at fault). */
 struct redis_link *redis_link_open(const struct redis_link_config *cfg, char *err, size_t err_len);
 void redis_link_close(struct redis_link *l);
+
+/* The link's log (its configuration's), for its users' lines. */
+const struct store_log *redis_link_log(const struct redis_link *l);
 
 /* "host:port" of the primary as last found (for log lines). */
 const char *redis_link_where(struct redis_link *l, char *buf, size_t len);
@@ -104,7 +113,8 @@ int redis_link_call(struct redis_link *l, int argc, const char *const *argv, con
                     redisReply **out, const char *what);
 /* One script, same contract. At most REDIS_MAX_SCRIPT_ARGS args (keys first). */
 int redis_link_eval(struct redis_link *l, struct redis_script *s, int nkeys, int nargs,
-                    const char *const *args, const size_t *lens, redisReply **out, const char *what);
+                    const char *const *args, const size_t *lens, redisReply **out,
+                    const char *what);
 
 /* ---- dedicated connections (subscribers) ---- */
 

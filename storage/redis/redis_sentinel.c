@@ -16,8 +16,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "log.h"
 #include "redis_link.h"
+#include "store_log.h"
 
 #define SENTINEL_TIMEOUT_MS 500
 #define WATCH_RETRY_MS 500
@@ -31,6 +31,7 @@ struct redis_sentinel {
     struct sentinel_addr *addrs;
     size_t n;
     char *master, *password, *log_name;
+    const struct store_log *log;
 
     void (*moved)(void *arg, const char *host, int port);
     void *moved_arg;
@@ -40,11 +41,11 @@ struct redis_sentinel {
     int wake_fd;
 };
 
-static struct timeval ms_tv(int ms) { return (struct timeval){ms / 1000, (ms % 1000) * 1000}; }
+static struct timeval ms_tv(int ms) { return (struct timeval){ ms / 1000, (ms % 1000) * 1000 }; }
 
 struct redis_sentinel *redis_sentinel_new(const char *list, const char *master_name,
                                           const char *password, const char *log_name,
-                                          char *err, size_t err_len)
+                                          const struct store_log *log, char *err, size_t err_len)
 {
     struct redis_sentinel *s = calloc(1, sizeof *s);
     char *copy = list ? strdup(list) : NULL;
@@ -53,6 +54,7 @@ struct redis_sentinel *redis_sentinel_new(const char *list, const char *master_n
         goto fail;
     }
     s->wake_fd = -1;
+    s->log = log;
     s->master = strdup(master_name && *master_name ? master_name : "zwibbler");
     s->password = password && *password ? strdup(password) : NULL;
     s->log_name = strdup(log_name ? log_name : "redis");
@@ -120,7 +122,8 @@ void redis_sentinel_free(struct redis_sentinel *s)
 /* Connects to Sentinel i and authenticates. NULL with a reason. */
 static redisContext *sentinel_connect(struct redis_sentinel *s, size_t i, char *why, size_t why_len)
 {
-    redisContext *c = redisConnectWithTimeout(s->addrs[i].host, s->addrs[i].port, ms_tv(SENTINEL_TIMEOUT_MS));
+    redisContext *c =
+        redisConnectWithTimeout(s->addrs[i].host, s->addrs[i].port, ms_tv(SENTINEL_TIMEOUT_MS));
     if (!c) {
         snprintf(why, why_len, "out of memory");
         return NULL;
@@ -144,7 +147,8 @@ fail:
     return NULL;
 }
 
-int redis_sentinel_primary(struct redis_sentinel *s, char **host, int *port, char *why, size_t why_len)
+int redis_sentinel_primary(struct redis_sentinel *s, char **host, int *port, char *why,
+                           size_t why_len)
 {
     size_t used = 0;
     bool reached = false;
@@ -152,9 +156,11 @@ int redis_sentinel_primary(struct redis_sentinel *s, char **host, int *port, cha
     for (size_t i = 0; i < s->n; i++) {
         char one[160] = "";
         redisContext *c = sentinel_connect(s, i, one, sizeof one);
-        redisReply *r = c ? redisCommand(c, "SENTINEL get-master-addr-by-name %s", s->master) : NULL;
+        redisReply *r =
+            c ? redisCommand(c, "SENTINEL get-master-addr-by-name %s", s->master) : NULL;
         if (c && !r) snprintf(one, sizeof one, "%s", c->errstr[0] ? c->errstr : "no reply");
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_STRING &&
             r->element[1]->type == REDIS_REPLY_STRING) {
             long p = strtol(r->element[1]->str, NULL, 10);
             *host = strdup(r->element[0]->str);
@@ -169,8 +175,10 @@ int redis_sentinel_primary(struct redis_sentinel *s, char **host, int *port, cha
         }
         if (r) {
             reached = true;
-            if (r->type == REDIS_REPLY_ERROR) snprintf(one, sizeof one, "%.*s", (int)r->len, r->str);
-            else snprintf(one, sizeof one, "does not know master '%s'", s->master);
+            if (r->type == REDIS_REPLY_ERROR)
+                snprintf(one, sizeof one, "%.*s", (int)r->len, r->str);
+            else
+                snprintf(one, sizeof one, "does not know master '%s'", s->master);
             freeReplyObject(r);
         }
         if (c) redisFree(c);
@@ -182,7 +190,8 @@ int redis_sentinel_primary(struct redis_sentinel *s, char **host, int *port, cha
     char detail[512];
     snprintf(detail, sizeof detail, "%s", why);
     if (reached)
-        snprintf(why, why_len, "RedisMasterName: no Sentinel gives a primary for '%s' (%s)", s->master, detail);
+        snprintf(why, why_len, "RedisMasterName: no Sentinel gives a primary for '%s' (%s)",
+                 s->master, detail);
     else
         snprintf(why, why_len, "RedisSentinels: no Sentinel reachable (%s)", detail);
     return -1;
@@ -200,13 +209,14 @@ static void on_switch(struct redis_sentinel *s, const char *msg, size_t len)
     buf[len] = 0;
     if (sscanf(buf, "%255s %127s %d %127s %d", name, oldh, &oldp, newh, &newp) != 5) return;
     if (strcmp(name, s->master)) return;
-    log_warn("%s: Sentinel: primary '%s' moved from %s:%d to %s:%d", s->log_name, name, oldh, oldp, newh, newp);
+    store_log_warn(s->log, "%s: Sentinel: primary '%s' moved from %s:%d to %s:%d", s->log_name,
+                   name, oldh, oldp, newh, newp);
     s->moved(s->moved_arg, newh, newp);
 }
 
 static bool wait_wake(struct redis_sentinel *s, int fd, int ms)
 {
-    struct pollfd p[2] = {{.fd = s->wake_fd, .events = POLLIN}, {.fd = fd, .events = POLLIN}};
+    struct pollfd p[2] = { { .fd = s->wake_fd, .events = POLLIN }, { .fd = fd, .events = POLLIN } };
     int n = poll(p, fd >= 0 ? 2 : 1, ms);
     if (n < 0 && errno != EINTR) return false;
     return fd >= 0 && n > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR));
@@ -239,7 +249,8 @@ static void *watch_main(void *arg)
                 }
                 if (!reply) break;
                 redisReply *m = reply;
-                if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 && m->element[2]->type == REDIS_REPLY_STRING)
+                if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
+                    m->element[2]->type == REDIS_REPLY_STRING)
                     on_switch(s, m->element[2]->str, m->element[2]->len);
                 freeReplyObject(m);
             }
@@ -249,8 +260,8 @@ static void *watch_main(void *arg)
     return NULL;
 }
 
-int redis_sentinel_watch(struct redis_sentinel *s, void (*moved)(void *arg, const char *host, int port),
-                         void *arg)
+int redis_sentinel_watch(struct redis_sentinel *s,
+                         void (*moved)(void *arg, const char *host, int port), void *arg)
 {
     s->moved = moved;
     s->moved_arg = arg;

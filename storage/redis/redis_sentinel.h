@@ -6,12 +6,14 @@
 #include <stddef.h>
 
 struct redis_sentinel;
+struct store_log;
 
 /* Parses `list` ("host:port,host:port,...", at least one). NULL with a reason naming
- * RedisSentinels for a malformed list. Contacts nobody yet. */
+ * RedisSentinels for a malformed list. Contacts nobody yet. Lines go to `log`, which
+ * must outlive it. */
 struct redis_sentinel *redis_sentinel_new(const char *list, const char *master_name,
                                           const char *password, const char *log_name,
-                                          char *err, size_t err_len);
+                                          const struct store_log *log, char *err, size_t err_len);
 /* Stops the watcher (if started) and frees. NULL is accepted. */
 void redis_sentinel_free(struct redis_sentinel *s);
 

@@ -1,5 +1,5 @@
 /* redis_store: the Database=redis backend, on the reference server's own key layout
- * (PROTOCOL.md §10) so that both servers can share one Redis:
+ * (docs/protocol.md, Storage layouts) so that both servers can share one Redis:
  *
  *   zwibbler:<docId>                  string: the document bytes
  *   zwibbler-keys:<docId>             hash: key name -> {"Version":n,"Name":"…","Value":"…"}
@@ -17,8 +17,9 @@
  * only when N replicas have it; otherwise its caller gets STORE_EUNAVAILABLE (the
  * bytes may stay: the client finds them when it catches up). Reads deliver only bytes
  * that N replicas have (read, then WAIT), and a document counts as created only once
- * they have it, so that no client ever holds bytes a failover could take back. The counter zwibbler-wait is incremented before each WAIT
- * so that the WAIT covers whatever was read or written before it on any connection.
+ * they have it, so that no client ever holds bytes a failover could take back. The
+ * counter zwibbler-wait is incremented before each WAIT so that the WAIT covers
+ * whatever was read or written before it on any connection.
  */
 #include "redis_store.h"
 
@@ -30,11 +31,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
 #include "redis_events.h"
 #include "redis_keyjson.h"
 #include "redis_link.h"
 #include "store.h"
+#include "store_log.h"
 
 #define MAX_PIPELINE 256
 #define SCAN_COUNT "100"
@@ -79,10 +80,9 @@ static const char LUA_READ[] =
     "return {n, redis.call('GETRANGE', KEYS[1], off, -1)}\n";
 
 /* KEYS: doc, keys hash. Returns 1 when the document existed. */
-static const char LUA_DELETE[] =
-    "local n = redis.call('DEL', KEYS[1])\n"
-    "redis.call('DEL', KEYS[2])\n"
-    "return n\n";
+static const char LUA_DELETE[] = "local n = redis.call('DEL', KEYS[1])\n"
+                                 "redis.call('DEL', KEYS[2])\n"
+                                 "return n\n";
 
 /* KEYS: keys hash. ARGV: name, old version, new JSON, expiration. 1 set, 0 mismatch.
  * The stored version is read from the JSON, as the reference writes it. */
@@ -152,10 +152,14 @@ enum {
 };
 
 static struct redis_script scripts[SC_COUNT] = {
-    [SC_APPEND] = REDIS_SCRIPT(LUA_APPEND),         [SC_LENGTH] = REDIS_SCRIPT(LUA_LENGTH),
-    [SC_READ] = REDIS_SCRIPT(LUA_READ),             [SC_DELETE] = REDIS_SCRIPT(LUA_DELETE),
-    [SC_KEY_SET] = REDIS_SCRIPT(LUA_KEY_SET),       [SC_TOKEN_ADD] = REDIS_SCRIPT(LUA_TOKEN_ADD),
-    [SC_TOKEN_GET] = REDIS_SCRIPT(LUA_TOKEN_GET),   [SC_USER_UPDATE] = REDIS_SCRIPT(LUA_USER_UPDATE),
+    [SC_APPEND] = REDIS_SCRIPT(LUA_APPEND),
+    [SC_LENGTH] = REDIS_SCRIPT(LUA_LENGTH),
+    [SC_READ] = REDIS_SCRIPT(LUA_READ),
+    [SC_DELETE] = REDIS_SCRIPT(LUA_DELETE),
+    [SC_KEY_SET] = REDIS_SCRIPT(LUA_KEY_SET),
+    [SC_TOKEN_ADD] = REDIS_SCRIPT(LUA_TOKEN_ADD),
+    [SC_TOKEN_GET] = REDIS_SCRIPT(LUA_TOKEN_GET),
+    [SC_USER_UPDATE] = REDIS_SCRIPT(LUA_USER_UPDATE),
     [SC_USER_CLEAN] = REDIS_SCRIPT(LUA_USER_CLEAN),
 };
 
@@ -190,6 +194,7 @@ struct rd_store {
     struct store base;
     struct redis_link *link;
     int64_t expiration;
+    struct store_log log;
     int min_replicas;
     int wait_timeout_ms;
     bool announce; /* cluster mode: appends are published (redis_store_announce) */
@@ -228,10 +233,10 @@ static int append_wait(struct rd_store *rd, struct redis_conn *c)
     char n[16], t[16];
     snprintf(n, sizeof n, "%d", rd->min_replicas);
     snprintf(t, sizeof t, "%d", rd->wait_timeout_ms);
-    const char *incr[] = {"INCR", WAIT_KEY};
-    size_t il[] = {4, strlen(WAIT_KEY)};
-    const char *wait[] = {"WAIT", n, t};
-    size_t wl[] = {4, strlen(n), strlen(t)};
+    const char *incr[] = { "INCR", WAIT_KEY };
+    size_t il[] = { 4, strlen(WAIT_KEY) };
+    const char *wait[] = { "WAIT", n, t };
+    size_t wl[] = { 4, strlen(n), strlen(t) };
     if (redisAppendCommandArgv(c->ctx, 2, incr, il) != REDIS_OK) return -1;
     return redisAppendCommandArgv(c->ctx, 3, wait, wl) == REDIS_OK ? 0 : -1;
 }
@@ -240,7 +245,7 @@ static int append_wait(struct rd_store *rd, struct redis_conn *c)
  * not (logged), -1 when the connection failed. */
 static int read_wait(struct rd_store *rd, struct redis_conn *c, const char *what)
 {
-    redisReply *r[2] = {NULL, NULL};
+    redisReply *r[2] = { NULL, NULL };
     for (int i = 0; i < 2; i++)
         if (redisGetReply(c->ctx, (void **)&r[i]) != REDIS_OK || !r[i]) {
             if (r[0]) freeReplyObject(r[0]);
@@ -254,8 +259,9 @@ static int read_wait(struct rd_store *rd, struct redis_conn *c, const char *what
     freeReplyObject(r[1]);
     if (got >= rd->min_replicas) return 1;
     if (got >= 0)
-        log_error("redis: %s: %lld of %d replicas confirmed within %d ms; not acknowledged", what, got,
-                  rd->min_replicas, rd->wait_timeout_ms);
+        store_log_error(&rd->log,
+                        "redis: %s: %lld of %d replicas confirmed within %d ms; not acknowledged",
+                        what, got, rd->min_replicas, rd->wait_timeout_ms);
     return 0;
 }
 
@@ -277,9 +283,10 @@ static int call_replicated(struct rd_store *rd, int script, int nkeys, const cha
     redisReply *r = NULL;
     int confirmed = -1;
     for (int eval = 0; eval < 2; eval++) {
-        int sent = script == SC_NONE
-                       ? (redisAppendCommandArgv(c->ctx, nargs, args, lens) == REDIS_OK ? 0 : -1)
-                       : redis_conn_append_script(c, &scripts[script], eval, nkeys, nargs, args, lens);
+        int sent =
+            script == SC_NONE
+                ? (redisAppendCommandArgv(c->ctx, nargs, args, lens) == REDIS_OK ? 0 : -1)
+                : redis_conn_append_script(c, &scripts[script], eval, nkeys, nargs, args, lens);
         if (sent || append_wait(rd, c) || redisGetReply(c->ctx, (void **)&r) != REDIS_OK || !r)
             goto lost;
         confirmed = read_wait(rd, c, what);
@@ -308,15 +315,16 @@ lost:
 
 static bool int_elem(const redisReply *r, size_t i, long long *v)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements <= i || r->element[i]->type != REDIS_REPLY_INTEGER)
+    if (r->type != REDIS_REPLY_ARRAY || r->elements <= i ||
+        r->element[i]->type != REDIS_REPLY_INTEGER)
         return false;
     *v = r->element[i]->integer;
     return true;
 }
 
-static int bad_reply(redisReply *r, const char *what)
+static int bad_reply(struct rd_store *rd, redisReply *r, const char *what)
 {
-    log_error("redis: %s: unexpected reply type %d", what, r ? r->type : -1);
+    store_log_error(&rd->log, "redis: %s: unexpected reply type %d", what, r ? r->type : -1);
     if (r) freeReplyObject(r);
     return STORE_EIO;
 }
@@ -334,14 +342,14 @@ static void unconfirmed_add(struct rd_store *rd, unsigned epoch, const char *id,
                             uint64_t offset, const uint8_t *data, size_t len)
 {
     struct rd_unconfirmed *u = calloc(1, sizeof *u);
-    struct redis_event ev = {.kind = REDIS_EV_APPEND, .offset = offset};
+    struct redis_event ev = { .kind = REDIS_EV_APPEND, .offset = offset };
     size_t hlen;
     uint8_t *hdr = u ? redis_event_encode(&ev, &hlen) : NULL;
     if (u) u->chan = redis_event_channel(id, id_len, &u->chan_len);
     if (u && hdr) u->msg = malloc(hlen + len);
     if (!u || !hdr || !u->chan || !u->msg) {
         /* The others find these bytes when they next catch up. */
-        log_error("redis: out of memory keeping an announcement for the replicas");
+        store_log_error(&rd->log, "redis: out of memory keeping an announcement for the replicas");
         free(hdr);
         if (u) unconfirmed_free(u);
         return;
@@ -351,8 +359,10 @@ static void unconfirmed_add(struct rd_store *rd, unsigned epoch, const char *id,
     u->msg_len = hlen + len;
     u->epoch = epoch;
     free(hdr);
-    if (rd->unconfirmed_tail) rd->unconfirmed_tail->next = u;
-    else rd->unconfirmed = u;
+    if (rd->unconfirmed_tail)
+        rd->unconfirmed_tail->next = u;
+    else
+        rd->unconfirmed = u;
     rd->unconfirmed_tail = u;
     if (++rd->nunconfirmed > MAX_UNCONFIRMED) {
         struct rd_unconfirmed *old = rd->unconfirmed;
@@ -371,8 +381,8 @@ static size_t publish_unconfirmed(struct rd_store *rd, struct redis_conn *c)
         struct rd_unconfirmed *u = rd->unconfirmed;
         rd->unconfirmed = u->next;
         if (u->epoch == c->epoch) {
-            const char *argv[] = {"PUBLISH", u->chan, (const char *)u->msg};
-            size_t lens[] = {7, u->chan_len, u->msg_len};
+            const char *argv[] = { "PUBLISH", u->chan, (const char *)u->msg };
+            size_t lens[] = { 7, u->chan_len, u->msg_len };
             if (redisAppendCommandArgv(c->ctx, 3, argv, lens) == REDIS_OK) sent++;
         } else {
             dropped++;
@@ -382,7 +392,9 @@ static size_t publish_unconfirmed(struct rd_store *rd, struct redis_conn *c)
     rd->unconfirmed_tail = NULL;
     rd->nunconfirmed = 0;
     if (dropped)
-        log_warn("redis: %zu unconfirmed append(s) not announced: the primary changed since", dropped);
+        store_log_warn(&rd->log,
+                       "redis: %zu unconfirmed append(s) not announced: the primary changed since",
+                       dropped);
     return sent;
 }
 
@@ -451,12 +463,17 @@ static void run_appends(struct rd_store *rd, struct rd_append *batch)
         bool noscript = false;
         for (size_t i = 0; i < n; i++) {
             if (ops[i]->rc != RC_PENDING) continue; /* answered, or no memory */
-            const char *args[7] = {keys[i][0], keys[i][1], explen[i],
-                                   ops[i]->len ? (const char *)ops[i]->data : "", expstr,
-                                   chans[i], (const char *)hdrs[i]};
-            size_t lens[7] = {klen[i][0], klen[i][1], strlen(explen[i]), ops[i]->len, strlen(expstr),
-                              clen[i], sizeof hdrs[i]};
-            if (redis_conn_append_script(c, &scripts[SC_APPEND], eval, 2, in_script ? 7 : 5, args, lens))
+            const char *args[7] = { keys[i][0],
+                                    keys[i][1],
+                                    explen[i],
+                                    ops[i]->len ? (const char *)ops[i]->data : "",
+                                    expstr,
+                                    chans[i],
+                                    (const char *)hdrs[i] };
+            size_t lens[7] = { klen[i][0],     klen[i][1], strlen(explen[i]), ops[i]->len,
+                               strlen(expstr), clen[i],    sizeof hdrs[i] };
+            if (redis_conn_append_script(c, &scripts[SC_APPEND], eval, 2, in_script ? 7 : 5, args,
+                                         lens))
                 goto lost;
             sent++;
         }
@@ -473,10 +490,12 @@ static void run_appends(struct rd_store *rd, struct rd_append *batch)
                 ops[i]->rc = redis_link_reply_error(rd->link, r, "append");
             } else if (int_elem(r, 0, &status) && int_elem(r, 1, &len)) {
                 ops[i]->new_len = (uint64_t)len;
-                ops[i]->rc = status == 1 ? STORE_OK : status == 0 ? STORE_EMISMATCH : STORE_ENOTFOUND;
+                ops[i]->rc = status == 1   ? STORE_OK
+                             : status == 0 ? STORE_EMISMATCH
+                                           : STORE_ENOTFOUND;
             } else {
                 ops[i]->rc = STORE_EIO;
-                log_error("redis: append: unexpected reply type %d", r->type);
+                store_log_error(&rd->log, "redis: append: unexpected reply type %d", r->type);
             }
             freeReplyObject(r);
         }
@@ -487,8 +506,8 @@ static void run_appends(struct rd_store *rd, struct rd_append *batch)
         /* The bytes are announced once the replicas have them: now, or later. */
         for (size_t i = 0; i < n; i++) {
             if (ops[i]->rc != STORE_OK || !rd->announce || !ops[i]->len) continue;
-            unconfirmed_add(rd, c->epoch, ops[i]->id, ops[i]->id_len, ops[i]->expected, ops[i]->data,
-                            ops[i]->len);
+            unconfirmed_add(rd, c->epoch, ops[i]->id, ops[i]->id_len, ops[i]->expected,
+                            ops[i]->data, ops[i]->len);
         }
         size_t pubs = confirmed == 1 ? publish_unconfirmed(rd, c) : 0;
         if (read_publishes(c, pubs)) goto lost; /* the appends stand; the others catch up */
@@ -577,8 +596,8 @@ static void rd_close(struct store *s)
 static int rd_ping(struct store *s)
 {
     struct rd_store *rd = (struct rd_store *)s;
-    const char *argv[] = {"PING"};
-    size_t lens[] = {4};
+    const char *argv[] = { "PING" };
+    size_t lens[] = { 4 };
     redisReply *r;
     int rc = call_argv(rd, 1, argv, lens, &r, "ping");
     if (rc != STORE_OK) return rc;
@@ -597,15 +616,18 @@ static int rd_doc_create(struct store *s, const char *id, size_t id_len, const u
     char exp[24];
     snprintf(exp, sizeof exp, "%" PRId64, rd->expiration);
     /* SET NX: created only when missing, in one atomic command. */
-    const char *argv[] = {"SET", key, len ? (const char *)data : "", "NX", "EX", exp};
-    size_t lens[] = {3, klen, len, 2, 2, strlen(exp)};
+    const char *argv[] = { "SET", key, len ? (const char *)data : "", "NX", "EX", exp };
+    size_t lens[] = { 3, klen, len, 2, 2, strlen(exp) };
     redisReply *r;
     int rc = call_replicated(rd, SC_NONE, 0, argv, lens, rd->expiration > 0 ? 6 : 4, &r, "create");
     free(key);
     if (rc != STORE_OK) return rc;
-    if (r->type == REDIS_REPLY_STATUS) rc = STORE_OK;
-    else if (r->type == REDIS_REPLY_NIL) rc = STORE_EEXISTS;
-    else return bad_reply(r, "create");
+    if (r->type == REDIS_REPLY_STATUS)
+        rc = STORE_OK;
+    else if (r->type == REDIS_REPLY_NIL)
+        rc = STORE_EEXISTS;
+    else
+        return bad_reply(rd, r, "create");
     freeReplyObject(r);
     return rc;
 }
@@ -638,16 +660,18 @@ static int rd_doc_length(struct store *s, const char *id, size_t id_len, uint64_
     int rc = doc_keys_make(&k, id, id_len);
     if (rc != STORE_OK) goto done;
     snprintf(exp, sizeof exp, "%" PRId64, rd->expiration);
-    const char *args[] = {k.doc, k.keys, exp};
-    size_t lens[] = {k.doc_len, k.keys_len, strlen(exp)};
+    const char *args[] = { k.doc, k.keys, exp };
+    size_t lens[] = { k.doc_len, k.keys_len, strlen(exp) };
     if ((rc = call_script(rd, SC_LENGTH, 2, args, lens, 3, &r, "length")) != STORE_OK) goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
-        rc = bad_reply(r, "length");
+        rc = bad_reply(rd, r, "length");
         r = NULL;
         goto done;
     }
-    if (r->integer < 0) rc = STORE_ENOTFOUND;
-    else *len = (uint64_t)r->integer;
+    if (r->integer < 0)
+        rc = STORE_ENOTFOUND;
+    else
+        *len = (uint64_t)r->integer;
 done:
     if (r) freeReplyObject(r);
     doc_keys_free(&k);
@@ -668,8 +692,8 @@ static int rd_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     if (rc != STORE_OK) goto done;
     snprintf(exp, sizeof exp, "%" PRId64, rd->expiration);
     snprintf(off, sizeof off, "%" PRIu64, offset);
-    const char *args[] = {k.doc, k.keys, off, exp};
-    size_t lens[] = {k.doc_len, k.keys_len, strlen(off), strlen(exp)};
+    const char *args[] = { k.doc, k.keys, off, exp };
+    size_t lens[] = { k.doc_len, k.keys_len, strlen(off), strlen(exp) };
     if ((rc = call_replicated(rd, SC_READ, 2, args, lens, 4, &r, "read")) != STORE_OK) goto done;
     if (!int_elem(r, 0, &n)) goto bad;
     if (n == -1) {
@@ -695,7 +719,7 @@ static int rd_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     }
     goto done;
 bad:
-    rc = bad_reply(r, "read");
+    rc = bad_reply(rd, r, "read");
     r = NULL;
 done:
     if (r) freeReplyObject(r);
@@ -707,11 +731,14 @@ static int rd_doc_append(struct store *s, const char *id, size_t id_len, uint64_
                          const uint8_t *data, size_t len, uint64_t *new_len)
 {
     struct rd_store *rd = (struct rd_store *)s;
-    struct rd_append a = {.id = id, .id_len = id_len, .expected = expected_len,
-                          .data = data, .len = len};
+    struct rd_append a = {
+        .id = id, .id_len = id_len, .expected = expected_len, .data = data, .len = len
+    };
     pthread_mutex_lock(&rd->qlock);
-    if (rd->tail) rd->tail->next = &a;
-    else rd->head = &a;
+    if (rd->tail)
+        rd->tail->next = &a;
+    else
+        rd->head = &a;
     rd->tail = &a;
     pthread_cond_signal(&rd->qcond);
     while (!a.done) pthread_cond_wait(&rd->donecond, &rd->qlock);
@@ -727,11 +754,11 @@ static int rd_doc_delete(struct store *s, const char *id, size_t id_len)
     redisReply *r = NULL;
     int rc = doc_keys_make(&k, id, id_len);
     if (rc != STORE_OK) goto done;
-    const char *args[] = {k.doc, k.keys};
-    size_t lens[] = {k.doc_len, k.keys_len};
+    const char *args[] = { k.doc, k.keys };
+    size_t lens[] = { k.doc_len, k.keys_len };
     if ((rc = call_script(rd, SC_DELETE, 2, args, lens, 2, &r, "delete")) != STORE_OK) goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
-        rc = bad_reply(r, "delete");
+        rc = bad_reply(rd, r, "delete");
         r = NULL;
         goto done;
     }
@@ -743,8 +770,8 @@ done:
 }
 
 static int rd_key_set(struct store *s, const char *id, size_t id_len, const uint8_t *name,
-                      size_t name_len, const uint8_t *value, size_t value_len,
-                      uint32_t old_version, uint32_t new_version)
+                      size_t name_len, const uint8_t *value, size_t value_len, uint32_t old_version,
+                      uint32_t new_version)
 {
     struct rd_store *rd = (struct rd_store *)s;
     size_t hlen, jlen;
@@ -756,11 +783,11 @@ static int rd_key_set(struct store *s, const char *id, size_t id_len, const uint
     if (!hash || !json) goto done;
     snprintf(old, sizeof old, "%" PRIu32, old_version);
     snprintf(exp, sizeof exp, "%" PRId64, rd->expiration);
-    const char *args[] = {hash, name_len ? (const char *)name : "", old, json, exp};
-    size_t lens[] = {hlen, name_len, strlen(old), jlen, strlen(exp)};
+    const char *args[] = { hash, name_len ? (const char *)name : "", old, json, exp };
+    size_t lens[] = { hlen, name_len, strlen(old), jlen, strlen(exp) };
     if ((rc = call_script(rd, SC_KEY_SET, 1, args, lens, 5, &r, "key set")) != STORE_OK) goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
-        rc = bad_reply(r, "key set");
+        rc = bad_reply(rd, r, "key set");
         r = NULL;
         goto done;
     }
@@ -778,13 +805,13 @@ static int rd_keys_get(struct store *s, const char *id, size_t id_len, store_key
     size_t hlen;
     char *hash = redis_key("zwibbler-keys:", id, id_len, &hlen);
     if (!hash) return STORE_ENOMEM;
-    const char *argv[] = {"HGETALL", hash};
-    size_t lens[] = {7, hlen};
+    const char *argv[] = { "HGETALL", hash };
+    size_t lens[] = { 7, hlen };
     redisReply *r;
     int rc = call_argv(rd, 2, argv, lens, &r, "keys");
     free(hash);
     if (rc != STORE_OK) return rc;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) return bad_reply(r, "keys");
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) return bad_reply(rd, r, "keys");
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         redisReply *f = r->element[i], *v = r->element[i + 1];
         uint32_t version;
@@ -793,10 +820,11 @@ static int rd_keys_get(struct store *s, const char *id, size_t id_len, store_key
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
             !redis_key_parse(v->str, v->len, &version, &value, &value_len)) {
             /* One unreadable key must not make the document unusable. */
-            log_warn("redis: keys: skipping a malformed key of a document");
+            store_log_warn(&rd->log, "redis: keys: skipping a malformed key of a document");
             continue;
         }
-        int stop = fn(arg, (const uint8_t *)f->str, f->len, (const uint8_t *)value, value_len, version);
+        int stop =
+            fn(arg, (const uint8_t *)f->str, f->len, (const uint8_t *)value, value_len, version);
         free(value);
         if (stop) break;
     }
@@ -817,13 +845,17 @@ static int rd_token_add(struct store *s, const char *token, size_t token_len,
     int rc = STORE_ENOMEM;
     if (!thash || !uset) goto done;
     snprintf(exp, sizeof exp, "%" PRId64, t->expires);
-    const char *args[] = {thash, uset, t->doc_id ? t->doc_id : "", user, t->permissions, exp};
-    size_t lens[] = {tlen, ulen, t->doc_id_len, strlen(user),
-                     strnlen(t->permissions, sizeof t->permissions), strlen(exp)};
+    const char *args[] = { thash, uset, t->doc_id ? t->doc_id : "", user, t->permissions, exp };
+    size_t lens[] = { tlen,
+                      ulen,
+                      t->doc_id_len,
+                      strlen(user),
+                      strnlen(t->permissions, sizeof t->permissions),
+                      strlen(exp) };
     if ((rc = call_script(rd, SC_TOKEN_ADD, 2, args, lens, 6, &r, "token add")) != STORE_OK)
         goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
-        rc = bad_reply(r, "token add");
+        rc = bad_reply(rd, r, "token add");
         r = NULL;
         goto done;
     }
@@ -852,8 +884,8 @@ static int rd_token_get(struct store *s, const char *token, size_t token_len,
     memset(out, 0, sizeof *out);
     char *thash = redis_key("zwibbler-token:{token}:", token, token_len, &tlen);
     if (!thash) return STORE_ENOMEM;
-    const char *args[] = {thash};
-    size_t lens[] = {tlen};
+    const char *args[] = { thash };
+    size_t lens[] = { tlen };
     redisReply *r;
     int rc = call_script(rd, SC_TOKEN_GET, 1, args, lens, 1, &r, "token get");
     free(thash);
@@ -863,9 +895,10 @@ static int rd_token_get(struct store *s, const char *token, size_t token_len,
         return STORE_ENOTFOUND;
     }
     long long pttl, sec, usec;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 4 || r->element[0]->type != REDIS_REPLY_ARRAY ||
-        !int_elem(r, 1, &pttl) || !int_elem(r, 2, &sec) || !int_elem(r, 3, &usec))
-        return bad_reply(r, "token get");
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
+        r->element[0]->type != REDIS_REPLY_ARRAY || !int_elem(r, 1, &pttl) ||
+        !int_elem(r, 2, &sec) || !int_elem(r, 3, &usec))
+        return bad_reply(rd, r, "token get");
     if (pttl == -2) { /* expired between the two commands: cannot happen in a script */
         freeReplyObject(r);
         return STORE_ENOTFOUND;
@@ -910,8 +943,8 @@ static int rd_user_update(struct store *s, const char *user_id, size_t user_len,
     char *uset = redis_key("zwibbler-user:", user_id, user_len, &ulen);
     if (!uset) return STORE_ENOMEM;
     const char *perm = permissions ? permissions : "";
-    const char *args[] = {uset, perm, user_len ? user_id : ""};
-    size_t lens[] = {ulen, strlen(perm), user_len};
+    const char *args[] = { uset, perm, user_len ? user_id : "" };
+    size_t lens[] = { ulen, strlen(perm), user_len };
     redisReply *r;
     int rc = call_script(rd, SC_USER_UPDATE, 1, args, lens, 3, &r, "update user");
     free(uset);
@@ -930,22 +963,22 @@ static int rd_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
     if (removed) *removed = 0;
     char cursor[32] = "0";
     do {
-        const char *argv[] = {"SCAN", cursor, "MATCH", "zwibbler-user:*", "COUNT", SCAN_COUNT};
-        size_t lens[] = {4, strlen(cursor), 5, 15, 5, strlen(SCAN_COUNT)};
+        const char *argv[] = { "SCAN", cursor, "MATCH", "zwibbler-user:*", "COUNT", SCAN_COUNT };
+        size_t lens[] = { 4, strlen(cursor), 5, 15, 5, strlen(SCAN_COUNT) };
         redisReply *r;
         int rc = call_argv(rd, 6, argv, lens, &r, "sweep scan");
         if (rc != STORE_OK) return rc;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
             r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
             r->element[0]->len >= sizeof cursor)
-            return bad_reply(r, "sweep scan");
+            return bad_reply(rd, r, "sweep scan");
         memcpy(cursor, r->element[0]->str, r->element[0]->len);
         cursor[r->element[0]->len] = 0;
         redisReply *keys = r->element[1];
         for (size_t i = 0; i < keys->elements && rc == STORE_OK; i++) {
             if (keys->element[i]->type != REDIS_REPLY_STRING) continue;
-            const char *args[] = {keys->element[i]->str};
-            size_t alens[] = {keys->element[i]->len};
+            const char *args[] = { keys->element[i]->str };
+            size_t alens[] = { keys->element[i]->len };
             redisReply *cr;
             rc = call_script(rd, SC_USER_CLEAN, 1, args, alens, 1, &cr, "sweep user");
             if (rc == STORE_OK) freeReplyObject(cr);
@@ -954,6 +987,101 @@ static int rd_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
         if (rc != STORE_OK) return rc;
     } while (strcmp(cursor, "0") != 0);
     return STORE_OK;
+}
+
+/* ---- Enumeration (doc_list, token_list) ----------------------------------------- */
+
+/* Calls fn with the part after `prefix` of every key SCAN finds matching prefix + "*".
+ * Each SCAN step's reply is released (and its connection given back) before the
+ * callbacks run, so they may call the store. SCAN reports every key present for the
+ * whole scan at least once, and may repeat one while Redis resizes its table. */
+static int scan_prefix(struct rd_store *rd, const char *prefix,
+                       int (*fn)(struct rd_store *rd, const char *id, size_t id_len, void *arg),
+                       void *arg)
+{
+    char cursor[32] = "0", pattern[64];
+    snprintf(pattern, sizeof pattern, "%s*", prefix);
+    size_t plen = strlen(prefix);
+    int rc = STORE_OK;
+    bool stop = false;
+    do {
+        const char *argv[] = { "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT };
+        size_t lens[] = { 4, strlen(cursor), 5, strlen(pattern), 5, strlen(SCAN_COUNT) };
+        redisReply *r;
+        rc = call_argv(rd, 6, argv, lens, &r, "list scan");
+        if (rc != STORE_OK) return rc;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
+            r->element[0]->len >= sizeof cursor)
+            return bad_reply(rd, r, "list scan");
+        memcpy(cursor, r->element[0]->str, r->element[0]->len);
+        cursor[r->element[0]->len] = 0;
+        /* Detach the keys from the reply: hiredis frees a reply as a whole. */
+        redisReply *keys = r->element[1];
+        size_t n = keys->elements;
+        char **names = calloc(n ? n : 1, sizeof *names);
+        size_t *name_lens = calloc(n ? n : 1, sizeof *name_lens);
+        size_t m = 0;
+        if (!names || !name_lens) rc = STORE_ENOMEM;
+        for (size_t i = 0; rc == STORE_OK && i < n; i++) {
+            redisReply *k = keys->element[i];
+            if (k->type != REDIS_REPLY_STRING || k->len < plen) continue;
+            if (!(names[m] = dup_bytes(k->str + plen, k->len - plen)))
+                rc = STORE_ENOMEM;
+            else
+                name_lens[m++] = k->len - plen;
+        }
+        freeReplyObject(r);
+        for (size_t i = 0; rc == STORE_OK && i < m && !stop; i++) {
+            int f = fn(rd, names[i], name_lens[i], arg);
+            if (f < 0)
+                rc = f;
+            else
+                stop = f > 0;
+        }
+        for (size_t i = 0; i < m; i++) free(names[i]);
+        free(names);
+        free(name_lens);
+    } while (rc == STORE_OK && !stop && strcmp(cursor, "0") != 0);
+    return rc;
+}
+
+struct rd_list_arg {
+    store_doc_fn doc_fn;
+    store_token_fn token_fn;
+    void *arg;
+};
+
+/* Scan callbacks: > 0 stops, < 0 is a store error. */
+static int list_one_doc(struct rd_store *rd, const char *id, size_t id_len, void *arg)
+{
+    (void)rd;
+    struct rd_list_arg *a = arg;
+    return a->doc_fn(a->arg, id, id_len) ? 1 : 0;
+}
+
+static int list_one_token(struct rd_store *rd, const char *token, size_t token_len, void *arg)
+{
+    struct rd_list_arg *a = arg;
+    struct store_token t;
+    int rc = rd_token_get(&rd->base, token, token_len, &t);
+    if (rc == STORE_ENOTFOUND) return 0; /* expired since the scan saw it */
+    if (rc != STORE_OK) return rc;
+    int stop = a->token_fn(a->arg, token, token_len, &t);
+    store_token_clear(&t);
+    return stop ? 1 : 0;
+}
+
+static int rd_doc_list(struct store *s, store_doc_fn fn, void *arg)
+{
+    struct rd_list_arg a = { .doc_fn = fn, .arg = arg };
+    return scan_prefix((struct rd_store *)s, "zwibbler:", list_one_doc, &a);
+}
+
+static int rd_token_list(struct store *s, store_token_fn fn, void *arg)
+{
+    struct rd_list_arg a = { .token_fn = fn, .arg = arg };
+    return scan_prefix((struct rd_store *)s, "zwibbler-token:{token}:", list_one_token, &a);
 }
 
 static const struct store_methods rd_methods = {
@@ -972,8 +1100,9 @@ static const struct store_methods rd_methods = {
     .token_get = rd_token_get,
     .user_update = rd_user_update,
     .sweep = rd_sweep,
+    .doc_list = rd_doc_list,
+    .token_list = rd_token_list,
 };
-
 
 struct redis_link *redis_store_link(struct store *s)
 {
@@ -1006,6 +1135,7 @@ struct store *store_redis_open(const struct store_config *cfg, char *err, size_t
     pthread_cond_init(&rd->qcond, NULL);
     pthread_cond_init(&rd->donecond, NULL);
     rd->expiration = cfg->expiration > 0 ? cfg->expiration : 0;
+    rd->log = cfg->log;
     rd->min_replicas = cfg->redis_min_replicas > 0 ? cfg->redis_min_replicas : 0;
     rd->wait_timeout_ms = REDIS_WAIT_TIMEOUT_MS;
     struct redis_link_config lc = {
@@ -1016,6 +1146,7 @@ struct store *store_redis_open(const struct store_config *cfg, char *err, size_t
         .master_name = cfg->redis_master_name,
         .sentinel_password = cfg->redis_sentinel_password,
         .log_name = "redis",
+        .log = cfg->log,
     };
     char why[700];
     if (!(rd->link = redis_link_open(&lc, why, sizeof why))) {

@@ -1,5 +1,5 @@
 /* sqlite_store: the Database=sqlite backend, on the reference server's own zwibbler.db
- * schema (PROTOCOL.md §10) so that a deployment switching servers keeps its data.
+ * schema (docs/protocol.md, Storage layouts) so that a deployment switching servers keeps its data.
  *
  * Shape:
  * - One writer connection, used only by a committer thread. Every change (create,
@@ -18,8 +18,9 @@
  *   ~150 ms at 20 MB). Reads refresh lastAccess at most every TOUCH_EVERY seconds for
  *   the same reason.
  */
+#include "commit_queue.h"
 #include "store.h"
-#include "log.h"
+#include "store_log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -62,19 +63,19 @@ static const char SCHEMA[] =
  * BLOBs, but NULL (an empty []byte may be bound as NULL) or TEXT must not be misread:
  * length() of TEXT counts characters. length(data) straight on the column lets SQLite
  * answer from the record header without reading the blob's overflow pages. */
-#define LEN_EXPR                                                                      \
-    "CASE typeof(data) WHEN 'blob' THEN length(data) WHEN 'null' THEN 0 "            \
+#define LEN_EXPR                                                                                   \
+    "CASE typeof(data) WHEN 'blob' THEN length(data) WHEN 'null' THEN 0 "                          \
     "ELSE length(CAST(data AS BLOB)) END"
 
 enum {
-    ST_DOC_LEN,     /* docid -> byte length */
-    ST_DOC_INFO,    /* docid -> rowid, byte length */
+    ST_DOC_LEN,  /* docid -> byte length */
+    ST_DOC_INFO, /* docid -> rowid, byte length */
     ST_DOC_INSERT,
     ST_DOC_APPEND,
     ST_DOC_TOUCH,
     ST_DOC_DELETE,
-    ST_DOC_EXPIRE,  /* delete one document if still idle */
-    ST_DOC_IDLE,    /* list idle documents */
+    ST_DOC_EXPIRE, /* delete one document if still idle */
+    ST_DOC_IDLE,   /* list idle documents */
     ST_KEYS_DELETE,
     ST_KEY_GET,
     ST_KEY_UPDATE,
@@ -91,6 +92,8 @@ enum {
     ST_BEGIN_IMMEDIATE,
     ST_COMMIT,
     ST_ROLLBACK,
+    ST_DOC_LIST,   /* next batch of document ids, by rowid */
+    ST_TOKEN_LIST, /* next batch of live tokens, by rowid */
     ST_COUNT
 };
 
@@ -110,12 +113,14 @@ static const char *const SQL[ST_COUNT] = {
     [ST_KEYS_DELETE] = "DELETE FROM ZwibblerKeys WHERE docID=?1",
     [ST_KEY_GET] = "SELECT version FROM ZwibblerKeys WHERE docID=?1 AND name=?2",
     [ST_KEY_UPDATE] = "UPDATE ZwibblerKeys SET value=?3, version=?4 WHERE docID=?1 AND name=?2",
-    [ST_KEY_INSERT] = "INSERT INTO ZwibblerKeys(docID, name, value, version) VALUES(?1, ?2, ?3, ?4)",
+    [ST_KEY_INSERT] =
+        "INSERT INTO ZwibblerKeys(docID, name, value, version) VALUES(?1, ?2, ?3, ?4)",
     [ST_KEYS_LIST] = "SELECT name, value, version FROM ZwibblerKeys WHERE docID=?1",
     [ST_TOKEN_EXP] = "SELECT expiration FROM ZwibblerTokens WHERE tokenID=?1",
     [ST_TOKEN_DELETE] = "DELETE FROM ZwibblerTokens WHERE tokenID=?1",
-    [ST_TOKEN_INSERT] = "INSERT INTO ZwibblerTokens(tokenID, docID, userID, permissions, expiration) "
-                        "VALUES(?1, ?2, ?3, ?4, ?5)",
+    [ST_TOKEN_INSERT] =
+        "INSERT INTO ZwibblerTokens(tokenID, docID, userID, permissions, expiration) "
+        "VALUES(?1, ?2, ?3, ?4, ?5)",
     [ST_TOKEN_GET] = "SELECT docID, userID, permissions, expiration FROM ZwibblerTokens "
                      "WHERE tokenID=?1 AND expiration > ?2",
     [ST_USER_UPDATE] = "UPDATE ZwibblerTokens SET permissions=?1 WHERE userID=?2",
@@ -126,6 +131,11 @@ static const char *const SQL[ST_COUNT] = {
     [ST_BEGIN_IMMEDIATE] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
+    [ST_DOC_LIST] =
+        "SELECT rowid, docid FROM ZwibblerDocs WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    [ST_TOKEN_LIST] = "SELECT rowid, tokenID, docID, userID, permissions, expiration "
+                      "FROM ZwibblerTokens WHERE rowid > ?1 AND expiration > ?2 "
+                      "ORDER BY rowid LIMIT ?3",
 };
 
 #define BUSY_TIMEOUT_MS 5000 /* SQLite's own wait for a lock held by another process */
@@ -135,12 +145,13 @@ static const char *const SQL[ST_COUNT] = {
 #define SWEEP_CHUNK 64        /* documents deleted per committer op */
 #define TOKEN_SWEEP_CHUNK 256 /* expired tokens deleted per committer op */
 #define CHECKPOINT_FRAMES 1000
-#define TOUCH_SLOTS 1024      /* remembered recent last-access refreshes */
-#define TOUCH_EVERY 10        /* seconds between refreshes of one document by reads */
+#define TOUCH_SLOTS 1024 /* remembered recent last-access refreshes */
+#define TOUCH_EVERY 10   /* seconds between refreshes of one document by reads */
 
 struct sq_conn {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
+    const struct store_log *log; /* the store's */
 };
 
 enum op_kind {
@@ -159,7 +170,7 @@ enum op_kind {
  * except for detached ops, which own a copy of their id and are freed by the
  * committer. */
 struct sq_op {
-    struct sq_op *next;
+    struct commit_queue_item item; /* first: the queue's items are ops */
     enum op_kind kind;
     const char *id;
     size_t id_len;
@@ -175,20 +186,21 @@ struct sq_op {
     const char *perm;
     int64_t now;
     int64_t cutoff;
-    char **ids;          /* OP_EXPIRE_DOCS: ids (NUL-terminated) with lengths */
+    char **ids; /* OP_EXPIRE_DOCS: ids (NUL-terminated) with lengths */
     size_t *id_lens;
     size_t nids;
-    uint64_t count;      /* OP_EXPIRE_*: rows removed */
+    uint64_t count; /* OP_EXPIRE_*: rows removed */
     uint64_t new_len;
     int rc;
-    bool done;
-    bool detached;
 };
+
+static struct sq_op *next_op(struct sq_op *op) { return (struct sq_op *)op->item.next; }
 
 struct sq_store {
     struct store base;
     char *path;
     bool nosync;
+    struct store_log log;
 
     /* Readers. */
     pthread_mutex_t rlock;
@@ -200,16 +212,11 @@ struct sq_store {
 
     /* Writer and its queue. */
     struct sq_conn writer;
-    pthread_t committer;
-    bool committer_started;
-    pthread_mutex_t qlock;
-    pthread_cond_t qcond;    /* committer: work arrived */
-    pthread_cond_t donecond; /* callers: a batch finished */
-    struct sq_op *head, *tail;
-    bool stopping;
-    int wal_frames; /* last WAL size seen by the wal hook (committer only) */
+    struct commit_queue queue; /* to the committer thread, the writer's only user */
+    int wal_frames;            /* last WAL size seen by the wal hook (committer only) */
     /* Reads refresh lastAccess at most every TOUCH_EVERY seconds per document, so a
-     * busy reader cannot flood the committer (id hash and time per slot, qlock). */
+     * busy reader cannot flood the committer (id hash and time per slot). */
+    pthread_mutex_t touch_lock;
     uint64_t touch_hash[TOUCH_SLOTS];
     int64_t touch_time[TOUCH_SLOTS];
 };
@@ -223,30 +230,27 @@ static int sq_err(int rc)
     switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_DONE:
-    case SQLITE_ROW:
-        return STORE_OK;
+    case SQLITE_ROW: return STORE_OK;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return STORE_EUNAVAILABLE;
-    case SQLITE_NOMEM:
-        return STORE_ENOMEM;
-    case SQLITE_TOOBIG:
-        return STORE_EINVAL;
-    default:
-        return STORE_EIO;
+    case SQLITE_LOCKED: return STORE_EUNAVAILABLE;
+    case SQLITE_NOMEM: return STORE_ENOMEM;
+    case SQLITE_TOOBIG: return STORE_EINVAL;
+    default: return STORE_EIO;
     }
 }
 
-static int sq_fail(sqlite3 *db, int rc, const char *what)
+static int sq_fail(struct sq_conn *c, int rc, const char *what)
 {
-    log_error("sqlite: %s: %s (%d)", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
+    sqlite3 *db = c->db;
+    store_log_error(c->log, "sqlite: %s: %s (%d)", what,
+                    db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
     return sq_err(rc);
 }
 
 /* Sleeps a little more on each busy retry: another process holds the write lock. */
 static void busy_backoff(int attempt)
 {
-    struct timespec ts = {0, (long)(50 + attempt * 100) * 1000000L};
+    struct timespec ts = { 0, (long)(50 + attempt * 100) * 1000000L };
     nanosleep(&ts, NULL);
 }
 
@@ -254,10 +258,10 @@ static void busy_backoff(int attempt)
 static sqlite3_stmt *stmt(struct sq_conn *c, int which)
 {
     if (!c->st[which]) {
-        int rc = sqlite3_prepare_v3(c->db, SQL[which], -1, SQLITE_PREPARE_PERSISTENT,
-                                    &c->st[which], NULL);
+        int rc = sqlite3_prepare_v3(c->db, SQL[which], -1, SQLITE_PREPARE_PERSISTENT, &c->st[which],
+                                    NULL);
         if (rc != SQLITE_OK) {
-            sq_fail(c->db, rc, SQL[which]);
+            sq_fail(c, rc, SQL[which]);
             c->st[which] = NULL;
         }
     }
@@ -331,10 +335,10 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 
 /* Opens one connection. The writer gets durability settings; readers are query-only.
  * Returns 0, or -1 with the reason in err. */
-static int conn_open(struct sq_store *st, struct sq_conn *c, bool writer, char *err,
-                     size_t err_len)
+static int conn_open(struct sq_store *st, struct sq_conn *c, bool writer, char *err, size_t err_len)
 {
     memset(c, 0, sizeof *c);
+    c->log = &st->log;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (writer ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(st->path, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
@@ -389,7 +393,7 @@ static int op_create(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_clear_bindings(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "create document");
+        return sq_fail(c, rc, "create document");
     }
     return sqlite3_changes(c->db) ? STORE_OK : STORE_EEXISTS;
 fail:
@@ -413,7 +417,7 @@ static int doc_len(struct sq_conn *c, const char *id, size_t id_len, uint64_t *l
     } else if (rc == SQLITE_DONE) {
         out = 0;
     } else {
-        out = sq_fail(c->db, rc, "document length");
+        out = sq_fail(c, rc, "document length");
     }
     sqlite3_reset(s);
     return out;
@@ -440,7 +444,7 @@ static int op_append(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "append");
+        rc = sq_fail(c, src, "append");
         goto fail;
     }
     op->new_len = cur + op->len;
@@ -460,7 +464,7 @@ static int op_touch(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "touch");
+        return sq_fail(c, rc, "touch");
     }
     return STORE_OK;
 fail:
@@ -476,7 +480,7 @@ static int delete_keys(struct sq_conn *c, const char *id, size_t id_len)
     bind_text(s, 1, id, id_len);
     int rc = step(s);
     sqlite3_reset(s);
-    return rc == SQLITE_DONE ? STORE_OK : sq_fail(c->db, rc, "delete keys");
+    return rc == SQLITE_DONE ? STORE_OK : sq_fail(c, rc, "delete keys");
 }
 
 static int op_delete(struct sq_conn *c, struct sq_op *op, bool *hard)
@@ -488,7 +492,7 @@ static int op_delete(struct sq_conn *c, struct sq_op *op, bool *hard)
     int src = step(s);
     sqlite3_reset(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "delete document");
+        rc = sq_fail(c, src, "delete document");
         goto fail;
     }
     bool found = sqlite3_changes(c->db) > 0;
@@ -511,7 +515,7 @@ static int op_key_set(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_int64 version = exists ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "key get");
+        rc = sq_fail(c, src, "key get");
         goto fail;
     }
     if (exists ? version != (sqlite3_int64)op->old_version : op->old_version != 0)
@@ -527,7 +531,7 @@ static int op_key_set(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "key set");
+        rc = sq_fail(c, src, "key set");
         goto fail;
     }
     return STORE_OK;
@@ -548,7 +552,7 @@ static int op_token_add(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_int64 exp = exists ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "token lookup");
+        rc = sq_fail(c, src, "token lookup");
         goto fail;
     }
     if (exists && exp > op->now) return STORE_EEXISTS;
@@ -559,7 +563,7 @@ static int op_token_add(struct sq_conn *c, struct sq_op *op, bool *hard)
         src = step(s);
         sqlite3_reset(s);
         if (src != SQLITE_DONE) {
-            rc = sq_fail(c->db, src, "token replace");
+            rc = sq_fail(c, src, "token replace");
             goto fail;
         }
     }
@@ -574,7 +578,7 @@ static int op_token_add(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     if (src != SQLITE_DONE) {
-        rc = sq_fail(c->db, src, "token add");
+        rc = sq_fail(c, src, "token add");
         goto fail;
     }
     return STORE_OK;
@@ -593,7 +597,7 @@ static int op_user_update(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "update user");
+        return sq_fail(c, rc, "update user");
     }
     return STORE_OK;
 fail:
@@ -615,7 +619,7 @@ static int op_expire_docs(struct sq_conn *c, struct sq_op *op, bool *hard)
         int src = step(s);
         sqlite3_reset(s);
         if (src != SQLITE_DONE) {
-            rc = sq_fail(c->db, src, "expire document");
+            rc = sq_fail(c, src, "expire document");
             goto fail;
         }
         if (sqlite3_changes(c->db) == 0) continue;
@@ -638,7 +642,7 @@ static int op_expire_tokens(struct sq_conn *c, struct sq_op *op, bool *hard)
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) {
         *hard = true;
-        return sq_fail(c->db, rc, "expire tokens");
+        return sq_fail(c, rc, "expire tokens");
     }
     op->count = (uint64_t)sqlite3_changes(c->db);
     return STORE_OK;
@@ -682,10 +686,10 @@ static bool run_txn(struct sq_store *st, struct sq_op *first, struct sq_op *end,
         busy_backoff(attempt);
     }
     if (rc != SQLITE_OK) {
-        err = sq_fail(c->db, rc, "begin");
+        err = sq_fail(c, rc, "begin");
         goto fail;
     }
-    for (struct sq_op *op = first; op != end; op = op->next) {
+    for (struct sq_op *op = first; op != end; op = next_op(op)) {
         bool hard = false;
         op->rc = run_op(c, op, &hard);
         if (hard) {
@@ -700,88 +704,57 @@ static bool run_txn(struct sq_store *st, struct sq_op *first, struct sq_op *end,
         busy_backoff(attempt);
     }
     if (rc != SQLITE_OK) {
-        err = sq_fail(c->db, rc, "commit");
+        err = sq_fail(c, rc, "commit");
         goto fail;
     }
     return true;
 fail:
     rollback(c);
-    for (struct sq_op *op = first; op != end; op = op->next) op->rc = err;
+    for (struct sq_op *op = first; op != end; op = next_op(op)) op->rc = err;
     return false;
 }
 
 static void run_batch(struct sq_store *st, struct sq_op *batch)
 {
     bool op_failed;
-    if (run_txn(st, batch, NULL, &op_failed) || !op_failed || !batch->next) return;
+    if (run_txn(st, batch, NULL, &op_failed) || !op_failed || !next_op(batch)) return;
     /* One op failed in SQLite and took the batch with it: redo each op alone so that
      * only the failing one reports the failure. */
-    for (struct sq_op *op = batch; op; op = op->next) run_txn(st, op, op->next, &op_failed);
+    for (struct sq_op *op = batch; op; op = next_op(op)) run_txn(st, op, next_op(op), &op_failed);
 }
 
-static void free_op(struct sq_op *op)
+static void commit_batch(void *arg, struct commit_queue_item *first, size_t n)
 {
+    (void)n; /* the batch ends at a NULL next */
+    run_batch(arg, (struct sq_op *)first);
+}
+
+static void free_op(void *arg, struct commit_queue_item *item)
+{
+    (void)arg;
+    struct sq_op *op = (struct sq_op *)item;
     free((char *)op->id);
     free(op);
 }
 
-static void *committer_main(void *arg)
+/* After each batch, its callers already woken. A PASSIVE checkpoint never waits for
+ * readers. Preferably between bursts, but under endless load the WAL must not grow
+ * without bound either. */
+static void maybe_checkpoint(void *arg, bool more_queued)
 {
     struct sq_store *st = arg;
-    pthread_mutex_lock(&st->qlock);
-    for (;;) {
-        while (!st->head && !st->stopping) pthread_cond_wait(&st->qcond, &st->qlock);
-        if (!st->head) break;
-        struct sq_op *batch = st->head;
-        st->head = st->tail = NULL;
-        pthread_mutex_unlock(&st->qlock);
-
-        run_batch(st, batch);
-
-        pthread_mutex_lock(&st->qlock);
-        struct sq_op *next;
-        for (struct sq_op *op = batch; op; op = next) {
-            next = op->next;
-            if (op->detached) free_op(op);
-            else op->done = true;
-        }
-        pthread_cond_broadcast(&st->donecond);
-        if (st->wal_frames >= CHECKPOINT_FRAMES &&
-            (!st->head || st->wal_frames >= 8 * CHECKPOINT_FRAMES)) {
-            /* Callers are already woken; a PASSIVE checkpoint never waits for readers.
-             * Preferably between bursts, but under endless load the WAL must not grow
-             * without bound either. */
-            pthread_mutex_unlock(&st->qlock);
-            int rc = sqlite3_wal_checkpoint_v2(st->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE,
-                                               NULL, NULL);
-            if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
-                sq_fail(st->writer.db, rc, "checkpoint");
-            st->wal_frames = 0;
-            pthread_mutex_lock(&st->qlock);
-        }
-    }
-    pthread_mutex_unlock(&st->qlock);
-    return NULL;
-}
-
-static void enqueue(struct sq_store *st, struct sq_op *op)
-{
-    op->next = NULL;
-    if (st->tail) st->tail->next = op;
-    else st->head = op;
-    st->tail = op;
-    pthread_cond_signal(&st->qcond);
+    if (st->wal_frames < CHECKPOINT_FRAMES ||
+        (more_queued && st->wal_frames < 8 * CHECKPOINT_FRAMES))
+        return;
+    int rc = sqlite3_wal_checkpoint_v2(st->writer.db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) sq_fail(&st->writer, rc, "checkpoint");
+    st->wal_frames = 0;
 }
 
 /* Queues op and waits until its batch committed (or failed). Returns op->rc. */
 static int submit(struct sq_store *st, struct sq_op *op)
 {
-    op->done = false;
-    op->detached = false;
-    pthread_mutex_lock(&st->qlock);
-    enqueue(st, op);
-    while (!op->done) pthread_cond_wait(&st->donecond, &st->qlock);
-    pthread_mutex_unlock(&st->qlock);
+    commit_queue_submit(&st->queue, &op->item);
     return op->rc;
 }
 
@@ -809,13 +782,7 @@ static void reader_put(struct sq_store *st, struct sq_conn *c)
 static void sq_close(struct store *s)
 {
     struct sq_store *st = (struct sq_store *)s;
-    if (st->committer_started) {
-        pthread_mutex_lock(&st->qlock);
-        st->stopping = true;
-        pthread_cond_signal(&st->qcond);
-        pthread_mutex_unlock(&st->qlock);
-        pthread_join(st->committer, NULL); /* drains the queue first */
-    }
+    commit_queue_stop(&st->queue); /* commits what is queued first */
     for (int i = 0; i < st->nreaders; i++) conn_close(&st->readers[i]);
     if (st->writer.db) {
         /* Fold the WAL back so the file is complete on its own (e.g. when copied). */
@@ -824,9 +791,7 @@ static void sq_close(struct store *s)
     }
     pthread_mutex_destroy(&st->rlock);
     pthread_cond_destroy(&st->rcond);
-    pthread_mutex_destroy(&st->qlock);
-    pthread_cond_destroy(&st->qcond);
-    pthread_cond_destroy(&st->donecond);
+    pthread_mutex_destroy(&st->touch_lock);
     free(st->path);
     free(st);
 }
@@ -839,7 +804,7 @@ static int sq_ping(struct store *s)
     sqlite3_stmt *q = stmt(c, ST_PING);
     if (q) {
         int rc = step(q);
-        out = rc == SQLITE_ROW ? STORE_OK : sq_fail(c->db, rc, "ping");
+        out = rc == SQLITE_ROW ? STORE_OK : sq_fail(c, rc, "ping");
         sqlite3_reset(q);
     }
     reader_put(st, c);
@@ -849,8 +814,12 @@ static int sq_ping(struct store *s)
 static int sq_doc_create(struct store *s, const char *id, size_t id_len, const uint8_t *data,
                          size_t len)
 {
-    struct sq_op op = {.kind = OP_CREATE, .id = id, .id_len = id_len, .data = data,
-                       .len = len, .now = now_seconds()};
+    struct sq_op op = { .kind = OP_CREATE,
+                        .id = id,
+                        .id_len = id_len,
+                        .data = data,
+                        .len = len,
+                        .now = now_seconds() };
     return submit((struct sq_store *)s, &op);
 }
 
@@ -863,14 +832,14 @@ static void touch(struct sq_store *st, const char *id, size_t id_len)
     for (size_t i = 0; i < id_len; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
     int64_t now = now_seconds();
     size_t slot = h % TOUCH_SLOTS;
-    pthread_mutex_lock(&st->qlock);
+    pthread_mutex_lock(&st->touch_lock);
     bool recent = st->touch_hash[slot] == h && now - st->touch_time[slot] < TOUCH_EVERY &&
                   now >= st->touch_time[slot];
     if (!recent) {
         st->touch_hash[slot] = h;
         st->touch_time[slot] = now;
     }
-    pthread_mutex_unlock(&st->qlock);
+    pthread_mutex_unlock(&st->touch_lock);
     if (recent) return;
     struct sq_op *op = calloc(1, sizeof *op);
     char *copy = malloc(id_len ? id_len : 1);
@@ -884,10 +853,7 @@ static void touch(struct sq_store *st, const char *id, size_t id_len)
     op->id = copy;
     op->id_len = id_len;
     op->now = now;
-    op->detached = true;
-    pthread_mutex_lock(&st->qlock);
-    enqueue(st, op);
-    pthread_mutex_unlock(&st->qlock);
+    commit_queue_post(&st->queue, &op->item);
 }
 
 static int sq_doc_length(struct store *s, const char *id, size_t id_len, uint64_t *len)
@@ -916,7 +882,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
 
     /* One read transaction, so that the length and the bytes are one snapshot. */
     if ((rc = exec_stmt(c, ST_BEGIN)) != SQLITE_OK) {
-        out = sq_fail(c->db, rc, "begin read");
+        out = sq_fail(c, rc, "begin read");
         goto done;
     }
     in_txn = true;
@@ -938,7 +904,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
         goto done;
     }
     if (rc != SQLITE_ROW) {
-        out = sq_fail(c->db, rc, "read document");
+        out = sq_fail(c, rc, "read document");
         goto done;
     }
     uint64_t doclen = n > 0 ? (uint64_t)n : 0;
@@ -956,7 +922,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     /* Incremental blob I/O copies out only [offset, end), not the whole document. */
     rc = sqlite3_blob_open(c->db, "main", "ZwibblerDocs", "data", rowid, 0, &blob);
     if (rc != SQLITE_OK) {
-        out = sq_fail(c->db, rc, "open document blob");
+        out = sq_fail(c, rc, "open document blob");
         goto done;
     }
     buf = malloc((size_t)want);
@@ -966,7 +932,7 @@ static int sq_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     }
     rc = sqlite3_blob_read(blob, buf, (int)want, (int)offset);
     if (rc != SQLITE_OK) {
-        out = sq_fail(c->db, rc, "read document blob");
+        out = sq_fail(c, rc, "read document blob");
         goto done;
     }
     *data = buf;
@@ -985,8 +951,13 @@ done:
 static int sq_doc_append(struct store *s, const char *id, size_t id_len, uint64_t expected_len,
                          const uint8_t *data, size_t len, uint64_t *new_len)
 {
-    struct sq_op op = {.kind = OP_APPEND, .id = id, .id_len = id_len, .data = data,
-                       .len = len, .expected = expected_len, .now = now_seconds()};
+    struct sq_op op = { .kind = OP_APPEND,
+                        .id = id,
+                        .id_len = id_len,
+                        .data = data,
+                        .len = len,
+                        .expected = expected_len,
+                        .now = now_seconds() };
     int rc = submit((struct sq_store *)s, &op);
     if (new_len && (rc == STORE_OK || rc == STORE_EMISMATCH)) *new_len = op.new_len;
     return rc;
@@ -994,17 +965,23 @@ static int sq_doc_append(struct store *s, const char *id, size_t id_len, uint64_
 
 static int sq_doc_delete(struct store *s, const char *id, size_t id_len)
 {
-    struct sq_op op = {.kind = OP_DELETE, .id = id, .id_len = id_len};
+    struct sq_op op = { .kind = OP_DELETE, .id = id, .id_len = id_len };
     return submit((struct sq_store *)s, &op);
 }
 
 static int sq_key_set(struct store *s, const char *id, size_t id_len, const uint8_t *name,
-                      size_t name_len, const uint8_t *value, size_t value_len,
-                      uint32_t old_version, uint32_t new_version)
+                      size_t name_len, const uint8_t *value, size_t value_len, uint32_t old_version,
+                      uint32_t new_version)
 {
-    struct sq_op op = {.kind = OP_KEY_SET, .id = id, .id_len = id_len, .name = name,
-                       .name_len = name_len, .data = value, .len = value_len,
-                       .old_version = old_version, .new_version = new_version};
+    struct sq_op op = { .kind = OP_KEY_SET,
+                        .id = id,
+                        .id_len = id_len,
+                        .name = name,
+                        .name_len = name_len,
+                        .data = value,
+                        .len = value_len,
+                        .old_version = old_version,
+                        .new_version = new_version };
     return submit((struct sq_store *)s, &op);
 }
 
@@ -1031,7 +1008,7 @@ static int sq_keys_get(struct store *s, const char *id, size_t id_len, store_key
                value ? value : (const uint8_t *)"", value_len, version))
             break;
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) out = sq_fail(c->db, rc, "list keys");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) out = sq_fail(c, rc, "list keys");
     sqlite3_reset(q);
 done:
     reader_put(st, c);
@@ -1041,8 +1018,9 @@ done:
 static int sq_token_add(struct store *s, const char *token, size_t token_len,
                         const struct store_token *t)
 {
-    struct sq_op op = {.kind = OP_TOKEN_ADD, .token = token, .token_len = token_len, .tok = t,
-                       .now = now_seconds()};
+    struct sq_op op = {
+        .kind = OP_TOKEN_ADD, .token = token, .token_len = token_len, .tok = t, .now = now_seconds()
+    };
     return submit((struct sq_store *)s, &op);
 }
 
@@ -1088,7 +1066,7 @@ static int sq_token_get(struct store *s, const char *token, size_t token_len,
     } else if (rc == SQLITE_DONE) {
         ret = STORE_ENOTFOUND;
     } else {
-        ret = sq_fail(c->db, rc, "token get");
+        ret = sq_fail(c, rc, "token get");
     }
     sqlite3_reset(q);
 done:
@@ -1099,8 +1077,10 @@ done:
 static int sq_user_update(struct store *s, const char *user_id, size_t user_len,
                           const char *permissions)
 {
-    struct sq_op op = {.kind = OP_USER_UPDATE, .id = user_id, .id_len = user_len,
-                       .perm = permissions ? permissions : ""};
+    struct sq_op op = { .kind = OP_USER_UPDATE,
+                        .id = user_id,
+                        .id_len = user_len,
+                        .perm = permissions ? permissions : "" };
     return submit((struct sq_store *)s, &op);
 }
 
@@ -1143,19 +1123,21 @@ static int sq_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
             }
             sqlite3_reset(q);
         }
-        if (rc != SQLITE_DONE) out = sq_fail(c->db, rc, "list idle documents");
+        if (rc != SQLITE_DONE) out = sq_fail(c, rc, "list idle documents");
         reader_put(st, c);
         for (size_t i = 0; out == STORE_OK && i < n; i += SWEEP_CHUNK) {
-            struct sq_op op = {.kind = OP_EXPIRE_DOCS, .ids = ids + i, .id_lens = lens + i,
-                               .nids = n - i < SWEEP_CHUNK ? n - i : SWEEP_CHUNK,
-                               .cutoff = cutoff};
+            struct sq_op op = { .kind = OP_EXPIRE_DOCS,
+                                .ids = ids + i,
+                                .id_lens = lens + i,
+                                .nids = n - i < SWEEP_CHUNK ? n - i : SWEEP_CHUNK,
+                                .cutoff = cutoff };
             out = submit(st, &op);
             total += op.count;
         }
     }
     for (;;) {
         if (out != STORE_OK) break;
-        struct sq_op op = {.kind = OP_EXPIRE_TOKENS, .now = now};
+        struct sq_op op = { .kind = OP_EXPIRE_TOKENS, .now = now };
         out = submit(st, &op);
         if (op.count < TOKEN_SWEEP_CHUNK) break;
     }
@@ -1164,6 +1146,105 @@ static int sq_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
     free(lens);
     if (removed) *removed = total;
     return out;
+}
+
+/* ---- Enumeration ---------------------------------------------------------------- */
+
+#define LIST_BATCH 256 /* rows copied out per reader use */
+
+/* One batch of rows, copied out so that callbacks run with the reader given back
+ * (they may call the store, and the pool is small). */
+struct sq_row {
+    char *col[3]; /* doc: id; token: token, docID, userID */
+    size_t len[3];
+    char perms[8];
+    int64_t expires;
+};
+
+static void rows_free(struct sq_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < 3; j++) free(rows[i].col[j]);
+}
+
+/* Reads up to LIST_BATCH rows after *after (a rowid) into rows; tokens when `tokens`.
+ * Returns a store code; *n is the number read. */
+static int list_batch(struct sq_store *st, bool tokens, int64_t *after, struct sq_row *rows,
+                      size_t *n)
+{
+    struct sq_conn *c = reader_get(st);
+    int out = STORE_OK, rc = SQLITE_ERROR;
+    *n = 0;
+    sqlite3_stmt *q = stmt(c, tokens ? ST_TOKEN_LIST : ST_DOC_LIST);
+    if (q) {
+        sqlite3_bind_int64(q, 1, *after);
+        if (tokens) sqlite3_bind_int64(q, 2, now_seconds());
+        sqlite3_bind_int(q, tokens ? 3 : 2, LIST_BATCH);
+        while ((rc = step(q)) == SQLITE_ROW) {
+            struct sq_row *r = &rows[*n];
+            memset(r, 0, sizeof *r);
+            *after = sqlite3_column_int64(q, 0);
+            int ncols = tokens ? 3 : 1;
+            bool ok = true;
+            for (int j = 0; j < ncols; j++)
+                ok &= (r->col[j] = dup_column(q, 1 + j, &r->len[j])) != NULL;
+            (*n)++;
+            if (!ok) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            if (tokens) {
+                const unsigned char *p = sqlite3_column_text(q, 4);
+                snprintf(r->perms, sizeof r->perms, "%s", p ? (const char *)p : "");
+                r->expires = sqlite3_column_int64(q, 5);
+            }
+        }
+        sqlite3_reset(q);
+    }
+    if (rc != SQLITE_DONE) out = sq_fail(c, rc, tokens ? "list tokens" : "list documents");
+    reader_put(st, c);
+    return out;
+}
+
+static int sq_list(struct sq_store *st, bool tokens, store_doc_fn doc_fn, store_token_fn token_fn,
+                   void *arg)
+{
+    struct sq_row *rows = malloc(LIST_BATCH * sizeof *rows);
+    if (!rows) return STORE_ENOMEM;
+    int64_t after = 0;
+    int out = STORE_OK;
+    bool stop = false;
+    while (!stop) {
+        size_t n = 0;
+        out = list_batch(st, tokens, &after, rows, &n);
+        for (size_t i = 0; out == STORE_OK && i < n && !stop; i++) {
+            struct sq_row *r = &rows[i];
+            if (!tokens) {
+                stop = doc_fn(arg, r->col[0], r->len[0]) != 0;
+                continue;
+            }
+            struct store_token t = { .doc_id = r->col[1],
+                                     .doc_id_len = r->len[1],
+                                     .user_id = r->col[2],
+                                     .expires = r->expires };
+            memcpy(t.permissions, r->perms, sizeof t.permissions);
+            stop = token_fn(arg, r->col[0], r->len[0], &t) != 0;
+        }
+        rows_free(rows, n);
+        if (out != STORE_OK || n < LIST_BATCH) break;
+    }
+    free(rows);
+    return out;
+}
+
+static int sq_doc_list(struct store *s, store_doc_fn fn, void *arg)
+{
+    return sq_list((struct sq_store *)s, false, fn, NULL, arg);
+}
+
+static int sq_token_list(struct store *s, store_token_fn fn, void *arg)
+{
+    return sq_list((struct sq_store *)s, true, NULL, fn, arg);
 }
 
 static const struct store_methods sq_methods = {
@@ -1182,6 +1263,8 @@ static const struct store_methods sq_methods = {
     .token_get = sq_token_get,
     .user_update = sq_user_update,
     .sweep = sq_sweep,
+    .doc_list = sq_doc_list,
+    .token_list = sq_token_list,
 };
 
 /* mkdir -p (0750, as the LMDB backend). Returns 0 or an errno value. */
@@ -1213,11 +1296,10 @@ struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_
     }
     st->base.methods = &sq_methods;
     st->nosync = cfg->nosync != 0;
+    st->log = cfg->log;
     pthread_mutex_init(&st->rlock, NULL);
     pthread_cond_init(&st->rcond, NULL);
-    pthread_mutex_init(&st->qlock, NULL);
-    pthread_cond_init(&st->qcond, NULL);
-    pthread_cond_init(&st->donecond, NULL);
+    pthread_mutex_init(&st->touch_lock, NULL);
 
     const char *dir = cfg->data_dir && *cfg->data_dir ? cfg->data_dir : "/var/lib/zwibbler";
     size_t plen = strlen(dir) + sizeof "/zwibbler.db";
@@ -1246,19 +1328,22 @@ struct store *store_sqlite_open(const struct store_config *cfg, char *err, size_
     }
     if (conn_open(st, &st->writer, true, err, err_len) != 0) goto fail;
 
-    int nreaders = cfg->max_readers ? (int)(cfg->max_readers < MAX_READERS ? cfg->max_readers
-                                                                            : MAX_READERS)
-                                    : DEFAULT_READERS;
+    int nreaders = cfg->max_readers
+                       ? (int)(cfg->max_readers < MAX_READERS ? cfg->max_readers : MAX_READERS)
+                       : DEFAULT_READERS;
     for (int i = 0; i < nreaders; i++) {
         if (conn_open(st, &st->readers[i], false, err, err_len) != 0) goto fail;
         st->nreaders++;
         st->free_readers[st->nfree++] = i;
     }
-    if (pthread_create(&st->committer, NULL, committer_main, st) != 0) {
+    /* Touches are not deferred: a batch starts as soon as anything is queued. */
+    st->queue = (struct commit_queue){
+        .run = commit_batch, .release = free_op, .after = maybe_checkpoint, .arg = st
+    };
+    if (commit_queue_start(&st->queue) != 0) {
         snprintf(err, err_len, "sqlite: cannot start committer thread");
         goto fail;
     }
-    st->committer_started = true;
     return &st->base;
 fail:
     sq_close(&st->base);

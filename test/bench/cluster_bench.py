@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""cluster_bench: fan-out across servers sharing one Redis (issue 8), for `make bench`.
+"""cluster_bench: fan-out across servers sharing one Redis, for `make bench`.
 
 One redis-server and 1, 2 or 3 zwibbler servers (Database=redis) on loopback, with
 nginx balancing /socket over them round robin, so the bundled load tester's readers

@@ -24,7 +24,7 @@ describe("self-test page", () => {
     nginx = await new Nginx().start(`
     # Wrong on purpose: no proxy_http_version 1.1 and no Upgrade/Connection headers.
     location /socket { proxy_pass http://127.0.0.1:${server.port}; }
-    # Right: the README's nginx set-up, under a prefix.
+    # Right: the nginx set-up of docs/deployment.md, under a prefix.
     location /board/socket {
       proxy_pass http://127.0.0.1:${server.port}/socket;
       proxy_http_version 1.1;
@@ -32,7 +32,7 @@ describe("self-test page", () => {
       proxy_set_header Connection "upgrade";
       proxy_read_timeout 1h;
     }`);
-    // The README's Apache set-up (2.4.47+: mod_proxy_http upgrades WebSockets itself).
+    // An Apache set-up (2.4.47+: mod_proxy_http upgrades WebSockets itself).
     apache = await new Apache().start(`<Location "/socket">
     ProxyPass "http://127.0.0.1:${server.port}/socket" upgrade=websocket
 </Location>`);
@@ -51,13 +51,15 @@ describe("self-test page", () => {
     watchPage(page, errors);
     const r = await runSelftest(page, `${server.base}/socket/test`);
     await screenshot(page, "selftest.png");
-    if (process.env.ZW_DOCS_SCREENSHOT) { // refreshes the README's picture: docs/selftest.png
+    if (process.env.ZW_DOCS_SCREENSHOT) { // refreshes the picture of README and docs: docs/selftest.png
       await page.setViewportSize({ width: 860, height: 600 });
       await page.screenshot({ path: path.join(REPO, "docs/selftest.png"), fullPage: true });
     }
     assert.deepEqual(failures(r), []);
     assert.equal(r.status, "pass");
-    assert.ok(r.results.length >= 12, `only ${r.results.length} checks`);
+    assert.ok(r.results.length >= 13, `only ${r.results.length} checks`);
+    // A real Chromium offers permessage-deflate and the server takes it.
+    assert.match(r.results.find((x) => x.id === "compression").reason, /^negotiated/);
     assert.equal(await page.getAttribute("#summary", "data-status"), "pass");
     const rows = await page.$$eval("tr[data-check]", (trs) => trs.map((t) => t.dataset.status));
     assert.ok(rows.every((s) => s === "pass"), rows.join(","));
@@ -70,6 +72,7 @@ describe("self-test page", () => {
     const r = await runSelftest(page, `${nginx.base}/board/socket/test`);
     await screenshot(page, "selftest-nginx.png");
     assert.deepEqual(failures(r), []);
+    assert.match(r.results.find((x) => x.id === "compression").reason, /^negotiated/); // passed through
     assert.match(r.results[0].reason, new RegExp(`ws://127\\.0\\.0\\.1:${nginx.port}/board/socket$`));
     await page.close();
   });
@@ -79,6 +82,7 @@ describe("self-test page", () => {
     const r = await runSelftest(page, `${apache.base}/socket/test`);
     await screenshot(page, "selftest-apache.png");
     assert.deepEqual(failures(r), []);
+    assert.match(r.results.find((x) => x.id === "compression").reason, /^negotiated/); // passed through
     await page.close();
   });
 
@@ -143,6 +147,7 @@ describe("over HTTPS", () => {
     await screenshot(page, "selftest-https.png");
     assert.deepEqual(failures(r), []);
     assert.match(r.results[0].reason, /^upgraded wss:\/\/127\.0\.0\.1:\d+\/socket$/);
+    assert.match(r.results.find((x) => x.id === "compression").reason, /^negotiated/);
   });
 });
 

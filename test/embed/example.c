@@ -1,4 +1,4 @@
-/* example: embedding zwibbler-server in your own program (README: Embedding).
+/* example: embedding zwibbler-server in your own program (docs/embedding.md).
  *
  * Starts a CivetWeb server of its own with a page at "/", mounts the collaboration
  * endpoint at "/collab", and stores documents with a storage backend written right
@@ -90,7 +90,8 @@ static int mem_ping(struct store *s)
     return STORE_OK;
 }
 
-static int mem_doc_create(struct store *s, const char *id, size_t id_len, const uint8_t *data, size_t len)
+static int mem_doc_create(struct store *s, const char *id, size_t id_len, const uint8_t *data,
+                          size_t len)
 {
     struct mem_store *m = (struct mem_store *)s;
     int rc = STORE_OK;
@@ -136,13 +137,17 @@ static int mem_doc_read(struct store *s, const char *id, size_t id_len, uint64_t
     *len = 0;
     pthread_mutex_lock(&m->lock);
     struct mem_doc *d = find_doc(m, id, id_len);
-    if (!d) rc = STORE_ENOTFOUND;
-    else if (offset > d->len) rc = STORE_ERANGE;
+    if (!d)
+        rc = STORE_ENOTFOUND;
+    else if (offset > d->len)
+        rc = STORE_ERANGE;
     else if (d->len > offset) {
         *len = d->len - offset;
         *data = malloc(*len);
-        if (*data) memcpy(*data, d->data + offset, *len);
-        else rc = STORE_ENOMEM;
+        if (*data)
+            memcpy(*data, d->data + offset, *len);
+        else
+            rc = STORE_ENOMEM;
     }
     if (d && total) *total = d->len;
     pthread_mutex_unlock(&m->lock);
@@ -156,9 +161,12 @@ static int mem_doc_append(struct store *s, const char *id, size_t id_len, uint64
     int rc;
     pthread_mutex_lock(&m->lock);
     struct mem_doc *d = find_doc(m, id, id_len);
-    if (!d) rc = STORE_ENOTFOUND;
-    else if (d->len != expected) rc = STORE_EMISMATCH;
-    else rc = grow_append(d, data, len);
+    if (!d)
+        rc = STORE_ENOTFOUND;
+    else if (d->len != expected)
+        rc = STORE_EMISMATCH;
+    else
+        rc = grow_append(d, data, len);
     if (d) *new_len = d->len;
     pthread_mutex_unlock(&m->lock);
     return rc;
@@ -184,8 +192,9 @@ static int mem_doc_delete(struct store *s, const char *id, size_t id_len)
     return rc;
 }
 
-static int mem_key_set(struct store *s, const char *id, size_t id_len, const uint8_t *name, size_t name_len,
-                       const uint8_t *value, size_t value_len, uint32_t old_version, uint32_t new_version)
+static int mem_key_set(struct store *s, const char *id, size_t id_len, const uint8_t *name,
+                       size_t name_len, const uint8_t *value, size_t value_len,
+                       uint32_t old_version, uint32_t new_version)
 {
     struct mem_store *m = (struct mem_store *)s;
     pthread_mutex_lock(&m->lock);
@@ -195,8 +204,10 @@ static int mem_key_set(struct store *s, const char *id, size_t id_len, const uin
         k = k->next;
     int rc = STORE_OK;
     uint8_t *v = malloc(value_len ? value_len : 1);
-    if (!v) rc = STORE_ENOMEM;
-    else if (k ? k->version != old_version : old_version != 0) rc = STORE_EMISMATCH;
+    if (!v)
+        rc = STORE_ENOMEM;
+    else if (k ? k->version != old_version : old_version != 0)
+        rc = STORE_EMISMATCH;
     else if (!k) {
         k = calloc(1, sizeof *k);
         if (k) k->doc = malloc(id_len ? id_len : 1), k->name = malloc(name_len ? name_len : 1);
@@ -316,7 +327,7 @@ int main(int argc, char **argv)
 
     char err[256];
     struct store *store = mem_store_open();
-    const char *settings[] = {"InitTimeoutMs=5000", "SenderThreads=2", NULL};
+    const char *settings[] = { "InitTimeoutMs=5000", "SessionThreads=2", NULL };
     struct zwibbler *z = store ? zwibbler_create(NULL, settings, store, err, sizeof err) : NULL;
     if (!z) {
         fprintf(stderr, "zwibbler: %s\n", store ? err : "out of memory");
@@ -325,9 +336,10 @@ int main(int argc, char **argv)
 
     char ports[32];
     snprintf(ports, sizeof ports, "127.0.0.1:%s", argv[1]);
-    const char *options[] = {"listening_ports", ports, "num_threads", "64", NULL};
+    /* Workers serve HTTP and upgrades only: open WebSockets do not hold them. */
+    const char *options[] = { "listening_ports", ports, "num_threads", "8", NULL };
     mg_init_library(0);
-    struct mg_callbacks cb = {0};
+    struct mg_callbacks cb = { 0 };
     struct mg_context *ctx = mg_start(&cb, NULL, options);
     if (!ctx) {
         fprintf(stderr, "cannot listen on %s\n", ports);
@@ -342,9 +354,9 @@ int main(int argc, char **argv)
 
     int sig;
     sigwait(&stop, &sig);
-    mg_stop(ctx);       /* first: closes the connections */
-    zwibbler_destroy(z);
-    store_close(store); /* ours: zwibbler does not close a store it was given */
+    mg_stop(ctx);        /* first: no new connections or requests */
+    zwibbler_destroy(z); /* closes the WebSockets (1001) */
+    store_close(store);  /* ours: zwibbler does not close a store it was given */
     mg_exit_library();
     return 0;
 }

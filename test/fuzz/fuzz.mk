@@ -1,4 +1,4 @@
-# Fuzz targets (issue 7), included by the Makefile. libFuzzer with clang from Debian
+# Fuzz targets, included by the Makefile. libFuzzer with clang from Debian
 # (scripts/deps.sh installs clang and libclang-rt-14-dev), ASan and UBSan on.
 #   make fuzz         each target for FUZZ_TIME seconds (default 300)
 #   make fuzz-short   each target for FUZZ_SHORT_TIME seconds (default 15; in `make test`)
@@ -16,8 +16,13 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wext
 FUZZ_DEPS_codec := protocol/codec.o
 FUZZ_DEPS_config := server/app/config.o
 FUZZ_DEPS_jwt := server/auth/jwt.o
-FUZZ_DEPS_form := server/http/mgmt_api.o server/auth/jwt.o server/app/log.o server/http/cors.o \
+FUZZ_DEPS_form := server/http/mgmt_api.o server/http/rfc1123.o server/http/respond.o server/http/cors.o \
+                  server/auth/jwt.o server/app/log.o \
                   $(patsubst %.c,%.o,$(wildcard storage/*.c storage/*/*.c)) server/http/civetweb_build.o
+# WebSocket framing and permessage-deflate (the inflater also fuzzes negotiation).
+FUZZ_TARGETS += wsframe wsinflate
+FUZZ_DEPS_wsframe := protocol/wsframe.o
+FUZZ_DEPS_wsinflate := protocol/wsdeflate.o
 FUZZ_OBJS := $(sort $(foreach t,$(FUZZ_TARGETS),$(FUZZ_DEPS_$(t):%=$(FZ)/%)))
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
 FUZZ_TIME ?= 300

@@ -12,7 +12,10 @@
 
 #include "codec.h"
 
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) abort();                                                                         \
+    } while (0)
 
 static void decoders(const uint8_t *d, size_t n)
 {
@@ -103,7 +106,7 @@ static void split_round_trip(const uint8_t *d, size_t n, uint32_t max)
 /* Encoders give what the decoders (or the layout) read back. */
 static void encode_round_trip(const uint8_t *d, size_t n)
 {
-    uint64_t off = n >= 8 ? codec_get64(d) : n;
+    uint64_t off = n >= 8 ? be_get64(d) : n;
     for (int version = 2; version <= 3; version++) {
         uint8_t *buf = malloc(codec_append_size(version, n));
         CHECK(buf);
@@ -127,7 +130,7 @@ static void encode_round_trip(const uint8_t *d, size_t n)
     len = codec_key_info_begin(buf);
     len += codec_key_info_add(buf + len, (uint32_t)off, d, half, d + half, n - half);
     CHECK(len == CODEC_KEY_INFO_HEADER + codec_key_info_entry_size(half, n - half));
-    CHECK(codec_get32(buf + 6) == half && codec_get32(buf + 10 + half) == n - half);
+    CHECK(be_get32(buf + 6) == half && be_get32(buf + 10 + half) == n - half);
     free(buf);
 }
 

@@ -11,16 +11,19 @@
 
 #include "config.h"
 
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) abort();                                                                         \
+    } while (0)
 
 static void check_ranges(const struct config *c)
 {
     CHECK(c->port >= 1 && c->port <= 65535);
-    CHECK(c->max_connections >= 1 && c->max_connections <= 30000);
+    CHECK(c->max_connections >= 0 && c->max_connections <= 1000000);
     CHECK(c->max_message_bytes >= 1024 && c->max_message_bytes <= (1u << 31));
-    CHECK(c->max_doc_id_bytes >= 1 && c->max_doc_id_bytes <= 480);
+    CHECK(c->max_doc_id_bytes >= 1 && c->max_doc_id_bytes <= (16u << 20));
     CHECK(c->send_queue_bytes >= 4096);
-    CHECK(c->sender_threads >= 1 && c->sender_threads <= 256);
+    CHECK(c->session_threads >= 1 && c->session_threads <= 256);
     CHECK(c->read_timeout_ms >= 100);
     CHECK(c->swarm_count >= 0 && c->swarm_count <= CONFIG_MAX_SWARM);
 }

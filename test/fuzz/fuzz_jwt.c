@@ -9,7 +9,10 @@
 
 #include "jwt.h"
 
-#define CHECK(x) do { if (!(x)) abort(); } while (0)
+#define CHECK(x)                                                                                   \
+    do {                                                                                           \
+        if (!(x)) abort();                                                                         \
+    } while (0)
 
 static const uint8_t KEY[] = "fuzz-secret";
 #define NOW 1700000000

@@ -5,8 +5,8 @@ Its stdout+stderr go to <dir>/server.log, printed when a test fails. Servers are
 always stopped (SIGTERM, then SIGKILL after 10 s); a server that crashed by itself,
 ignored SIGTERM or exited with a failure status fails the test in teardown.
 
-Storage backend: LMDB unless the test module sets BACKENDS, e.g.
-    BACKENDS = ["lmdb", "sqlite", "redis"]
+Storage backend: LMDB unless the test module sets SERVER_BACKENDS, e.g.
+    SERVER_BACKENDS = ["lmdb", "sqlite", "redis"]
 which runs each of its tests once per backend (the `db_backend` parameter). With
 "redis" every test gets a private redis-server, and its servers run in cluster mode
 (the default with Redis): each server delivers through the Redis channel, as in a
@@ -217,7 +217,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_generate_tests(metafunc):
-    backends = getattr(metafunc.module, "BACKENDS", None)
+    backends = getattr(metafunc.module, "SERVER_BACKENDS", None)
     if backends and "server_factory" in metafunc.fixturenames:
         metafunc.parametrize("db_backend", backends, indirect=True)
 

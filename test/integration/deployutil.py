@@ -1,4 +1,4 @@
-"""Helpers of the deployment tests (issue 6): certificates made with the openssl CLI,
+"""Helpers of the deployment tests: certificates made with the openssl CLI,
 a server started with HTTPS, a full protocol session over any URL, and background
 processes (nginx, apache2, an installed server) that are always stopped.
 """

@@ -1,5 +1,5 @@
-"""Helpers for calling the management API (PROTOCOL.md §6) and minting JWTs (§5) in
-the integration tests. Written from PROTOCOL.md, standard library only."""
+"""Helpers for calling the management API and minting JWTs (docs/protocol.md) in
+the integration tests. Written from docs/protocol.md, standard library only."""
 
 import base64
 import hashlib

@@ -1,4 +1,4 @@
-"""Connection churn (issue 7): 5,000 connect/INIT/disconnect cycles and 2,000 sockets
+"""Connection churn: 5,000 connect/INIT/disconnect cycles and 2,000 sockets
 opened and dropped without a close frame (some upgraded, some with half-written
 handshakes or frames). Afterwards the server holds no more file descriptors or
 threads than before, and its memory (VmRSS) is back within a small slack.

@@ -1,4 +1,4 @@
-"""Issue 8: several servers sharing documents through one Redis (cluster.h).
+"""Several servers sharing documents through one Redis (cluster.h).
 
 Three servers and one redis-server on loopback ports, all started and stopped here
 (nginx too, for the load-balanced case). Every client checks the delivery rule

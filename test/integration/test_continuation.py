@@ -1,4 +1,4 @@
-"""PROTOCOL §1.1: continuation messages in both directions, byte-exact."""
+"""docs/protocol.md, Framing and continuations: continuation messages in both directions, byte-exact."""
 
 import os
 
@@ -171,6 +171,27 @@ async def test_server_split_default_size_large_document(server, v):
     await d.expect_raw(exp_append(v, 0, doc + more), timeout=10)
     assert len(d.frames) == 1 and d.frames[0][1] == 0
     assert await zw.fetch_doc(server, "big") == doc + more
+
+
+@versions
+@pytest.mark.parametrize("mode,doc,code", [
+    (1, "missing", 1),          # never create, missing -> ERROR 1 does not exist
+    (2, "exists", 2),           # always create, exists -> ERROR 2 already exists
+    (1, "exists-offset", 3),    # offset past the end -> ERROR 3 invalid offset
+])
+@aiotest()
+async def test_server_split_refusal_error(server, v, mode, doc, code):
+    """An ERROR refusing an INIT is split per the client's maxMessageSize too."""
+    if doc.startswith("exists"):
+        c = await zw.connect(server, doc, name="creator", version=v, mode=2, initial=b"abc")
+        await c.close()
+    c = await zw.connect(server, name="A")
+    await c.send_init(doc, version=v, mode=mode, offset=99 if code == 3 else 0,
+                      max_message_size=10)
+    m = await c.expect_raw(zw.exp_error(code))
+    assert m.frames == split(zw.exp_error(code), 10)
+    assert len(m.frames[0]) == 10 and m.frames[0][1] == 1 and len(m.frames) >= 2
+    await c.expect_closed()
 
 
 # ---- protocol errors ----

@@ -1,4 +1,4 @@
-"""Crash safety (issue 7, DESIGN invariant 3): 8 writers append to 4 documents and
+"""Crash safety (nothing acknowledged is lost): 8 writers append to 4 documents and
 set session keys while the server is killed with SIGKILL at a random moment; it is
 restarted and the writers reconnect with the offsets they have. Repeated 20 times.
 

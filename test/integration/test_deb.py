@@ -1,4 +1,4 @@
-"""Issue 6: the Debian package. scripts/mkdeb.sh (what `make deb` runs) packages the
+"""The Debian package. scripts/mkdeb.sh (what `make deb` runs) packages the
 binary under test; the package is inspected with dpkg-deb, then installed, upgraded,
 used and purged with the real dpkg and maintainer scripts in a throwaway root.
 
@@ -123,10 +123,54 @@ def test_deb_contents(debs):
         "/var/log/zwibbler/": "drwxr-x---",
         "/usr/share/doc/zwibbler/examples/nginx-zwibbler.conf": "-rw-r--r--",
         "/usr/share/doc/zwibbler/examples/apache-zwibbler.conf": "-rw-r--r--",
+        "/usr/share/doc/zwibbler/README.md": "-rw-r--r--",
+        "/usr/share/man/man8/zwibbler.8.gz": "-rw-r--r--",
     }
+    # every page of docs/ is shipped
+    for f in (REPO / "docs").iterdir():
+        if f.is_file():
+            expect["/usr/share/doc/zwibbler/docs/" + f.name] = "-rw-r--r--"
+    assert len([k for k in expect if "/docs/" in k]) >= 8, "docs/ has too few pages"
     for path, mode in expect.items():
         assert path in files, "%s missing from the package:\n%s" % (path, listing)
         assert files[path] == (mode, "root/root"), (path, files[path])
+
+
+def _man_warnings(page):
+    """What `man --warnings` says about a page (empty: renders cleanly)."""
+    p = subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True,
+                       env=dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="0"),
+                       timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    # without a terminal, bold and underline are overstrikes: keep the letters
+    return p.stderr.decode(), re.sub(r".\x08", "", p.stdout.decode())
+
+
+def test_man_page_renders_and_is_packaged(debs, tmp_path):
+    """man/zwibbler.8 renders without a warning, the package holds it gzipped, the
+    packaged page is the same, and it names every command-line flag."""
+    if subprocess.run(["sh", "-c", "command -v man"], capture_output=True).returncode:
+        pytest.skip("man-db is not installed")
+    warnings, text = _man_warnings(REPO / "man" / "zwibbler.8")
+    assert warnings == "", warnings
+    for section in ("SYNOPSIS", "OPTIONS", "CONFIGURATION", "FILES", "SIGNALS",
+                    "EXIT STATUS", "EXAMPLES"):
+        assert re.search(r"^%s$" % section, text, re.M), section
+    flags = ["--config", "--port", "--install", "--uninstall", "--version", "--help",
+             "--test", "--docid", "--teachers", "--students", "--docs", "--duration",
+             "--delay-ms", "--change-bytes", "--connect-spread-ms", "--json",
+             "--tls-verify", "--verbose", "--copy-store", "--from", "--to", "--overwrite"]
+    for flag in flags:
+        assert flag in text, "%s is not in the man page" % flag
+    deb, _ = debs
+    out = tmp_path / "zwibbler.8.gz"
+    subprocess.run(["sh", "-c", 'dpkg-deb --fsys-tarfile "$1" | tar -xO ./usr/share/man/man8/zwibbler.8.gz > "$2"',
+                    "sh", str(deb), str(out)], check=True, timeout=60)
+    warnings, packaged = _man_warnings(out)
+    assert warnings == "" and packaged == text
+    # and `zwibbler --help` points at it
+    helptext = subprocess.run([BIN, "--help"], capture_output=True, timeout=10).stdout.decode()
+    assert "man 8 zwibbler" in helptext, helptext
 
 
 def test_deb_control(debs):
@@ -153,12 +197,13 @@ def test_deb_control(debs):
 
 def test_shipped_config_has_every_key_documented():
     """Every key config.c knows appears in conf/zwibbler.conf (set or commented)."""
-    src = (REPO / "server" / "config.c").read_text()
+    src = (REPO / "server" / "app" / "config.c").read_text()
     keys = set(re.findall(r'^\s+\{"([A-Za-z0-9]+)", K_', src, re.M))
     keys |= set(re.findall(r'strcasecmp\(key, "([A-Za-z0-9]+)"\)', src))
     conf = (REPO / "conf" / "zwibbler.conf").read_text()
     present = set(re.findall(r"^#?([A-Za-z0-9]+)=", conf, re.M))
-    aliases = {"RedisServer", "RedisPassword"}  # documented in words beside DbServer
+    # older names, documented in words beside the keys they stand for
+    aliases = {"RedisServer", "RedisPassword", "WriteTimeoutMs", "SenderThreads"}
     missing = keys - present - aliases
     assert not missing, "undocumented in conf/zwibbler.conf: %s" % sorted(missing)
 

@@ -1,6 +1,11 @@
-"""PROTOCOL §6 (plain HTTP on /socket) and §1 (upgrade, compression)."""
+"""docs/protocol.md, HTTP endpoints (plain HTTP on /socket) and Transport (upgrade, compression)."""
+
+import time
+
+import pytest
 
 import zwclient as zw
+from test_cluster import REDIS, Redis
 from zwclient import aiotest
 
 RUNNING = b"Zwibbler collaboration Server is running."
@@ -35,6 +40,18 @@ def test_ping(server):
     # repeatable (watchdogs poll it)
     for _ in range(5):
         assert server.http("GET", "/socket?ping")[::2] == (200, b"OK")
+
+
+@pytest.mark.parametrize("query", ["ping=1", "x=1&ping", "ping=&x=1", "a=b&ping=yes&c",
+                                   "p%69ng"])
+def test_ping_among_other_parameters(server, query):
+    """`ping` anywhere in the query, with any value or none, is the health check."""
+    assert server.http("GET", "/socket?" + query)[::2] == (200, b"OK")
+
+
+@pytest.mark.parametrize("query", ["pingx", "xping=1", "x=ping", "pin"])
+def test_not_ping(server, query):
+    assert server.http("GET", "/socket?" + query)[::2] == (200, RUNNING)
 
 
 def test_cors_get(server):
@@ -88,14 +105,49 @@ async def test_upgrade_with_compression_0(server):
 
 
 @aiotest()
-async def test_upgrade_offering_deflate_is_not_negotiated(server):
-    # §1: permessage-deflate is not offered; a client that asks for it still connects.
+async def test_deflate_is_negotiated_unless_the_url_turns_it_off(server):
+    # permessage-deflate is taken when offered, without context takeover either way.
     c = await zw.Client.open(server.url, name="deflate", compression="deflate")
-    assert not c.ws.extensions, "server negotiated %r" % (c.ws.extensions,)
+    [ext] = c.ws.extensions
+    assert ext.name == "permessage-deflate"
+    assert ext.local_no_context_takeover and ext.remote_no_context_takeover
     m = await c.join("http-deflate", version=2, mode=0, initial=b"xy")
     assert m.raw == zw.exp_append(2, 2, b"")
+    # ?compression=0 on the URL keeps the reference's meaning: no compression.
     c2 = await zw.Client.open(server.url + "?compression=0", name="deflate2",
                               compression="deflate")
     assert not c2.ws.extensions
     m = await c2.join("http-deflate", version=2, mode=1)
     assert m.raw == zw.exp_append(2, 0, b"xy")
+
+
+@aiotest()
+async def test_compression_0_in_the_config_turns_deflate_off(server_factory):
+    server = server_factory(Compression="0")
+    c = await zw.Client.open(server.url, name="deflate", compression="deflate")
+    assert not c.ws.extensions
+    m = await c.join("http-deflate-off", version=2, mode=0, initial=b"xy")
+    assert m.raw == zw.exp_append(2, 2, b"")
+
+
+@pytest.mark.skipif(REDIS is None, reason="redis-server not installed")
+@pytest.mark.parametrize("query", ["ping", "ping=1", "x=1&ping"])
+def test_ping_checks_the_store(server_factory, tmp_path, query):
+    """The health check is a real round trip: 500 while Redis is down, 200 again after."""
+    redis = Redis(tmp_path)
+    redis.start()
+    try:
+        srv = server_factory(Database="redis", DbServer="127.0.0.1:%d" % redis.port)
+        assert srv.http("GET", "/socket?" + query)[::2] == (200, b"OK")
+        redis.stop()
+        status, _, _ = srv.http("GET", "/socket?" + query, timeout=15)
+        assert status == 500
+        # the plain page does not touch the store
+        assert srv.http("GET", "/socket?x=1")[::2] == (200, RUNNING)
+        redis.start()
+        deadline = time.monotonic() + 10
+        while srv.http("GET", "/socket?" + query, timeout=15)[0] != 200:
+            assert time.monotonic() < deadline, "still unhealthy after Redis came back"
+            time.sleep(0.2)
+    finally:
+        redis.stop()

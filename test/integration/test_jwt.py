@@ -1,4 +1,4 @@
-"""PROTOCOL §5: JWTs as document ids when JWTKey is configured. Tokens are minted here
+"""docs/protocol.md, Access control: JWTs as document ids when JWTKey is configured. Tokens are minted here
 with hmac/hashlib the way a customer's back end would (see mgmtapi.jwt)."""
 
 import base64

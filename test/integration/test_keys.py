@@ -1,16 +1,17 @@
-"""PROTOCOL §4: client keys, session keys, admin: keys; for protocol 2 and 3."""
+"""docs/protocol.md, Keys: client keys, session keys, admin: keys; for protocol 2 and 3."""
 
 import asyncio
 
 import pytest
 
 import zwclient as zw
+from test_cluster import REDIS, cluster, redis  # noqa: F401 (fixtures)
 from zwclient import aiotest, exp_key_info, exp_set_key_ack
 
 versions = pytest.mark.parametrize("v", [2, 3])
 # Every test runs against each backend; with Redis the server is in cluster mode and
 # delivers through the Redis channel (conftest.py).
-BACKENDS = ["lmdb", "sqlite", "redis"]
+SERVER_BACKENDS = ["lmdb", "sqlite", "redis"]
 
 
 async def trio(server, v, doc="doc"):
@@ -278,6 +279,125 @@ async def test_joiner_gets_client_and_session_keys(server, v):
     d = await zw.connect(server, "doc", name="D", version=v, mode=1)
     await d.wait_keys({"c": (1, "client"), "s": (2, "session")})
     await d.expect_nothing(0.2)
+
+
+# ---- one namespace: a name is held by one key, client or session ----
+
+@versions
+@aiotest()
+async def test_joiner_gets_one_entry_per_name(server, v):
+    """A session key holds its name: a client-key write that does not name its version
+    is refused, so a joiner never gets a client and a session entry for one name."""
+    a, b, _ = await trio(server, v)
+    await a.set_key("k", "session", old_version=0, new_version=2, request_id=1, lifetime=1)
+    await a.expect_raw(exp_set_key_ack(1, 1))
+    await b.expect_raw(exp_key_info([(2, "k", "session")]))
+    await b.set_key("k", "client", old_version=0, new_version=5, request_id=2, lifetime=0)
+    await b.expect_raw(exp_set_key_ack(0, 2))
+    d = await zw.connect(server, "doc", name="D", version=v, mode=1)
+    await d.expect_raw(exp_key_info([(2, "k", "session")]))
+    await d.expect_nothing(0.2)
+
+
+@versions
+@aiotest(timeout=30)
+async def test_client_write_to_session_key(server, v):
+    """Compared against the session key; accepted, it stays a session key (stored,
+    outliving its writer)."""
+    a, b, c = await trio(server, v)
+    await a.set_key("page", "1", old_version=0, new_version=1, request_id=1, lifetime=1)
+    await a.expect_raw(exp_set_key_ack(1, 1))
+    for x in (b, c):
+        await x.expect_raw(exp_key_info([(1, "page", "1")]))
+    await b.set_key("page", "2", old_version=1, new_version=2, request_id=2, lifetime=0)
+    await b.expect_raw(exp_set_key_ack(1, 2))
+    for x in (a, c):
+        await x.expect_raw(exp_key_info([(2, "page", "2")]))
+    # its writer leaving removes nothing
+    await b.close()
+    for x in (a, c):
+        await x.expect_nothing(0.4)
+    d = await zw.connect(server, "doc", name="D", version=v, mode=1)
+    await d.expect_raw(exp_key_info([(2, "page", "2")]))
+    await d.expect_nothing(0.2)
+    # stored: it survives a restart
+    server.restart()
+    e = await zw.connect(server, "doc", name="E", version=v, mode=1)
+    await e.expect_raw(exp_key_info([(2, "page", "2")]))
+    await e.set_key("page", "3", old_version=2, new_version=3, request_id=3, lifetime=1)
+    await e.expect_raw(exp_set_key_ack(1, 3))
+
+
+@versions
+@aiotest()
+async def test_session_write_to_client_key(server, v):
+    """Compared against the client key; accepted, it stays a client key, now owned by the
+    writer: removed (and announced) when the writer leaves, nothing left in storage."""
+    a, b, c = await trio(server, v)
+    await a.set_key("cursor", "A", old_version=0, new_version=1, request_id=1, lifetime=0)
+    await a.expect_raw(exp_set_key_ack(1, 1))
+    for x in (b, c):
+        await x.expect_raw(exp_key_info([(1, "cursor", "A")]))
+    # not the holder's version: refused, whichever lifetime
+    await b.set_key("cursor", "B", old_version=0, new_version=1, request_id=2, lifetime=1)
+    await b.expect_raw(exp_set_key_ack(0, 2))
+    await b.set_key("cursor", "B", old_version=1, new_version=2, request_id=3, lifetime=1)
+    await b.expect_raw(exp_set_key_ack(1, 3))
+    for x in (a, c):
+        await x.expect_raw(exp_key_info([(2, "cursor", "B")]))
+    d = await zw.connect(server, "doc", name="D", version=v, mode=1)
+    await d.expect_raw(exp_key_info([(2, "cursor", "B")]))
+    await d.expect_nothing(0.2)
+    await a.close()  # the old owner: nothing happens
+    await c.expect_nothing(0.4)
+    await b.close()  # the new owner: removed
+    for x in (c, d):
+        await x.expect_raw(exp_key_info([(3, "cursor", "")]))
+    e = await zw.connect(server, "doc", name="E", version=v, mode=1)
+    await e.expect_nothing(0.3)
+    # the name is free again: any kind may take it, from version 0
+    await e.set_key("cursor", "E", old_version=0, new_version=1, request_id=4, lifetime=1)
+    await e.expect_raw(exp_set_key_ack(1, 4))
+
+
+async def ack_skipping_keys(c, ack, request_id):
+    """The SET KEY ACK, past any KEY INFORMATION (cluster announcements may repeat one)."""
+    while True:
+        m = await c.next()
+        if m.type != zw.KEY_INFO:
+            assert m.raw == exp_set_key_ack(ack, request_id), m
+            return
+
+
+@pytest.mark.skipif(REDIS is None, reason="redis-server not installed")
+@aiotest(timeout=40)
+async def test_one_namespace_across_cluster_servers(cluster):
+    """Redis cluster mode: client keys live in Redis, session keys in the Redis store;
+    a write on one server is compared against the holder set through another."""
+    s1, s2 = cluster(2)
+    a = await zw.connect(s1, "doc", name="A", mode=0)
+    b = await zw.connect(s2, "doc", name="B", mode=1)
+    await a.set_key("cursor", "A", old_version=0, new_version=1, request_id=1, lifetime=0)
+    await ack_skipping_keys(a, 1, 1)
+    await b.wait_keys({"cursor": (1, "A")})
+    await b.set_key("cursor", "B", old_version=0, new_version=1, request_id=2, lifetime=1)
+    await ack_skipping_keys(b, 0, 2)
+    await b.set_key("cursor", "B", old_version=1, new_version=2, request_id=3, lifetime=1)
+    await ack_skipping_keys(b, 1, 3)
+    await a.wait_keys({"cursor": (2, "B")})
+    await b.set_key("page", "1", old_version=0, new_version=4, request_id=4, lifetime=1)
+    await ack_skipping_keys(b, 1, 4)
+    await a.wait_keys({"page": (4, "1")})
+    await a.set_key("page", "2", old_version=0, new_version=1, request_id=5, lifetime=0)
+    await ack_skipping_keys(a, 0, 5)
+    await a.set_key("page", "2", old_version=4, new_version=5, request_id=6, lifetime=0)
+    await ack_skipping_keys(a, 1, 6)
+    await b.wait_keys({"page": (5, "2")})
+    for s in (s1, s2):
+        d = await zw.connect(s, "doc", name="D", mode=1)
+        await d.expect_raw(exp_key_info([(2, "cursor", "B"), (5, "page", "2")]))
+        await d.expect_nothing(0.3)
+        await d.close()
 
 
 # ---- admin: keys ----

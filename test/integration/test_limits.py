@@ -1,6 +1,6 @@
-"""Limits with clear errors (issue 7): the largest inbound message, document id, key
+"""Limits with clear errors: the largest inbound message, document id, key
 name and value, management-API body, and the number of connections (HTTP 503 beyond
-it). Defaults as documented in the README; each limit is checked at its edge (the
+it). Defaults as documented in docs/configuration.md; each limit is checked at its edge (the
 limit itself is accepted, one byte more is refused) with what the client sees and
 what the log says.
 """
@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 import zwclient as zw
 from conftest import BIN
 from rawws import RawWS
+from test_cluster import REDIS, Redis
 from zwclient import aiotest
 
 
@@ -87,17 +88,63 @@ async def test_max_doc_id(server_factory, limit):
     if limit:
         extra["MaxDocIdBytes"] = limit
     server = server_factory(**extra)
-    n = limit or 480
+    n = limit or 65536
     a = await zw.connect(server, "d" * n, name="A", mode=0, initial=b"fits")
     assert a.created
     victim = await zw.connect(server, name="victim")
     await victim.send_init("d" * (n + 1), mode=0)
     errors = await victim.expect_closed()
-    assert [e.text for e in errors] == [b"document id is empty or too long"], errors
+    assert [e.raw for e in errors] == [zw.exp_error(0, "document id is too long")], errors
+    await wait_log(server, "document id of %d bytes, MaxDocIdBytes is %d" % (n + 1, n))
     empty = await zw.connect(server, name="empty")
     await empty.send_init("", mode=0)
     errors = await empty.expect_closed()
-    assert [e.text for e in errors] == [b"document id is empty or too long"], errors
+    assert [e.raw for e in errors] == [zw.exp_error(0, "document id is empty")], errors
+
+
+BACKENDS = ["lmdb", "sqlite"] + (["redis"] if REDIS else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@aiotest(timeout=60)
+async def test_long_doc_ids(server_factory, tmp_path, backend):
+    """Ids of any length up to 64 KiB (protocol 3: docIdLength is u32) work on every
+    backend: create, appends relayed, keys, reconnect after a restart and catch up; two
+    such ids sharing all but their last byte are two documents."""
+    redis = None
+    extra = {"Database": backend}
+    if backend == "redis":
+        redis = Redis(tmp_path)
+        redis.start()
+        extra["DbServer"] = "127.0.0.1:%d" % redis.port
+    try:
+        server = server_factory(**extra)
+        doc = "L" * 65535 + "a"
+        twin = "L" * 65535 + "b"
+        a = await zw.connect(server, doc, name="A", version=3, mode=0, initial=b"hello")
+        assert a.created
+        b = await zw.connect(server, doc, name="B", version=3, mode=1)
+        await a.append(b" world")
+        await b.wait_length(11)
+        await a.set_key("page", "2", old_version=0, new_version=1, lifetime=1)
+        await a.expect(zw.SET_KEY_ACK)
+        await b.wait_keys({"page": (1, "2")})
+        t = await zw.connect(server, twin, name="T", version=3, mode=0, initial=b"twin")
+        assert t.created
+        await t.expect_nothing(0.2)  # no keys of the other document
+        for c in (a, b, t):
+            await c.close()
+        server.restart()
+        c = await zw.connect(server, name="C")
+        await c.send_init(doc, version=3, mode=1, offset=5, known=b"hello")
+        await c.expect_raw(zw.exp_append(3, 5, b" world"))
+        await c.wait_keys({"page": (1, "2")})
+        await c.append(b"!")
+        assert await zw.fetch_doc(server, doc) == b"hello world!"
+        assert await zw.fetch_doc(server, twin) == b"twin"
+    finally:
+        if redis:
+            redis.stop()
 
 
 # ---- MaxKeyNameBytes, MaxKeyValueBytes ----------------------------------------------
@@ -121,11 +168,14 @@ async def test_key_limits(server_factory, lifetime, config):
     await a.set_key("m" * (name_max + 1), "v", old_version=0, new_version=1, request_id=2,
                     lifetime=lifetime)
     await a.expect_raw(zw.exp_set_key_ack(0, 2))
+    await wait_log(server, "SET KEY rejected: name of %d bytes (MaxKeyNameBytes %d), value of 1 "
+                           "bytes (MaxKeyValueBytes %d)" % (name_max + 1, name_max, value_max))
     await a.set_key("k", "w" * (value_max + 1), old_version=0, new_version=1, request_id=3,
                     lifetime=lifetime)
     await a.expect_raw(zw.exp_set_key_ack(0, 3))
     await b.expect_nothing(0.2)
-    await wait_log(server, "key name or value over the configured limit")
+    await wait_log(server, "SET KEY rejected: name of 1 bytes (MaxKeyNameBytes %d), value of %d "
+                           "bytes (MaxKeyValueBytes %d)" % (name_max, value_max + 1, value_max))
     await a.append(b"connection kept")
 
 
@@ -205,7 +255,8 @@ async def test_max_connections_gives_503(server_factory):
 @pytest.mark.parametrize("line,key", [
     ("MaxMessageBytes=lots", "MaxMessageBytes"),
     ("MaxMessageBytes=100", "MaxMessageBytes"),
-    ("MaxDocIdBytes=100000", "MaxDocIdBytes"),
+    ("MaxDocIdBytes=17M", "MaxDocIdBytes"),
+    ("MaxDocIdBytes=0", "MaxDocIdBytes"),
     ("MaxKeyValueBytes=1G", "MaxKeyValueBytes"),
     ("MaxApiBodyBytes=-1", "MaxApiBodyBytes"),
     ("MaxConnections=0", "MaxConnections"),

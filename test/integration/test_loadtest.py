@@ -1,8 +1,8 @@
-"""The bundled load tester (`zwibbler --test`, issue 5): it connects everyone, counts
+"""The bundled load tester (`zwibbler --test`): it connects everyone, counts
 right and its data check passes against our server; and its data check catches a
 corrupted stream, fed by a small fake server written here.
 
-The fake speaks just enough of the protocol (PROTOCOL.md §1-3): INIT (v3) answered by
+The fake speaks just enough of the protocol (docs/protocol.md): INIT (v3) answered by
 a catch-up APPEND, APPEND answered by ACK/NACK and relayed to the document's other
 clients in commit order, optional message splitting (§1.1). It can lie to the first
 N connections (the tester's clients), then tell the truth to the checker, which
@@ -13,6 +13,7 @@ import asyncio
 import http
 import json
 import os
+import re
 import signal
 import ssl
 import struct
@@ -119,10 +120,15 @@ class FakeServer:
         queue = asyncio.Queue()
 
         async def writer():
-            while True:
-                msg = await queue.get()
-                for piece in self._pieces(msg, self.split):
-                    await ws.send(piece)
+            try:
+                while True:
+                    msg = await queue.get()
+                    if msg is None:  # the handler is done: all before it is sent
+                        return
+                    for piece in self._pieces(msg, self.split):
+                        await ws.send(piece)
+            except websockets.ConnectionClosed:
+                pass
 
         wtask = asyncio.ensure_future(writer())
         doc_id = None
@@ -158,8 +164,47 @@ class FakeServer:
         finally:
             if doc_id is not None and queue in self.sessions.get(doc_id, []):
                 self.sessions[doc_id].remove(queue)
-            await asyncio.sleep(0.2)  # let the writer finish what is queued
+            queue.put_nowait(None)  # let the writer finish what is queued
+            await asyncio.wait([wtask], timeout=10)
             wtask.cancel()
+
+
+class Output:
+    """Collects a running process's stdout and stderr lines, so that a test can wait
+    for what the process prints instead of sleeping."""
+
+    def __init__(self, p):
+        self.p, self.out, self.err = p, [], []
+        self.threads = [threading.Thread(target=self._read, args=(f, lines), daemon=True)
+                        for f, lines in ((p.stdout, self.out), (p.stderr, self.err))]
+        for t in self.threads:
+            t.start()
+
+    @staticmethod
+    def _read(f, lines):
+        for line in iter(f.readline, b""):
+            lines.append(line.decode("utf-8", "replace"))
+
+    def wait_for(self, pattern, timeout):
+        """Waits until a stdout line matches pattern (a compiled regex); returns the
+        match."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in list(self.out):
+                m = pattern.search(line)
+                if m:
+                    return m
+            assert self.p.poll() is None, "exited early: " + "".join(self.out + self.err)
+            time.sleep(0.05)
+        raise AssertionError("no line matching %r in %ss: %s" % (pattern.pattern, timeout,
+                                                                 "".join(self.out)))
+
+    def finish(self, timeout):
+        """Waits for the process to end; returns (stdout, stderr) as text."""
+        self.p.wait(timeout)
+        for t in self.threads:
+            t.join(timeout)
+        return "".join(self.out), "".join(self.err)
 
 
 def flip_last_byte(number, data):
@@ -303,13 +348,67 @@ def test_loadtest_sigint_prints_summary():
                               "--students", "3", "--delay-ms", "50",
                               "--connect-spread-ms", "0"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(2.5)
+        output = Output(p)
+        try:
+            # Interrupted once the live status line shows everyone connected and
+            # changes stored.
+            output.wait_for(re.compile(r"connections 4/4 .*document [1-9][0-9]* bytes"), TIMEOUT)
+            p.send_signal(signal.SIGINT)
+            text, err = output.finish(TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert "connections 4/4" in text  # the live status line
+    assert "data check" in text and "PASSED" in text, text + err
+    assert p.returncode == 0
+
+
+def interrupt_tester(url, after_s, *args):
+    """Runs the tester without --duration (the reference's way), sends it SIGINT
+    after after_s seconds; returns (exit code, stdout text, stderr text)."""
+    p = subprocess.Popen([BIN, "--test", url] + [str(a) for a in args],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        time.sleep(after_s)
+        assert p.poll() is None, "the tester ended by itself"
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=TIMEOUT)
-    text = out.decode()
-    assert "connections 4/4" in text  # the live status line
-    assert "data check" in text and "PASSED" in text, text + err.decode()
-    assert p.returncode == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def test_loadtest_sigint_against_server(server_factory):
+    """Ctrl-C is the normal end of a run without --duration: against our server it
+    prints the summary and passes, exit status 0."""
+    srv = server_factory(MaxConnections=100)
+    code, out, err = interrupt_tester(srv.url, 5, "--docid", "lt-int", "--teachers", 2,
+                                      "--students", 30, "--delay-ms", 200)
+    summary = out[out.index("--- load test summary"):]
+    assert "32 of 32 connected; 0 failed to connect, 0 dropped" in summary, out + err
+    assert "data check         PASSED: 32 clients" in summary, out + err
+    assert "errors             0 -> OK" in summary, out + err
+    assert code == 0, out + err
+
+
+def test_loadtest_sigint_during_ramp(server_factory):
+    """Ctrl-C before every client's connect time came: those never started are not
+    failures; the verdict rests on the ones that ran."""
+    srv = server_factory(MaxConnections=100)
+    code, out, err = interrupt_tester(srv.url, 3, "--docid", "lt-ramp", "--teachers", 2,
+                                      "--students", 38, "--delay-ms", 200,
+                                      "--connect-spread-ms", 20000, "--json")
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["interrupted"] and 0 < s["not_started"] < 40, err
+    assert s["connected"] + s["not_started"] == 40, err
+    assert s["data_check"]["ok"] and s["data_check"]["checked"] == s["connected"], err
+    assert s["errors"] == 0 and s["ok"], err
+    assert "not started" in err and "errors             0 -> OK" in err
+    assert code == 0, err
 
 
 def test_loadtest_bad_flags():
@@ -319,3 +418,54 @@ def test_loadtest_bad_flags():
     assert p.returncode == 2 and b"--teachers" in p.stderr
     p = subprocess.run([BIN, "--test", "ftp://x/socket"], capture_output=True, timeout=TIMEOUT)
     assert p.returncode == 1 and b"ws://" in p.stderr
+
+
+def test_loadtest_help_lists_every_flag():
+    """--help prints the usage, made from the flag table, on stdout and exits 0."""
+    need_binary()
+    p = subprocess.run([BIN, "--test", "--help"], capture_output=True, timeout=TIMEOUT)
+    assert p.returncode == 0, p.stderr
+    usage = p.stdout.decode()
+    for flag in ("--test URL", "--docid ID", "--teachers N", "--students M", "--docs K",
+                 "--duration S", "--delay-ms D", "--change-bytes B", "--connect-spread-ms T",
+                 "--json", "--tls-verify", "--verbose"):
+        assert "\n  " + flag + " " in usage, flag + " missing from:\n" + usage
+    assert '(default "loadtest")' in usage and "(default 3000)" in usage
+    assert "--config" not in usage and "--port" not in usage  # the server's, not ours
+
+
+def test_loadtest_flag_forms():
+    """--flag=value, -flag value and -flag=value work as --flag value does (the
+    reference's Go flag package accepts them all); the server's own --config and
+    --port may share the command line."""
+    need_binary()
+    port = free_port()  # nothing listens there: every client fails at once
+    p = subprocess.run([BIN, "--config", "/nonexistent.conf", "--test",
+                        "ws://127.0.0.1:%d/socket" % port, "-teachers=2", "-students", "3",
+                        "--docs=1", "-duration", "0.2", "-connect-spread-ms=0", "-json",
+                        "--port", "1"],
+                       capture_output=True, timeout=TIMEOUT)
+    s = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert s["expected"] == 5 and s["connect_errors"] == 5, p.stderr
+    assert p.returncode == 1
+
+
+def test_loadtest_compression_counts_wire_bytes(server_factory):
+    """--compression offers permessage-deflate: the catch-ups of a document of JSON
+    text arrive compressed (inflated by the tester, whose data check still passes) and
+    the summary reports the bytes on the wire, a fraction of those without it."""
+    import mgmtapi as api
+    srv = server_factory(**api.SECRETS)
+    shapes = [{"id": i, "type": "PathNode", "strokeStyle": "#000000", "lineWidth": 2 + i % 3,
+               "points": [[(i * 7 + k) % 800, (i * 13 + k * 3) % 600] for k in range(8)]}
+              for i in range(1000)]
+    assert api.create_document(srv, "lt-z", json.dumps(shapes).encode()) == 200
+    wire = {}
+    for flag in ([], ["--compression"]):
+        code, s, err = run_tester(srv.url, "--docid", "lt-z", "--teachers", 1, "--students", 10,
+                                  "--duration", 2, "--connect-spread-ms", 200, *flag)
+        assert code == 0 and s["ok"] and s["data_check"]["ok"], err
+        assert s["compression"] == bool(flag)
+        wire[bool(flag)] = s["wire_bytes_in"]
+    assert wire[False] > 11 * len(json.dumps(shapes))  # every client's catch-up, in full
+    assert wire[True] < wire[False] / 3, wire

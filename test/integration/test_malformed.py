@@ -1,4 +1,4 @@
-"""PROTOCOL §1.1, §2.1, §3.1, §3.10: a malformed message closes only the connection
+"""docs/protocol.md, Framing, Messages and Session: a malformed message closes only the connection
 that sent it. A bystander session on the same document and server carries on."""
 
 import struct
@@ -43,7 +43,7 @@ BEFORE_INIT = {
     "init-version-1": zw.enc_init("doc", version=1),
     "init-version-4": zw.enc_init("doc", version=4),
     "init-version-ffff": zw.enc_init("doc", version=0xFFFF),
-    "text-frame": "hello",
+    "text-frame": "\x01",  # text frames are read as binary: a 1-byte message
     "text-frame-init-like": "\x01\x00\x00\x03",
 }
 
@@ -63,7 +63,7 @@ AFTER_INIT = {
     "set-key-value-huge": set_key_raw(3, b"abc", 0xFFFFFFFF, b"xyz"),
     "broadcast-truncated": b"\x04\x00\x00\x00",
     "broadcast-length-past-end": struct.pack(">BBI", 4, 0, 100) + b"only ten b",
-    "text-frame": "hello",
+    "text-frame": "\x02",
     "init-twice": zw.enc_init("doc", version=3, mode=0),
     "init-twice-other-doc": zw.enc_init("elsewhere", version=2, mode=0),
 }

@@ -1,4 +1,4 @@
-"""Issue 6: the Prometheus endpoint at MetricsPath, scraped and parsed the way
+"""The Prometheus endpoint at MetricsPath, scraped and parsed the way
 Prometheus reads the text format (0.0.4), before and after a session."""
 
 import re

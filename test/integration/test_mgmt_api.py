@@ -1,4 +1,4 @@
-"""PROTOCOL §6: the management API on POST /socket — credentials, form encodings,
+"""docs/protocol.md, Management API: the management API on POST /socket — credentials, form encodings,
 every method and every status code of the table."""
 
 import base64
@@ -297,8 +297,10 @@ def test_add_token_twice_is_409(srv):
     "2030-01-02T15:04:05Z",
     "1893456000",
     "Mon, 2 Jan 2030 15:04:05 GMT",
-    "Mon, 02 Jan 2030 15:04:05 +0000",
-    "Mon, 02 Jan 2030 15:04:05 PST",
+    "Mon, 02 Jan 2030 15:04 GMT",
+    "Mon, 02 Jan 2030 15:04:05",
+    "Mon, 02 Jan 2030 15:04:05 pst",
+    "Mon, 02 Jan 2030 15:04:05 +5:00",
     "Mon, 02 Jan 2030 25:04:05 GMT",
     "Mon, 31 Feb 2030 15:04:05 GMT",
     "Mon, 02 Jan 2030 15:04:05 GMT extra",
@@ -313,6 +315,85 @@ def test_add_token_bad_date_is_400(shared, date):
 def test_add_token_go_example_date(srv):
     assert api.add_token(srv, "t", "d", "u", "rw",
                          expiration="Mon, 02 Jan 2040 15:04:05 GMT") == 200
+
+
+def go_date(t, zone="GMT", hour_fmt="%02d", fraction=""):
+    """Unix seconds t written as an RFC 1123 wall-clock time followed by `zone`."""
+    s = api.rfc1123(t)[:-4]  # without " GMT"
+    hh = int(s[17:19])
+    return s[:17] + (hour_fmt % hh) + s[19:] + fraction + " " + zone
+
+
+def at_5am(t):
+    """A time at 05:mm:ss UTC on the same side of now as t (for a one-digit hour)."""
+    now = time.time()
+    u = t - t % 86400 + 5 * 3600 + 17
+    if t > now and u <= now:
+        u += 86400
+    if t < now and u >= now:
+        u -= 86400
+    return u
+
+
+async def token_usable(srv, token):
+    """True when `token` opens its document (created with contents "x"), False when
+    the server no longer knows it (it is then a plain id of a missing document)."""
+    c = await zw.connect(srv, name="probe")
+    await c.send_init(token, mode=1)
+    m = await c.next()
+    await c.close()
+    if m.type == zw.ERROR:
+        return False
+    assert m.type in (zw.APPEND_V2, zw.APPEND_V3) and m.data == b"x", m
+    return True
+
+
+# Accepted like Go's time.Parse(time.RFC1123, ...) in the reference, all read as UTC.
+REFERENCE_FORMS = [
+    ("utc", lambda t: go_date(t, "UTC")),
+    ("pst", lambda t: go_date(t, "PST")),
+    ("cest", lambda t: go_date(t, "CEST")),
+    ("est", lambda t: go_date(t, "EST")),
+    ("plus-0000", lambda t: go_date(t, "+0000")),
+    ("minus-0000", lambda t: go_date(t, "-0000")),
+    ("gmt-plus-5", lambda t: go_date(t, "GMT+5")),
+    ("one-digit-hour", lambda t: go_date(at_5am(t), hour_fmt="%d")),
+    ("fraction", lambda t: go_date(t, fraction=".123456")),
+    ("spaces", lambda t: go_date(t).replace(" ", "  ")),
+    ("lower-case-names", lambda t: go_date(t)[:4].lower() + go_date(t)[4:8]
+     + go_date(t)[8:11].upper() + go_date(t)[11:]),
+]
+
+
+@pytest.mark.parametrize("name,fmt", REFERENCE_FORMS, ids=[f[0] for f in REFERENCE_FORMS])
+@aiotest()
+async def test_add_token_reference_date_forms(shared, name, fmt):
+    now = int(time.time())
+    # a wall-clock time an hour ahead, read as UTC: valid
+    ok = fmt(now + 3600)
+    assert api.add_token(shared, "live-" + name, "doc-" + name, "u", "rw", expiration=ok,
+                         contents="x") == 200, ok
+    assert await token_usable(shared, "live-" + name)
+    # an hour ago, read as UTC: expired, whatever the zone says (PST would be 7 h ahead)
+    old = fmt(now - 3600)
+    assert api.add_token(shared, "old-" + name, "doc-" + name, "u", "rw",
+                         expiration=old) == 200, old
+    assert not await token_usable(shared, "old-" + name), old
+
+
+@aiotest()
+async def test_add_token_numeric_offset_applied(shared):
+    """+hhmm / -hhmm beyond what the reference reads as UTC is applied as an offset."""
+    now = int(time.time())
+    # an hour ahead, written in UTC-7: its wall clock is 6 hours *behind* now
+    ahead = go_date(now + 3600 - 7 * 3600, "-0700")
+    assert api.add_token(shared, "off-ahead", "doc-off", "u", "rw", expiration=ahead,
+                         contents="x") == 200
+    assert await token_usable(shared, "off-ahead")
+    # an hour ago, written in UTC+1: its wall clock is *ahead* of now, yet expired
+    ago = go_date(now - 3600 + 3600, "+0100")
+    assert api.add_token(shared, "off-ago", "doc-off", "u", "rw", expiration=ago) == 200
+    assert not await token_usable(shared, "off-ago")
 
 
 @aiotest()

@@ -1,4 +1,4 @@
-"""Issue 6: binding port 443-style privileged ports and giving up root.
+"""Binding port 443-style privileged ports and giving up root.
 
 Started as root, the server binds its port and reads its TLS key as root, and does
 everything else as User (here the system's `nobody`): its store and log files belong to
@@ -163,4 +163,4 @@ def test_max_files_raises_the_open_file_limit(server_factory):
     limits = Path("/proc/%d/limits" % s.proc.pid).read_text()
     m = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.M)
     assert m and int(m.group(1)) == want, limits
-    assert "MaxFiles: open-file limit raised to %d" % want in s.log_path.read_text()
+    assert "MaxFiles: open-file limit set to %d" % want in s.log_path.read_text()

@@ -1,4 +1,4 @@
-"""Issue 6: the server behind real nginx and real Apache, configured with the snippets
+"""The server behind real nginx and real Apache, configured with the snippets
 shipped in conf/ (only the server's port is changed), and nginx terminating TLS in
 front of a plain server (conf/nginx-zwibbler-tls.conf).
 

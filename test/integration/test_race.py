@@ -1,4 +1,4 @@
-"""PROTOCOL §3.6-3.7: concurrent writers on one document. Appends are atomic
+"""docs/protocol.md, Session (appends) and Delivery: concurrent writers on one document. Appends are atomic
 compare-and-append; every client sees the committed appends in commit order with no
 gap and no duplicate (the client checks each APPEND's offset against its view)."""
 

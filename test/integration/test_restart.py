@@ -1,4 +1,4 @@
-"""PROTOCOL §3.9: clients ride out a server restart by reconnecting with the offset
+"""docs/protocol.md, Session (reconnect): clients ride out a server restart by reconnecting with the offset
 they have; nothing acknowledged is lost (SIGTERM and SIGKILL)."""
 
 import asyncio

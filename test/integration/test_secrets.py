@@ -1,4 +1,4 @@
-"""Secrets stay out of the logs (issue 7): after sessions that carry known marker
+"""Secrets stay out of the logs: after sessions that carry known marker
 strings in document contents, appends, broadcasts, key values, management-API
 passwords (right and wrong), tokens and JWTs (valid, forged, expired, alg none), the
 server's log (stderr and LogFile) holds none of them. Document ids and user ids are

@@ -1,4 +1,4 @@
-"""PROTOCOL §3: a session step by step, for protocol 2 and protocol 3 clients."""
+"""docs/protocol.md, Session: a session step by step, for protocol 2 and protocol 3 clients."""
 
 import asyncio
 import time
@@ -11,7 +11,7 @@ from zwclient import aiotest, exp_ack, exp_append, exp_error
 versions = pytest.mark.parametrize("v", [2, 3])
 # Every test runs against each backend; with Redis the server is in cluster mode and
 # delivers through the Redis channel (conftest.py).
-BACKENDS = ["lmdb", "sqlite", "redis"]
+SERVER_BACKENDS = ["lmdb", "sqlite", "redis"]
 
 
 async def create(server, doc, data, v=3):
@@ -34,6 +34,22 @@ async def test_mode0_creates_missing_document(server, v):
     assert c.created
     await c.expect_nothing(0.3)  # no keys -> no KEY INFORMATION
     assert await zw.fetch_doc(server, "doc") == b"hello"
+
+
+@versions
+@pytest.mark.parametrize("mode", [3, 7, 255])
+@aiotest()
+async def test_unknown_creation_mode_is_mode0(server, v, mode):
+    """Modes above 2 are read as 0 (possibly create), as the reference does."""
+    c = await zw.connect(server, name="A")
+    await c.send_init("doc", version=v, mode=mode, initial=b"hello")
+    await c.expect_raw(exp_append(v, 5, b""))  # created with the initial data
+    d = await zw.connect(server, name="B")
+    await d.send_init("doc", version=v, mode=mode, initial=b"IGNORED")
+    await d.expect_raw(exp_append(v, 0, b"hello"))  # opened, not refused
+    await d.append(b"!")
+    assert await zw.fetch_doc(server, "doc") == b"hello!"
+    assert "unknown creation mode %d, read as 0" % mode in server.log_path.read_text()
 
 
 @versions

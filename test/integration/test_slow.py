@@ -1,4 +1,4 @@
-"""Slow and stalled clients (issue 7, DESIGN invariant 4): one client of a 200-client
+"""Slow and stalled clients (one slow client harms no one): one client of a 200-client
 document stops reading. The others' screen-to-screen latency (writer's send to a
 reader's receipt, median) stays within 2x of a run without the stalled client; the
 stalled client is disconnected once its send queue passes SendQueueBytes; the

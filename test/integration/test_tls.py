@@ -1,4 +1,4 @@
-"""Issue 6: standalone HTTPS/WSS with CertFile and KeyFile (PROTOCOL §1, §8).
+"""Standalone HTTPS/WSS with CertFile and KeyFile (docs/deployment.md).
 
 Certificates are made per test run by the openssl CLI: a root CA, an intermediate and a
 server certificate, so "a chain in CertFile" is exercised the way Let's Encrypt's
@@ -29,8 +29,8 @@ def test_wss_full_session_with_chain(make_server, certs, trust_ca):
 
 
 def test_wss_both_directions_at_once(make_server, certs, trust_ca):
-    """Each connection is read by its CivetWeb worker while sender threads write to it:
-    with TLS both happen on one TLS session. Two clients flood each other with
+    """Each connection's event loop reads and writes one TLS session without blocking
+    (OpenSSL asking for a write to be given again included). Two clients flood each other with
     broadcasts and appends at the same time; every message must arrive intact."""
     trust_ca(certs)
     s = make_server(certs)

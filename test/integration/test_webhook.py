@@ -1,4 +1,4 @@
-"""PROTOCOL §7: the idle-session webhook, received by a small HTTP listener that the
+"""docs/protocol.md, Idle webhook: the idle-session webhook, received by a small HTTP listener that the
 test starts. WebhookDelayMs shortens the reference's ~10 s delay for the tests."""
 
 import base64

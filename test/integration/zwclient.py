@@ -1,9 +1,9 @@
 """A small, independent Zwibbler protocol client for the integration tests.
 
-Written from PROTOCOL.md only (not from the server's code). Built on the asyncio API
+Written from docs/protocol.md only (not from the server's code). Built on the asyncio API
 of python3-websockets 10.4.
 
-Every WebSocket message the server sends is checked against PROTOCOL.md §1.1 (binary
+Every WebSocket message the server sends is checked against docs/protocol.md, Framing (binary
 only, continuation layout and sizes for the maxMessageSize this client announced) and
 decoded per §2.2. Anything that breaks the contract is raised as ProtocolViolation from
 the next receive call, so tests fail on it.
@@ -60,7 +60,7 @@ def tname(t):
 
 
 class ProtocolViolation(AssertionError):
-    """The server sent something PROTOCOL.md does not allow."""
+    """The server sent something docs/protocol.md does not allow."""
 
 
 class ServerClosed(AssertionError):
@@ -68,7 +68,7 @@ class ServerClosed(AssertionError):
 
 
 # ---------------------------------------------------------------------------
-# Encoders (client -> server), PROTOCOL §2.1
+# Encoders (client -> server), docs/protocol.md, Messages
 # ---------------------------------------------------------------------------
 
 def b(s):
@@ -104,7 +104,7 @@ def enc_broadcast(data):
 
 
 def split(msg, max_size):
-    """Splits one logical message into WebSocket messages per PROTOCOL §1.1."""
+    """Splits one logical message into WebSocket messages per docs/protocol.md, Framing."""
     msg = bytes(msg)
     if max_size == 0:
         max_size = DEFAULT_MAX_MESSAGE
@@ -120,7 +120,7 @@ def split(msg, max_size):
     return frames
 
 
-# Expected server -> client messages, byte-exact (PROTOCOL §2.2)
+# Expected server -> client messages, byte-exact (docs/protocol.md, Messages)
 
 def exp_append(version, offset, data):
     if version == 2:
@@ -410,7 +410,7 @@ class Client:
             if m.offset != self._length():
                 kind = "gap" if m.offset > self._length() else "duplicate/overlap"
                 raise ProtocolViolation(
-                    "%s: APPEND at offset %d but the client has %d bytes (%s, PROTOCOL §3.7)"
+                    "%s: APPEND at offset %d but the client has %d bytes (%s, docs/protocol.md, Delivery)"
                     % (self.name, m.offset, self._length(), kind))
             self.doc += m.data
         elif m.type == ACK:
@@ -535,7 +535,7 @@ class Client:
     async def wait_keys(self, expected, timeout=DEFAULT_TIMEOUT):
         """Consumes KEY INFORMATION messages until every name in `expected`
         (name -> (version, value)) has that version and value. Updates may be coalesced
-        (PROTOCOL §4), so intermediate versions may be skipped. Any other message type
+        (docs/protocol.md, Keys), so intermediate versions may be skipped. Any other message type
         fails."""
         expected = {b(k): (v[0], b(v[1])) for k, v in expected.items()}
         loop = asyncio.get_running_loop()

@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "mono.h"
+
 static const struct store_conformance *backend; /* the suite is not reentrant */
 static unsigned test_counter;
 
@@ -82,8 +84,10 @@ static void expect_read(struct store *s, struct id id, uint64_t offset, const vo
     assert_int_equal(store_doc_read(s, id.b, id.n, offset, &data, &len, &total), STORE_OK);
     assert_int_equal(len, want_len);
     assert_int_equal(total, offset + want_len);
-    if (want_len == 0) assert_null(data);
-    else assert_memory_equal(data, want, want_len);
+    if (want_len == 0)
+        assert_null(data);
+    else
+        assert_memory_equal(data, want, want_len);
     free(data);
 }
 
@@ -132,8 +136,8 @@ static struct key_list get_keys(struct store *s, struct id id)
 static int key_set_str(struct store *s, struct id id, const char *name, const char *value,
                        uint32_t old_v, uint32_t new_v)
 {
-    return store_key_set(s, id.b, id.n, (const uint8_t *)name, strlen(name),
-                         (const uint8_t *)value, strlen(value), old_v, new_v);
+    return store_key_set(s, id.b, id.n, (const uint8_t *)name, strlen(name), (const uint8_t *)value,
+                         strlen(value), old_v, new_v);
 }
 
 /* ---- tests ---- */
@@ -141,9 +145,9 @@ static int key_set_str(struct store *s, struct id id, const char *name, const ch
 static void t_strerror(void **state)
 {
     (void)state;
-    const int codes[] = {STORE_OK, STORE_ENOTFOUND, STORE_EEXISTS, STORE_EMISMATCH,
-                         STORE_ERANGE, STORE_EIO, STORE_ENOMEM, STORE_EINVAL,
-                         STORE_EUNAVAILABLE};
+    const int codes[] = { STORE_OK,           STORE_ENOTFOUND, STORE_EEXISTS, STORE_EMISMATCH,
+                          STORE_ERANGE,       STORE_EIO,       STORE_ENOMEM,  STORE_EINVAL,
+                          STORE_EUNAVAILABLE, STORE_ENOTSUP };
     const char *unknown = store_strerror(-1000);
     assert_non_null(unknown);
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
@@ -172,8 +176,7 @@ static void t_create_exists(void **state)
     create_str(t->s, d, "hello");
     assert_int_equal(store_doc_length(t->s, d.b, d.n, &len), STORE_OK);
     assert_int_equal(len, 5);
-    assert_int_equal(store_doc_create(t->s, d.b, d.n, (const uint8_t *)"other", 5),
-                     STORE_EEXISTS);
+    assert_int_equal(store_doc_create(t->s, d.b, d.n, (const uint8_t *)"other", 5), STORE_EEXISTS);
     expect_read(t->s, d, 0, "hello", 5);
     assert_int_equal(store_doc_create(t->s, empty.b, empty.n, NULL, 0), STORE_OK);
     assert_int_equal(store_doc_length(t->s, empty.b, empty.n, &len), STORE_OK);
@@ -195,8 +198,7 @@ static void t_read_offsets(void **state)
     size_t len = 0;
     uint64_t total = 0;
     assert_int_equal(store_doc_read(t->s, d.b, d.n, 11, &data, &len, &total), STORE_ERANGE);
-    assert_int_equal(store_doc_read(t->s, d.b, d.n, UINT64_MAX, &data, &len, NULL),
-                     STORE_ERANGE);
+    assert_int_equal(store_doc_read(t->s, d.b, d.n, UINT64_MAX, &data, &len, NULL), STORE_ERANGE);
     assert_int_equal(store_doc_read(t->s, missing.b, missing.n, 0, &data, &len, &total),
                      STORE_ENOTFOUND);
     /* total may be NULL */
@@ -212,8 +214,7 @@ static void t_append(void **state)
     struct id d = ID(t, "doc"), missing = ID(t, "missing");
     uint64_t nl = 0;
     create_str(t->s, d, "ab");
-    assert_int_equal(store_doc_append(t->s, d.b, d.n, 2, (const uint8_t *)"cd", 2, &nl),
-                     STORE_OK);
+    assert_int_equal(store_doc_append(t->s, d.b, d.n, 2, (const uint8_t *)"cd", 2, &nl), STORE_OK);
     assert_int_equal(nl, 4);
     nl = 0;
     assert_int_equal(store_doc_append(t->s, d.b, d.n, 2, (const uint8_t *)"xx", 2, &nl),
@@ -224,8 +225,8 @@ static void t_append(void **state)
                      STORE_EMISMATCH);
     assert_int_equal(nl, 4);
     expect_read(t->s, d, 0, "abcd", 4);
-    assert_int_equal(store_doc_append(t->s, missing.b, missing.n, 0, (const uint8_t *)"x", 1,
-                                      &nl), STORE_ENOTFOUND);
+    assert_int_equal(store_doc_append(t->s, missing.b, missing.n, 0, (const uint8_t *)"x", 1, &nl),
+                     STORE_ENOTFOUND);
     assert_int_equal(store_doc_length(t->s, missing.b, missing.n, &nl), STORE_ENOTFOUND);
     /* empty append at the right length: accepted, nothing changes */
     assert_int_equal(store_doc_append(t->s, d.b, d.n, 4, NULL, 0, &nl), STORE_OK);
@@ -236,8 +237,7 @@ static void t_append(void **state)
     assert_int_equal(store_doc_append(t->s, e.b, e.n, 1, (const uint8_t *)"z", 1, &nl),
                      STORE_EMISMATCH);
     assert_int_equal(nl, 0);
-    assert_int_equal(store_doc_append(t->s, e.b, e.n, 0, (const uint8_t *)"z", 1, &nl),
-                     STORE_OK);
+    assert_int_equal(store_doc_append(t->s, e.b, e.n, 0, (const uint8_t *)"z", 1, &nl), STORE_OK);
     assert_int_equal(nl, 1);
     expect_read(t->s, e, 0, "z", 1);
 }
@@ -319,7 +319,8 @@ static void t_binary_ids(void **state)
     assert_int_equal(get_keys(t->s, ab).n, 1);
     /* binary key names */
     assert_int_equal(store_key_set(t->s, hi.b, hi.n, (const uint8_t *)"n\0m", 3,
-                                   (const uint8_t *)"v\0", 2, 0, 7), STORE_OK);
+                                   (const uint8_t *)"v\0", 2, 0, 7),
+                     STORE_OK);
     struct key_list lh = get_keys(t->s, hi);
     assert_int_equal(lh.n, 1);
     assert_int_equal(lh.name_len[0], 3);
@@ -336,8 +337,9 @@ static void t_delete(void **state)
     for (int i = 0; i < 50; i++) {
         uint64_t len;
         assert_int_equal(store_doc_length(t->s, d.b, d.n, &len), STORE_OK);
-        assert_int_equal(store_doc_append(t->s, d.b, d.n, len, (const uint8_t *)"0123456789",
-                                          10, NULL), STORE_OK);
+        assert_int_equal(
+            store_doc_append(t->s, d.b, d.n, len, (const uint8_t *)"0123456789", 10, NULL),
+            STORE_OK);
     }
     assert_int_equal(key_set_str(t->s, d, "k1", "v1", 0, 1), STORE_OK);
     assert_int_equal(key_set_str(t->s, d, "k2", "v2", 0, 1), STORE_OK);
@@ -350,8 +352,7 @@ static void t_delete(void **state)
     /* a re-created document starts fresh: no old bytes, no old keys */
     create_str(t->s, d, "new");
     expect_read(t->s, d, 0, "new", 3);
-    assert_int_equal(store_doc_append(t->s, d.b, d.n, 3, (const uint8_t *)"!", 1, NULL),
-                     STORE_OK);
+    assert_int_equal(store_doc_append(t->s, d.b, d.n, 3, (const uint8_t *)"!", 1, NULL), STORE_OK);
     expect_read(t->s, d, 0, "new!", 4);
     assert_int_equal(get_keys(t->s, d).n, 0);
     assert_int_equal(key_set_str(t->s, d, "k1", "again", 0, 1), STORE_OK);
@@ -396,8 +397,8 @@ static void t_keys(void **state)
     /* a large value */
     static uint8_t big[100000];
     memset(big, 'b', sizeof big);
-    assert_int_equal(store_key_set(t->s, d.b, d.n, (const uint8_t *)"big", 3, big,
-                                   sizeof big, 0, 1), STORE_OK);
+    assert_int_equal(
+        store_key_set(t->s, d.b, d.n, (const uint8_t *)"big", 3, big, sizeof big, 0, 1), STORE_OK);
 }
 
 static void token_of(struct store_token *tok, const char *doc, size_t doc_len, char *user,
@@ -415,9 +416,8 @@ static void t_tokens(void **state)
 {
     struct tctx *t = *state;
     int64_t now = time(NULL);
-    struct id tk1 = ID(t, "tok1"), tk2 = ID(t, "tok2"), tk3 = ID(t, "tok3"),
-              old = ID(t, "expired"), unknown = ID(t, "unknown"), u1 = ID(t, "user1"),
-              u2 = ID(t, "user2");
+    struct id tk1 = ID(t, "tok1"), tk2 = ID(t, "tok2"), tk3 = ID(t, "tok3"), old = ID(t, "expired"),
+              unknown = ID(t, "unknown"), u1 = ID(t, "user1"), u2 = ID(t, "user2");
     char user1[64], user2[64];
     memcpy(user1, u1.b, u1.n);
     user1[u1.n] = 0;
@@ -557,6 +557,134 @@ static void t_oversize(void **state)
     }
 }
 
+/* A long id of n bytes: the test's prefix, then `fill` bytes, then `tail`. */
+static char *long_id(const struct tctx *t, size_t n, char fill, const char *tail)
+{
+    char *id = malloc(n);
+    assert_non_null(id);
+    size_t tl = strlen(tail);
+    assert_true(n >= t->prefix_len + tl);
+    memcpy(id, t->prefix, t->prefix_len);
+    memset(id + t->prefix_len, fill, n - t->prefix_len - tl);
+    memcpy(id + n - tl, tail, tl);
+    return id;
+}
+
+static struct key_list keys_of(struct store *s, const char *id, size_t n)
+{
+    struct key_list l;
+    memset(&l, 0, sizeof l);
+    assert_int_equal(store_keys_get(s, id, n, collect_key, &l), STORE_OK);
+    return l;
+}
+
+/* One document under a long id: everything a short id can do. */
+static void exercise_id(struct store *s, const char *id, size_t n)
+{
+    uint64_t len = 0;
+    uint8_t *data = NULL;
+    size_t got = 0;
+    assert_int_equal(store_doc_length(s, id, n, &len), STORE_ENOTFOUND);
+    assert_int_equal(store_doc_create(s, id, n, (const uint8_t *)"abc", 3), STORE_OK);
+    assert_int_equal(store_doc_create(s, id, n, (const uint8_t *)"xyz", 3), STORE_EEXISTS);
+    assert_int_equal(store_doc_append(s, id, n, 3, (const uint8_t *)"def", 3, &len), STORE_OK);
+    assert_int_equal(len, 6);
+    assert_int_equal(store_doc_append(s, id, n, 3, (const uint8_t *)"!", 1, &len), STORE_EMISMATCH);
+    assert_int_equal(len, 6);
+    assert_int_equal(store_doc_read(s, id, n, 2, &data, &got, NULL), STORE_OK);
+    assert_int_equal(got, 4);
+    assert_memory_equal(data, "cdef", 4);
+    free(data);
+    /* keys, with short and long names (a long name does not fit beside a medium id) */
+    static char name[400];
+    memset(name, 'n', sizeof name);
+    assert_int_equal(
+        store_key_set(s, id, n, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, 0, 1), STORE_OK);
+    assert_int_equal(
+        store_key_set(s, id, n, (const uint8_t *)name, sizeof name, (const uint8_t *)"w", 1, 0, 5),
+        STORE_OK);
+    assert_int_equal(
+        store_key_set(s, id, n, (const uint8_t *)name, sizeof name, (const uint8_t *)"w", 1, 0, 6),
+        STORE_EMISMATCH);
+    struct key_list l = keys_of(s, id, n);
+    assert_int_equal(l.n, 2);
+    int k = find_key(&l, "k", 1);
+    assert_true(k >= 0);
+    assert_int_equal(l.versions[k], 1);
+    /* deleted with its keys; re-created fresh */
+    assert_int_equal(store_doc_delete(s, id, n), STORE_OK);
+    assert_int_equal(store_doc_length(s, id, n, &len), STORE_ENOTFOUND);
+    assert_int_equal(keys_of(s, id, n).n, 0);
+    assert_int_equal(store_doc_create(s, id, n, (const uint8_t *)"new", 3), STORE_OK);
+}
+
+/* Document ids of any length up to at least 64 KiB work on every backend. */
+static void t_long_ids(void **state)
+{
+    struct tctx *t = *state;
+    static const size_t sizes[] = { 255, 256, 400, 509, 510, 511, 512, 1000, 4096, 65536 };
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        char *id = long_id(t, sizes[i], 'L', "#");
+        exercise_id(t->s, id, sizes[i]);
+        uint64_t len = 0;
+        assert_int_equal(store_doc_length(t->s, id, sizes[i], &len), STORE_OK);
+        assert_int_equal(len, 3);
+        free(id);
+    }
+    /* two 64 KiB ids that differ only in their last byte are two documents */
+    size_t n = 65536;
+    char *a = long_id(t, n, 'p', "a"), *b = long_id(t, n, 'p', "b");
+    assert_int_equal(store_doc_create(t->s, a, n, (const uint8_t *)"A", 1), STORE_OK);
+    assert_int_equal(store_doc_create(t->s, b, n, (const uint8_t *)"BB", 2), STORE_OK);
+    assert_int_equal(
+        store_key_set(t->s, a, n, (const uint8_t *)"k", 1, (const uint8_t *)"a", 1, 0, 1),
+        STORE_OK);
+    assert_int_equal(
+        store_key_set(t->s, b, n, (const uint8_t *)"k", 1, (const uint8_t *)"b", 1, 0, 7),
+        STORE_OK);
+    uint64_t la = 0, lb = 0;
+    assert_int_equal(store_doc_append(t->s, a, n, 1, (const uint8_t *)"a", 1, &la), STORE_OK);
+    assert_int_equal(store_doc_length(t->s, b, n, &lb), STORE_OK);
+    assert_int_equal(la, 2);
+    assert_int_equal(lb, 2);
+    struct key_list ka = keys_of(t->s, a, n), kb = keys_of(t->s, b, n);
+    assert_int_equal(ka.n, 1);
+    assert_int_equal(kb.n, 1);
+    assert_int_equal(ka.versions[0], 1);
+    assert_int_equal(kb.versions[0], 7);
+    /* and a 64 KiB id that extends another: also separate */
+    char *ab = long_id(t, n + 1, 'p', "aa");
+    uint64_t len = 0;
+    assert_int_equal(store_doc_length(t->s, ab, n + 1, &len), STORE_ENOTFOUND);
+    assert_int_equal(keys_of(t->s, ab, n + 1).n, 0);
+    assert_int_equal(store_doc_delete(t->s, a, n), STORE_OK);
+    assert_int_equal(store_doc_length(t->s, b, n, &lb), STORE_OK);
+    assert_int_equal(keys_of(t->s, b, n).n, 1);
+    /* a token may name a long document */
+    struct store_token tok, got;
+    struct id tk = ID(t, "long-doc-token");
+    token_of(&tok, b, n, "user", "rw", time(NULL) + 3600);
+    assert_int_equal(store_token_add(t->s, tk.b, tk.n, &tok), STORE_OK);
+    assert_int_equal(store_token_get(t->s, tk.b, tk.n, &got), STORE_OK);
+    assert_int_equal(got.doc_id_len, n);
+    assert_memory_equal(got.doc_id, b, n);
+    store_token_clear(&got);
+    /* kept across close and open, and swept when idle */
+    store_close(t->s);
+    t->s = backend->open(backend->ctx);
+    assert_non_null(t->s);
+    assert_int_equal(store_doc_length(t->s, b, n, &lb), STORE_OK);
+    assert_int_equal(lb, 2);
+    if (!(backend->flags & STORE_CONF_SELF_EXPIRING)) {
+        assert_int_equal(store_sweep(t->s, time(NULL) + 7200, 3600, NULL), STORE_OK);
+        assert_int_equal(store_doc_length(t->s, b, n, &lb), STORE_ENOTFOUND);
+        assert_int_equal(keys_of(t->s, b, n).n, 0);
+    }
+    free(a);
+    free(b);
+    free(ab);
+}
+
 static void t_persistence(void **state)
 {
     struct tctx *t = *state;
@@ -586,8 +714,7 @@ static void t_persistence(void **state)
     assert_int_equal(got.doc_id_len, d.n);
     store_token_clear(&got);
     /* and it goes on working */
-    assert_int_equal(store_doc_append(t->s, d.b, d.n, 10, (const uint8_t *)"!", 1, &len),
-                     STORE_OK);
+    assert_int_equal(store_doc_append(t->s, d.b, d.n, 10, (const uint8_t *)"!", 1, &len), STORE_OK);
     assert_int_equal(len, 11);
 }
 
@@ -634,7 +761,7 @@ static void *append_worker(void *p)
         int rc = store_doc_append(a->s, a->id.b, a->id.n, expected, buf, len, &nl);
         if (rc == STORE_OK) {
             if (nl != expected + len) a->errors++;
-            a->wins[a->n_wins++] = (struct win){expected, a->thread, i, len};
+            a->wins[a->n_wins++] = (struct win){ expected, a->thread, i, len };
             expected = nl;
         } else if (rc == STORE_EMISMATCH) {
             if (nl == expected) a->errors++; /* a mismatch must report another length */
@@ -664,8 +791,8 @@ static void t_concurrent_append(void **state)
     pthread_barrier_init(&barrier, NULL, THREADS);
     for (uint32_t i = 0; i < THREADS; i++) {
         memset(&args[i], 0, sizeof args[i]);
-        args[i] = (struct append_arg){.s = t->s, .id = d, .thread = i, .start = 5,
-                                      .barrier = &barrier};
+        args[i] =
+            (struct append_arg){ .s = t->s, .id = d, .thread = i, .start = 5, .barrier = &barrier };
         assert_int_equal(pthread_create(&th[i], NULL, append_worker, &args[i]), 0);
     }
     for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
@@ -744,7 +871,10 @@ static void *rw_worker(void *p)
             break;
         }
         uint64_t len = 0;
-        if (store_doc_length(a->s, a->id.b, a->id.n, &len) != STORE_OK) { a->errors++; break; }
+        if (store_doc_length(a->s, a->id.b, a->id.n, &len) != STORE_OK) {
+            a->errors++;
+            break;
+        }
         uint64_t off = len ? rng_next(&seed) % (len + 1) : 0;
         uint8_t *data = NULL;
         size_t n = 0;
@@ -754,7 +884,10 @@ static void *rw_worker(void *p)
             a->errors++;
         } else {
             for (size_t i = 0; i < n; i++)
-                if (data[i] != byte_at(off + i)) { a->errors++; break; }
+                if (data[i] != byte_at(off + i)) {
+                    a->errors++;
+                    break;
+                }
         }
         free(data);
         a->reads++;
@@ -771,13 +904,12 @@ static void t_concurrent_read_write(void **state)
     struct rw_arg args[8];
     pthread_t th[8];
     for (int i = 0; i < 8; i++) {
-        args[i] = (struct rw_arg){.s = t->s, .id = d, .writer = i < 4, .stop = &stop};
+        args[i] = (struct rw_arg){ .s = t->s, .id = d, .writer = i < 4, .stop = &stop };
         assert_int_equal(pthread_create(&th[i], NULL, rw_worker, &args[i]), 0);
     }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t t0 = mono_ns();
     for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    uint64_t t1 = mono_ns();
     __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
     unsigned reads = 0;
     int capped = 0;
@@ -788,8 +920,8 @@ static void t_concurrent_read_write(void **state)
     }
     for (int i = 0; i < 8; i++) assert_int_equal(args[i].errors, 0);
     print_message("      600 append attempts took %.0f ms beside %u reads%s\n",
-                  (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
-                  reads, capped ? "; WARNING: readers stopped after 5 s: writers starve under reads" : "");
+                  (double)(t1 - t0) / 1e6, reads,
+                  capped ? "; WARNING: readers stopped after 5 s: writers starve under reads" : "");
     uint64_t len;
     assert_int_equal(store_doc_length(t->s, d.b, d.n, &len), STORE_OK);
     uint8_t *data;
@@ -829,8 +961,10 @@ static void *key_worker(void *p)
         int vl = snprintf(value, sizeof value, "%u:%u", a->thread, v + 1);
         int rc = store_key_set(a->s, a->id.b, a->id.n, (const uint8_t *)"race", 4,
                                (const uint8_t *)value, (size_t)vl, v, v + 1);
-        if (rc == STORE_OK) a->won[a->n_won++] = v + 1;
-        else if (rc != STORE_EMISMATCH) a->errors++;
+        if (rc == STORE_OK)
+            a->won[a->n_won++] = v + 1;
+        else if (rc != STORE_EMISMATCH)
+            a->errors++;
     }
     return NULL;
 }
@@ -843,7 +977,7 @@ static void t_concurrent_keys(void **state)
     struct key_arg args[THREADS];
     pthread_t th[THREADS];
     for (uint32_t i = 0; i < THREADS; i++) {
-        args[i] = (struct key_arg){.s = t->s, .id = d, .thread = i};
+        args[i] = (struct key_arg){ .s = t->s, .id = d, .thread = i };
         assert_int_equal(pthread_create(&th[i], NULL, key_worker, &args[i]), 0);
     }
     for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
@@ -882,8 +1016,8 @@ static void *create_worker(void *p)
 {
     struct create_arg *a = p;
     pthread_barrier_wait(a->barrier);
-    a->rc = store_doc_create(a->s, a->id.b, a->id.n, (const uint8_t *)a->content,
-                             strlen(a->content));
+    a->rc =
+        store_doc_create(a->s, a->id.b, a->id.n, (const uint8_t *)a->content, strlen(a->content));
     return NULL;
 }
 
@@ -896,7 +1030,7 @@ static void t_concurrent_create(void **state)
     pthread_barrier_t barrier;
     pthread_barrier_init(&barrier, NULL, THREADS);
     for (int i = 0; i < THREADS; i++) {
-        args[i] = (struct create_arg){.s = t->s, .id = d, .barrier = &barrier};
+        args[i] = (struct create_arg){ .s = t->s, .id = d, .barrier = &barrier };
         snprintf(args[i].content, sizeof args[i].content, "creator-%d", i);
         assert_int_equal(pthread_create(&th[i], NULL, create_worker, &args[i]), 0);
     }
@@ -913,6 +1047,174 @@ static void t_concurrent_create(void **state)
     pthread_barrier_destroy(&barrier);
     assert_true(winner >= 0);
     expect_read(t->s, d, 0, args[winner].content, strlen(args[winner].content));
+}
+
+/* ---- enumeration (version 2) ---- */
+
+struct listed {
+    const struct tctx *t;
+    struct id ids[400];
+    int n;          /* ids of this test seen (duplicates included) */
+    int calls;      /* all calls, other tests' data included */
+    int stop_after; /* 0: never */
+    struct store_token toks[8];
+    struct store *s; /* when set: each callback also reads the document (re-entrancy) */
+    int reads_ok;
+};
+
+static int own(const struct tctx *t, const char *id, size_t id_len)
+{
+    return id_len >= t->prefix_len && memcmp(id, t->prefix, t->prefix_len) == 0;
+}
+
+static int list_doc_cb(void *arg, const char *id, size_t id_len)
+{
+    struct listed *l = arg;
+    l->calls++;
+    if (own(l->t, id, id_len) && l->n < 400 && id_len <= sizeof l->ids[0].b) {
+        memcpy(l->ids[l->n].b, id, id_len);
+        l->ids[l->n].n = id_len;
+        l->n++;
+        uint64_t len;
+        if (l->s && store_doc_length(l->s, id, id_len, &len) == STORE_OK) l->reads_ok++;
+    }
+    return l->stop_after && l->calls >= l->stop_after;
+}
+
+static int count_id(const struct listed *l, struct id id)
+{
+    int c = 0;
+    for (int i = 0; i < l->n; i++) c += l->ids[i].n == id.n && memcmp(l->ids[i].b, id.b, id.n) == 0;
+    return c;
+}
+
+static void t_doc_list(void **state)
+{
+    struct tctx *t = *state;
+    struct listed *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    l->t = t;
+    if (store_doc_list(t->s, list_doc_cb, l) == STORE_ENOTSUP) {
+        free(l);
+        skip();
+    }
+    /* More than one batch, binary ids, and glob characters for backends that match. */
+    enum { N = 300 };
+    static struct id ids[N + 3];
+    char base[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(base, sizeof base, "list-%03d", i);
+        ids[i] = mkid(t, base, strlen(base));
+        create_str(t->s, ids[i], i % 2 ? "x" : "");
+    }
+    ids[N] = ID(t, "bin\0id\xff");
+    ids[N + 1] = ID(t, "glob*?[x]");
+    ids[N + 2] = ID(t, "gone");
+    for (int i = N; i < N + 3; i++) create_str(t->s, ids[i], "data");
+    assert_int_equal(store_doc_delete(t->s, ids[N + 2].b, ids[N + 2].n), STORE_OK);
+    /* keys and tokens are not documents */
+    struct id keyonly = ID(t, "keys-without-document");
+    assert_int_equal(key_set_str(t->s, keyonly, "k", "v", 0, 1), STORE_OK);
+
+    memset(l, 0, sizeof *l);
+    l->t = t;
+    l->s = t->s;
+    assert_int_equal(store_doc_list(t->s, list_doc_cb, l), STORE_OK);
+    for (int i = 0; i < N + 2; i++) assert_true(count_id(l, ids[i]) >= 1);
+    assert_int_equal(count_id(l, ids[N + 2]), 0);
+    assert_int_equal(count_id(l, keyonly), 0);
+    /* Nothing else of ours; repeats (allowed) stay rare. */
+    assert_true(l->n >= N + 2 && l->n <= 2 * (N + 2));
+    assert_int_equal(l->reads_ok, l->n);
+
+    /* Early stop: exactly as many calls as asked for. */
+    memset(l, 0, sizeof *l);
+    l->t = t;
+    l->stop_after = 5;
+    assert_int_equal(store_doc_list(t->s, list_doc_cb, l), STORE_OK);
+    assert_int_equal(l->calls, 5);
+    free(l);
+}
+
+static int list_token_cb(void *arg, const char *token, size_t token_len,
+                         const struct store_token *tok)
+{
+    struct listed *l = arg;
+    l->calls++;
+    if (own(l->t, token, token_len) && l->n < 8) {
+        memcpy(l->ids[l->n].b, token, token_len);
+        l->ids[l->n].n = token_len;
+        struct store_token *c = &l->toks[l->n];
+        *c = *tok;
+        c->doc_id = malloc(tok->doc_id_len + 1);
+        memcpy(c->doc_id, tok->doc_id, tok->doc_id_len);
+        c->user_id = strdup(tok->user_id);
+        l->n++;
+    }
+    return l->stop_after && l->calls >= l->stop_after;
+}
+
+static void t_token_list(void **state)
+{
+    struct tctx *t = *state;
+    struct listed *l = calloc(1, sizeof *l);
+    assert_non_null(l);
+    l->t = t;
+    if (store_token_list(t->s, list_token_cb, l) == STORE_ENOTSUP) {
+        free(l);
+        skip();
+    }
+    for (int i = 0; i < l->n; i++) store_token_clear(&l->toks[i]);
+    memset(l, 0, sizeof *l);
+    l->t = t;
+    int64_t now = time(NULL);
+    struct id tk1 = ID(t, "tok1"), tk2 = ID(t, "tok\0two"), old = ID(t, "expired");
+    char user[64];
+    struct id u = ID(t, "user");
+    memcpy(user, u.b, u.n);
+    user[u.n] = 0;
+    struct store_token tok;
+    token_of(&tok, "doc\0one", 7, user, "rw", now + 3600);
+    assert_int_equal(store_token_add(t->s, tk1.b, tk1.n, &tok), STORE_OK);
+    token_of(&tok, "doc2", 4, "", "r", now + 7200);
+    assert_int_equal(store_token_add(t->s, tk2.b, tk2.n, &tok), STORE_OK);
+    token_of(&tok, "doc3", 4, user, "rwa", now - 10);
+    assert_int_equal(store_token_add(t->s, old.b, old.n, &tok), STORE_OK);
+
+    assert_int_equal(store_token_list(t->s, list_token_cb, l), STORE_OK);
+    int seen1 = 0, seen2 = 0;
+    for (int i = 0; i < l->n; i++) {
+        struct id *id = &l->ids[i];
+        struct store_token *g = &l->toks[i];
+        assert_false(id->n == old.n && memcmp(id->b, old.b, old.n) == 0);
+        if (id->n == tk1.n && memcmp(id->b, tk1.b, tk1.n) == 0) {
+            seen1++;
+            assert_int_equal(g->doc_id_len, 7);
+            assert_memory_equal(g->doc_id, "doc\0one", 7);
+            assert_string_equal(g->user_id, user);
+            assert_string_equal(g->permissions, "rw");
+            assert_int_equal(g->expires, now + 3600);
+        } else if (id->n == tk2.n && memcmp(id->b, tk2.b, tk2.n) == 0) {
+            seen2++;
+            assert_int_equal(g->doc_id_len, 4);
+            assert_memory_equal(g->doc_id, "doc2", 4);
+            assert_string_equal(g->user_id, "");
+            assert_string_equal(g->permissions, "r");
+            assert_int_equal(g->expires, now + 7200);
+        } else {
+            fail_msg("token_list reported a token this test did not add");
+        }
+    }
+    assert_true(seen1 >= 1 && seen2 >= 1);
+    for (int i = 0; i < l->n; i++) store_token_clear(&l->toks[i]);
+
+    memset(l, 0, sizeof *l);
+    l->t = t;
+    l->stop_after = 1;
+    assert_int_equal(store_token_list(t->s, list_token_cb, l), STORE_OK);
+    assert_int_equal(l->calls, 1);
+    for (int i = 0; i < l->n; i++) store_token_clear(&l->toks[i]);
+    free(l);
 }
 
 int store_conformance_run(const struct store_conformance *b)
@@ -932,11 +1234,14 @@ int store_conformance_run(const struct store_conformance *b)
         T(t_tokens),
         T(t_sweep),
         T(t_oversize),
+        T(t_long_ids),
         T(t_persistence),
         T(t_concurrent_append),
         T(t_concurrent_read_write),
         T(t_concurrent_keys),
         T(t_concurrent_create),
+        T(t_doc_list),
+        T(t_token_list),
     };
 #undef T
     char name[128];

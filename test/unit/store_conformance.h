@@ -22,10 +22,14 @@
  * that prefix each other), delete removing keys and leaving nothing behind for a
  * re-created id, keys (compare-version, keys without a document row, early stop),
  * tokens (add/get/exists/expiry/replace/user_update), sweep of idle documents and
- * expired tokens, ids too long for the backend (STORE_EINVAL or working), persistence
+ * expired tokens, long ids (every size up to 64 KiB works, two 64 KiB ids differing in
+ * their last byte are two documents, keys with 400-byte names on them), tokens too
+ * long for the backend (STORE_EINVAL or working), persistence
  * across close and open, and from several threads at once: compare-and-append (one
  * winner per offset, the document equals the winners in order), readers during
- * appends (every read is a prefix), key version races and racing creates.
+ * appends (every read is a prefix), key version races and racing creates; listing
+ * every document and live token (doc_list, token_list: batches, binary ids, early
+ * stop, callbacks that call the store).
  */
 #ifndef ZW_STORE_CONFORMANCE_H
 #define ZW_STORE_CONFORMANCE_H
@@ -42,7 +46,7 @@ struct store_conformance {
     struct store *(*open)(void *ctx); /* NULL on failure (the test fails) */
     void (*reset)(void *ctx);         /* may be NULL */
     void *ctx;
-    unsigned flags;                   /* STORE_CONF_* */
+    unsigned flags; /* STORE_CONF_* */
 };
 
 /* Runs every test once. Returns the number of failed tests (0: all passed). */

@@ -35,7 +35,7 @@ static int setup(void **state)
     static int n;
     char dir[256];
     snprintf(dir, sizeof dir, "%s/%d", tmp_root, n++);
-    struct store_config sc = {.backend = "lmdb", .data_dir = dir, .nosync = 1};
+    struct store_config sc = { .backend = "lmdb", .data_dir = dir, .nosync = 1 };
     char err[256];
     c->store = store_open(&sc, err, sizeof err);
     if (!c->store) fail_msg("store_open: %s", err);
@@ -56,8 +56,10 @@ static int teardown(void **state)
 static void add_token(struct ctx *c, const char *token, const char *doc, const char *user,
                       const char *perms, int64_t expires)
 {
-    struct store_token t = {.doc_id = (char *)doc, .doc_id_len = strlen(doc),
-                            .user_id = (char *)user, .expires = expires};
+    struct store_token t = { .doc_id = (char *)doc,
+                             .doc_id_len = strlen(doc),
+                             .user_id = (char *)user,
+                             .expires = expires };
     snprintf(t.permissions, sizeof t.permissions, "%s", perms);
     assert_int_equal(store_token_add(c->store, token, strlen(token), &t), STORE_OK);
 }
@@ -184,7 +186,7 @@ static void test_jwt(void **state)
 static void test_jwt_base64_key(void **state)
 {
     struct ctx *c = *state;
-    const uint8_t raw[] = {0xde, 0xad, 0x00, 0xbe, 0xef};
+    const uint8_t raw[] = { 0xde, 0xad, 0x00, 0xbe, 0xef };
     c->cfg.jwt_key = "3q0Avu8=";
     c->cfg.jwt_key_is_base64 = 1;
     char err[128];

@@ -22,10 +22,26 @@ struct bb {
 };
 
 static void bb_u8(struct bb *m, uint8_t v) { m->b[m->n++] = v; }
-static void bb_u16(struct bb *m, uint16_t v) { codec_put16(m->b + m->n, v); m->n += 2; }
-static void bb_u32(struct bb *m, uint32_t v) { codec_put32(m->b + m->n, v); m->n += 4; }
-static void bb_u64(struct bb *m, uint64_t v) { codec_put64(m->b + m->n, v); m->n += 8; }
-static void bb_raw(struct bb *m, const void *p, size_t n) { memcpy(m->b + m->n, p, n); m->n += n; }
+static void bb_u16(struct bb *m, uint16_t v)
+{
+    be_put16(m->b + m->n, v);
+    m->n += 2;
+}
+static void bb_u32(struct bb *m, uint32_t v)
+{
+    be_put32(m->b + m->n, v);
+    m->n += 4;
+}
+static void bb_u64(struct bb *m, uint64_t v)
+{
+    be_put64(m->b + m->n, v);
+    m->n += 8;
+}
+static void bb_raw(struct bb *m, const void *p, size_t n)
+{
+    memcpy(m->b + m->n, p, n);
+    m->n += n;
+}
 static void bb_str(struct bb *m, const char *s) { bb_raw(m, s, strlen(s)); }
 
 /* Heap copy of exactly n bytes so that over-reads hit ASan's redzone. */
@@ -33,25 +49,40 @@ static uint8_t *exact(const uint8_t *src, size_t n)
 {
     uint8_t *p = malloc(n ? n : 1);
     assert_non_null(p);
-    if (n)
-        memcpy(p, src, n);
+    if (n) memcpy(p, src, n);
     return p;
 }
 
-#define assert_bytes(ptr, len, str)                       \
-    do {                                                  \
-        assert_int_equal((len), strlen(str));             \
-        assert_memory_equal((ptr), (str), strlen(str));   \
+#define assert_bytes(ptr, len, str)                                                                \
+    do {                                                                                           \
+        assert_int_equal((len), strlen(str));                                                      \
+        assert_memory_equal((ptr), (str), strlen(str));                                            \
     } while (0)
 
 /* Decoder signatures differ only in the out struct: wrap each to test prefixes
  * and wrong types generically. */
 typedef int (*decode_fn)(const uint8_t *msg, size_t len);
 
-static int dec_init(const uint8_t *m, size_t n) { struct codec_init o; return codec_decode_init(m, n, &o); }
-static int dec_append(const uint8_t *m, size_t n) { struct codec_append o; return codec_decode_append(m, n, &o); }
-static int dec_set_key(const uint8_t *m, size_t n) { struct codec_set_key o; return codec_decode_set_key(m, n, &o); }
-static int dec_broadcast(const uint8_t *m, size_t n) { struct codec_broadcast o; return codec_decode_broadcast(m, n, &o); }
+static int dec_init(const uint8_t *m, size_t n)
+{
+    struct codec_init o;
+    return codec_decode_init(m, n, &o);
+}
+static int dec_append(const uint8_t *m, size_t n)
+{
+    struct codec_append o;
+    return codec_decode_append(m, n, &o);
+}
+static int dec_set_key(const uint8_t *m, size_t n)
+{
+    struct codec_set_key o;
+    return codec_decode_set_key(m, n, &o);
+}
+static int dec_broadcast(const uint8_t *m, size_t n)
+{
+    struct codec_broadcast o;
+    return codec_decode_broadcast(m, n, &o);
+}
 
 static int decode_exact(decode_fn fn, const uint8_t *src, size_t n)
 {
@@ -81,15 +112,14 @@ static void check_prefixes(decode_fn fn, const struct bb *m, size_t need)
 static void test_strerror(void **state)
 {
     (void)state;
-    const int codes[] = {CODEC_OK, CODEC_E_SHORT, CODEC_E_VERSION, CODEC_E_TYPE,
-                         CODEC_E_TOO_BIG, CODEC_E_SEQUENCE};
+    const int codes[] = { CODEC_OK,     CODEC_E_SHORT,   CODEC_E_VERSION,
+                          CODEC_E_TYPE, CODEC_E_TOO_BIG, CODEC_E_SEQUENCE };
     const size_t k = sizeof codes / sizeof codes[0];
     for (size_t i = 0; i < k; i++) {
         const char *s = codec_strerror(codes[i]);
         assert_non_null(s);
         assert_true(strlen(s) > 0);
-        for (size_t j = 0; j < i; j++)
-            assert_string_not_equal(s, codec_strerror(codes[j]));
+        for (size_t j = 0; j < i; j++) assert_string_not_equal(s, codec_strerror(codes[j]));
     }
     assert_string_equal(codec_strerror(-99), "unknown codec error");
     assert_string_equal(codec_strerror(7), "unknown codec error");
@@ -101,7 +131,8 @@ static void test_strerror(void **state)
 static void build_init_v2(struct bb *m, const char *doc, const char *init)
 {
     m->n = 0;
-    bb_u8(m, 0x01); bb_u8(m, 0);
+    bb_u8(m, 0x01);
+    bb_u8(m, 0);
     bb_u16(m, 2);
     bb_u32(m, 0x00010203);
     bb_u8(m, 1);
@@ -114,7 +145,8 @@ static void build_init_v2(struct bb *m, const char *doc, const char *init)
 static void build_init_v3(struct bb *m, const char *doc, const char *init)
 {
     m->n = 0;
-    bb_u8(m, 0x01); bb_u8(m, 0);
+    bb_u8(m, 0x01);
+    bb_u8(m, 0);
     bb_u16(m, 3);
     bb_u32(m, 102400);
     bb_u8(m, 2);
@@ -214,8 +246,7 @@ static void test_init_doc_id_length_past_end(void **state)
     /* A 255-byte id that exactly fits is fine. */
     m.n = 17;
     bb_u8(&m, 0xFF);
-    for (int i = 0; i < 255; i++)
-        bb_u8(&m, 'a');
+    for (int i = 0; i < 255; i++) bb_u8(&m, 'a');
     struct codec_init o;
     uint8_t *p = exact(m.b, m.n);
     assert_int_equal(codec_decode_init(p, m.n, &o), CODEC_OK);
@@ -224,16 +255,17 @@ static void test_init_doc_id_length_past_end(void **state)
     free(p);
 
     /* v3: docIdLength is bytes 21..24. */
-    const uint32_t bad[] = {4, 5, 1000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFF0, 0xFFFFFFFE,
-                            0xFFFFFFFF};
+    const uint32_t bad[] = {
+        4, 5, 1000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFF0, 0xFFFFFFFE, 0xFFFFFFFF
+    };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         build_init_v3(&m, "abc", "");
-        codec_put32(m.b + 21, bad[i]);
+        be_put32(m.b + 21, bad[i]);
         assert_int_equal(decode_exact(dec_init, m.b, m.n), CODEC_E_SHORT);
     }
     /* Longer than the id alone but within initial data: the id eats into it. */
     build_init_v3(&m, "abc", "defg");
-    codec_put32(m.b + 21, 7);
+    be_put32(m.b + 21, 7);
     p = exact(m.b, m.n);
     assert_int_equal(codec_decode_init(p, m.n, &o), CODEC_OK);
     assert_bytes(o.doc_id, o.doc_id_len, "abcdefg");
@@ -248,23 +280,23 @@ static void test_init_version(void **state)
     struct codec_init o;
 
     /* Anything but 00 02 is read with the v3 layout, then the version judged. */
-    const uint16_t bad[] = {0, 1, 4, 0x0102, 0x0200, 0x0203, 0xFFFF};
+    const uint16_t bad[] = { 0, 1, 4, 0x0102, 0x0200, 0x0203, 0xFFFF };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         build_init_v3(&m, "doc", "");
-        codec_put16(m.b + 2, bad[i]);
+        be_put16(m.b + 2, bad[i]);
         assert_int_equal(decode_exact(dec_init, m.b, m.n), CODEC_E_VERSION);
     }
 
     /* A v2 message claiming version 3 is read with the v3 layout; its bytes are too
      * few for it here. */
     build_init_v2(&m, "", "");
-    codec_put16(m.b + 2, 3);
+    be_put16(m.b + 2, 3);
     assert_int_equal(decode_exact(dec_init, m.b, m.n), CODEC_E_SHORT);
 
     /* Bytes 2-3 == 00 02 select the v2 layout even if the body was built as v3:
      * the v2 offset is then bytes 9-16 and docIdLength byte 17 (0xFF, past the end). */
     build_init_v3(&m, "doc", "");
-    codec_put16(m.b + 2, 2);
+    be_put16(m.b + 2, 2);
     assert_int_equal(decode_exact(dec_init, m.b, m.n), CODEC_E_SHORT);
     m.b[17] = (uint8_t)(m.n - 18);
     uint8_t *p = exact(m.b, m.n);
@@ -316,17 +348,16 @@ static void test_wrong_type(void **state)
         decode_fn fn;
         uint8_t ok1, ok2;
     } d[] = {
-        {dec_init, 0x01, 0x01},
-        {dec_append, 0x02, 0x05},
-        {dec_set_key, 0x03, 0x03},
-        {dec_broadcast, 0x04, 0x04},
+        { dec_init, 0x01, 0x01 },
+        { dec_append, 0x02, 0x05 },
+        { dec_set_key, 0x03, 0x03 },
+        { dec_broadcast, 0x04, 0x04 },
     };
     uint8_t msg[64];
     memset(msg, 0, sizeof msg);
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
         for (unsigned t = 0; t < 256; t++) {
-            if (t == d[i].ok1 || t == d[i].ok2)
-                continue;
+            if (t == d[i].ok1 || t == d[i].ok2) continue;
             msg[0] = (uint8_t)t;
             assert_int_equal(decode_exact(d[i].fn, msg, sizeof msg), CODEC_E_TYPE);
             /* Too short for a header wins over the type. */
@@ -341,9 +372,10 @@ static void test_wrong_type(void **state)
 static void test_append_v2(void **state)
 {
     (void)state;
-    struct bb m = {.n = 0};
+    struct bb m = { .n = 0 };
     struct codec_append o;
-    bb_u8(&m, 0x02); bb_u8(&m, 0);
+    bb_u8(&m, 0x02);
+    bb_u8(&m, 0);
     bb_u64(&m, 0x1122334455667788ull);
     bb_str(&m, "payload");
     uint8_t *p = exact(m.b, m.n);
@@ -359,9 +391,10 @@ static void test_append_v2(void **state)
 static void test_append_v3(void **state)
 {
     (void)state;
-    struct bb m = {.n = 0};
+    struct bb m = { .n = 0 };
     struct codec_append o;
-    bb_u8(&m, 0x05); bb_u8(&m, 0);
+    bb_u8(&m, 0x05);
+    bb_u8(&m, 0);
     bb_u32(&m, 0xCAFEBABE);
     bb_u64(&m, 42);
     bb_str(&m, "p");
@@ -391,7 +424,8 @@ static void test_append_v3(void **state)
 static void build_set_key(struct bb *m, const char *name, const char *value)
 {
     m->n = 0;
-    bb_u8(m, 0x03); bb_u8(m, 0);
+    bb_u8(m, 0x03);
+    bb_u8(m, 0);
     bb_u16(m, 0xBEEF);
     bb_u8(m, 7);
     bb_u32(m, 0x01020304);
@@ -447,31 +481,31 @@ static void test_set_key_lengths_past_end(void **state)
 {
     (void)state;
     struct bb m;
-    const uint32_t bad[] = {0x7FFFFFFF, 0x80000000, 0xFFFFFFF0, 0xFFFFFFFC, 0xFFFFFFFF};
+    const uint32_t bad[] = { 0x7FFFFFFF, 0x80000000, 0xFFFFFFF0, 0xFFFFFFFC, 0xFFFFFFFF };
 
     /* nameLength at 13; for "name"/"val" valueLength at 21. */
     build_set_key(&m, "name", "val");
-    codec_put32(m.b + 13, 5 + 4 + 3); /* one more than all that follows */
+    be_put32(m.b + 13, 5 + 4 + 3); /* one more than all that follows */
     assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     /* nameLength that swallows the valueLength field entirely, leaving <4 bytes. */
-    codec_put32(m.b + 13, 4 + 2);
+    be_put32(m.b + 13, 4 + 2);
     assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        codec_put32(m.b + 13, bad[i]);
+        be_put32(m.b + 13, bad[i]);
         assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     }
 
     build_set_key(&m, "name", "val");
-    codec_put32(m.b + 21, 4);
+    be_put32(m.b + 21, 4);
     assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        codec_put32(m.b + 21, bad[i]);
+        be_put32(m.b + 21, bad[i]);
         assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_E_SHORT);
     }
-    codec_put32(m.b + 21, 3);
+    be_put32(m.b + 21, 3);
     assert_int_equal(decode_exact(dec_set_key, m.b, m.n), CODEC_OK);
     /* Shorter valueLength than the rest: trailing ignored, still OK. */
-    codec_put32(m.b + 21, 1);
+    be_put32(m.b + 21, 1);
     struct codec_set_key o;
     uint8_t *p = exact(m.b, m.n);
     assert_int_equal(codec_decode_set_key(p, m.n, &o), CODEC_OK);
@@ -495,7 +529,8 @@ static void test_set_key_prefixes(void **state)
 static void build_broadcast(struct bb *m, uint32_t data_len, const char *data)
 {
     m->n = 0;
-    bb_u8(m, 0x04); bb_u8(m, 0);
+    bb_u8(m, 0x04);
+    bb_u8(m, 0);
     bb_u32(m, data_len);
     bb_str(m, data);
 }
@@ -529,7 +564,7 @@ static void test_broadcast(void **state)
     build_broadcast(&m, 0, "");
     assert_int_equal(decode_exact(dec_broadcast, m.b, m.n), CODEC_OK);
 
-    const uint32_t bad[] = {6, 7, 100, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFA, 0xFFFFFFFF};
+    const uint32_t bad[] = { 6, 7, 100, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFA, 0xFFFFFFFF };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         build_broadcast(&m, bad[i], "hello");
         assert_int_equal(decode_exact(dec_broadcast, m.b, m.n), CODEC_E_SHORT);
@@ -550,8 +585,8 @@ static void test_encode_append(void **state)
 {
     (void)state;
     uint8_t out[64];
-    static const uint8_t v2[] = {0x02, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 'a', 'b'};
-    static const uint8_t v3[] = {0x05, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x01, 'a', 'b'};
+    static const uint8_t v2[] = { 0x02, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 'a', 'b' };
+    static const uint8_t v3[] = { 0x05, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x01, 'a', 'b' };
 
     assert_int_equal(codec_append_size(2, 2), sizeof v2);
     memset(out, 0xAA, sizeof out);
@@ -590,7 +625,7 @@ static void test_encode_broadcast(void **state)
 {
     (void)state;
     uint8_t out[32];
-    static const uint8_t want[] = {0x04, 0, 0, 0, 0, 3, 'a', 'b', 'c'};
+    static const uint8_t want[] = { 0x04, 0, 0, 0, 0, 3, 'a', 'b', 'c' };
     assert_int_equal(codec_broadcast_size(3), sizeof want);
     assert_int_equal(codec_encode_broadcast(out, (const uint8_t *)"abc", 3), sizeof want);
     assert_memory_equal(out, want, sizeof want);
@@ -610,8 +645,8 @@ static void test_encode_error(void **state)
 {
     (void)state;
     uint8_t out[32];
-    static const uint8_t want[] = {0x80, 0, 0, 3, 'i', 'n', 'v', 'a', 'l', 'i', 'd', ' ',
-                                   'o', 'f', 'f', 's', 'e', 't'};
+    static const uint8_t want[] = { 0x80, 0,   0,   3,   'i', 'n', 'v', 'a', 'l',
+                                    'i',  'd', ' ', 'o', 'f', 'f', 's', 'e', 't' };
     assert_int_equal(codec_error_size(14), sizeof want);
     assert_int_equal(codec_encode_error(out, CODEC_ERR_INVALID_OFFSET, "invalid offset", 14),
                      sizeof want);
@@ -626,18 +661,18 @@ static void test_encode_acks(void **state)
 {
     (void)state;
     uint8_t out[16];
-    static const uint8_t ack[] = {0x81, 0, 0, 1, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08};
+    static const uint8_t ack[] = { 0x81, 0, 0, 1, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08 };
     memset(out, 0xAA, sizeof out);
     assert_int_equal(codec_encode_ack(out, 1, 0x0102030405060708ull), CODEC_ACK_SIZE);
     assert_int_equal(sizeof ack, CODEC_ACK_SIZE);
     assert_memory_equal(out, ack, sizeof ack);
     assert_int_equal(out[CODEC_ACK_SIZE], 0xAA);
 
-    static const uint8_t nack[] = {0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    static const uint8_t nack[] = { 0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
     assert_int_equal(codec_encode_ack(out, 0, 0), CODEC_ACK_SIZE);
     assert_memory_equal(out, nack, sizeof nack);
 
-    static const uint8_t ska[] = {0x83, 0, 0, 1, 0xBE, 0xEF};
+    static const uint8_t ska[] = { 0x83, 0, 0, 1, 0xBE, 0xEF };
     memset(out, 0xAA, sizeof out);
     assert_int_equal(codec_encode_set_key_ack(out, 1, 0xBEEF), CODEC_SET_KEY_ACK_SIZE);
     assert_int_equal(sizeof ska, CODEC_SET_KEY_ACK_SIZE);
@@ -650,9 +685,8 @@ static void test_encode_key_info(void **state)
     (void)state;
     uint8_t out[64];
     static const uint8_t want[] = {
-        0x82, 0,
-        0, 0, 0, 5, 0, 0, 0, 2, 'k', '1', 0, 0, 0, 3, 'a', 'b', 'c',
-        0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 1, 'n', 0, 0, 0, 0,
+        0x82, 0,   0,   0,    0,    5,    0,    0, 0, 2, 'k', '1', 0, 0, 0, 3,
+        'a',  'b', 'c', 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 1,   'n', 0, 0, 0, 0,
     };
     size_t n = codec_key_info_begin(out);
     assert_int_equal(n, CODEC_KEY_INFO_HEADER);
@@ -695,12 +729,9 @@ static uint8_t *pattern_msg(size_t len)
 {
     uint8_t *m = malloc(len ? len : 1);
     assert_non_null(m);
-    for (size_t i = 0; i < len; i++)
-        m[i] = (uint8_t)(i * 7 + 3);
-    if (len > 0)
-        m[0] = CODEC_BROADCAST;
-    if (len > 1)
-        m[1] = 0;
+    for (size_t i = 0; i < len; i++) m[i] = (uint8_t)(i * 7 + 3);
+    if (len > 0) m[0] = CODEC_BROADCAST;
+    if (len > 1) m[1] = 0;
     return m;
 }
 
@@ -728,13 +759,11 @@ static void split_and_reassemble(const uint8_t *msg, size_t len, uint32_t max,
         if (i == 0) {
             assert_int_equal(pc.hdr[0], msg[0]);
             assert_ptr_equal(pc.body, msg + 2);
-            if (!last)
-                assert_int_equal(wire, m);
+            if (!last) assert_int_equal(wire, m);
         } else {
             assert_int_equal(pc.hdr[0], CODEC_CONTINUATION);
             assert_true(pc.body_len >= 1);
-            if (!last)
-                assert_int_equal(pc.body_len, m - 2);
+            if (!last) assert_int_equal(pc.body_len, m - 2);
         }
         assert_int_equal(pc.hdr[1], last ? 0 : 1);
         assert_ptr_equal(pc.body, msg + 2 + total);
@@ -743,13 +772,11 @@ static void split_and_reassemble(const uint8_t *msg, size_t len, uint32_t max,
         uint8_t *ws = malloc(wire);
         assert_non_null(ws);
         memcpy(ws, pc.hdr, 2);
-        if (pc.body_len)
-            memcpy(ws + 2, pc.body, pc.body_len);
+        if (pc.body_len) memcpy(ws + 2, pc.body, pc.body_len);
         int rc = codec_reasm_feed(r, ws, wire, &got, &got_len);
         if (last) {
             assert_int_equal(rc, 1);
-            if (count == 1)
-                assert_ptr_equal(got, ws); /* zero copy */
+            if (count == 1) assert_ptr_equal(got, ws); /* zero copy */
             assert_int_equal(got_len, len);
             assert_memory_equal(got, msg, len);
         } else {
@@ -793,7 +820,7 @@ static void test_split_counts(void **state)
 static void test_split_pieces_exact(void **state)
 {
     (void)state;
-    const uint8_t msg[] = {0x82, 0, 'a', 'b', 'c', 'd', 'e', 'f', 'g'};
+    const uint8_t msg[] = { 0x82, 0, 'a', 'b', 'c', 'd', 'e', 'f', 'g' };
     struct codec_piece pc;
 
     /* max 5: [82 01 a b c] [FF 01 d e f] [FF 00 g] */
@@ -812,7 +839,7 @@ static void test_split_pieces_exact(void **state)
     assert_bytes(pc.body, pc.body_len, "g");
 
     /* Fits: one piece with byte 1 = 0 even if the source had it set. */
-    const uint8_t msg2[] = {0x04, 1, 'x'};
+    const uint8_t msg2[] = { 0x04, 1, 'x' };
     assert_int_equal(codec_split_count(sizeof msg2, 0), 1);
     codec_split_piece(msg2, sizeof msg2, 0, 0, &pc);
     assert_int_equal(pc.hdr[0], 0x04);
@@ -837,7 +864,7 @@ static void test_split_pieces_exact(void **state)
 static void test_split_reassemble_many(void **state)
 {
     (void)state;
-    const uint32_t maxes[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 100, 255, 256, 1000, 4096};
+    const uint32_t maxes[] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 17, 100, 255, 256, 1000, 4096 };
     struct codec_reasm r;
     codec_reasm_init(&r, 0);
     for (size_t mi = 0; mi < sizeof maxes / sizeof maxes[0]; mi++) {
@@ -853,16 +880,15 @@ static void test_split_reassemble_many(void **state)
 static void test_split_reassemble_large(void **state)
 {
     (void)state;
-    const size_t lens[] = {102399, 102400, 102401, 204798, 204799, 204800, 250000, 1000003};
-    const uint32_t maxes[] = {0, 3, 4096, 102400, 65536, 0xFFFFFFFF};
+    const size_t lens[] = { 102399, 102400, 102401, 204798, 204799, 204800, 250000, 1000003 };
+    const uint32_t maxes[] = { 0, 3, 4096, 102400, 65536, 0xFFFFFFFF };
     struct codec_reasm r;
     codec_reasm_init(&r, 2000000);
     for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
         uint8_t *msg = pattern_msg(lens[li]);
         for (size_t mi = 0; mi < sizeof maxes / sizeof maxes[0]; mi++) {
             /* max 3 means one byte per continuation: keep that case small. */
-            if (maxes[mi] == 3 && lens[li] > 110000)
-                continue;
+            if (maxes[mi] == 3 && lens[li] > 110000) continue;
             split_and_reassemble(msg, lens[li], maxes[mi], &r);
         }
         free(msg);
@@ -874,12 +900,11 @@ static void test_split_reassemble_large(void **state)
 static void test_encode_split_decode(void **state)
 {
     (void)state;
-    const uint32_t maxes[] = {0, 3, 7, 20, 64};
+    const uint32_t maxes[] = { 0, 3, 7, 20, 64 };
     struct codec_reasm r;
     codec_reasm_init(&r, 0);
     uint8_t data[200], out[300];
-    for (size_t i = 0; i < sizeof data; i++)
-        data[i] = (uint8_t)(255 - i);
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(255 - i);
     for (size_t mi = 0; mi < sizeof maxes / sizeof maxes[0]; mi++) {
         for (size_t dl = 0; dl <= sizeof data; dl += 13) {
             size_t n = codec_encode_append(out, 3, dl * 1000, data, dl);
@@ -908,7 +933,7 @@ static void test_reasm_single_zero_copy(void **state)
     struct codec_reasm r;
     const uint8_t *msg = NULL;
     size_t n = 0;
-    const uint8_t m[] = {0x04, 0, 0, 0, 0, 1, 'x'};
+    const uint8_t m[] = { 0x04, 0, 0, 0, 0, 1, 'x' };
     codec_reasm_init(&r, 0);
     assert_int_equal(codec_reasm_feed(&r, m, sizeof m, &msg, &n), 1);
     assert_ptr_equal(msg, m);
@@ -926,10 +951,10 @@ static void test_reasm_split(void **state)
     struct codec_reasm r;
     const uint8_t *msg = NULL;
     size_t n = 0;
-    const uint8_t a[] = {0x03, 1, 'a', 'b'};
-    const uint8_t b[] = {0xFF, 1, 'c'};
-    const uint8_t c[] = {0xFF, 1};
-    const uint8_t d[] = {0xFF, 0, 'd', 'e'};
+    const uint8_t a[] = { 0x03, 1, 'a', 'b' };
+    const uint8_t b[] = { 0xFF, 1, 'c' };
+    const uint8_t c[] = { 0xFF, 1 };
+    const uint8_t d[] = { 0xFF, 0, 'd', 'e' };
     codec_reasm_init(&r, 0);
     assert_int_equal(codec_reasm_feed(&r, a, sizeof a, &msg, &n), 0);
     assert_int_equal(r.open, 1);
@@ -943,8 +968,8 @@ static void test_reasm_split(void **state)
 
     /* The next message starts fresh, reusing the buffer. */
     uint8_t *kept = r.buf;
-    const uint8_t e[] = {0x04, 1, 'z'};
-    const uint8_t f[] = {0xFF, 0};
+    const uint8_t e[] = { 0x04, 1, 'z' };
+    const uint8_t f[] = { 0xFF, 0 };
     assert_int_equal(codec_reasm_feed(&r, e, sizeof e, &msg, &n), 0);
     assert_int_equal(codec_reasm_feed(&r, f, sizeof f, &msg, &n), 1);
     assert_int_equal(n, 3);
@@ -952,7 +977,7 @@ static void test_reasm_split(void **state)
     assert_ptr_equal(r.buf, kept);
 
     /* After a buffered message, a whole one is zero copy and leaves no state. */
-    const uint8_t g[] = {0x02, 0, 1, 2, 3};
+    const uint8_t g[] = { 0x02, 0, 1, 2, 3 };
     assert_int_equal(codec_reasm_feed(&r, g, sizeof g, &msg, &n), 1);
     assert_ptr_equal(msg, g);
     assert_int_equal(n, sizeof g);
@@ -969,9 +994,9 @@ static void test_reasm_more_nonzero(void **state)
     struct codec_reasm r;
     const uint8_t *msg;
     size_t n;
-    const uint8_t a[] = {0x04, 2, 'a'};
-    const uint8_t b[] = {0xFF, 0x80, 'b'};
-    const uint8_t c[] = {0xFF, 0, 'c'};
+    const uint8_t a[] = { 0x04, 2, 'a' };
+    const uint8_t b[] = { 0xFF, 0x80, 'b' };
+    const uint8_t c[] = { 0xFF, 0, 'c' };
     codec_reasm_init(&r, 0);
     assert_int_equal(codec_reasm_feed(&r, a, sizeof a, &msg, &n), 0);
     assert_int_equal(codec_reasm_feed(&r, b, sizeof b, &msg, &n), 0);
@@ -986,19 +1011,19 @@ static void test_reasm_short(void **state)
     struct codec_reasm r;
     const uint8_t *msg;
     size_t n;
-    const uint8_t one[] = {0x04};
+    const uint8_t one[] = { 0x04 };
     codec_reasm_init(&r, 0);
     assert_int_equal(codec_reasm_feed(&r, one, 0, &msg, &n), CODEC_E_SHORT);
     assert_int_equal(codec_reasm_feed(&r, one, 1, &msg, &n), CODEC_E_SHORT);
-    const uint8_t ff[] = {0xFF};
+    const uint8_t ff[] = { 0xFF };
     assert_int_equal(codec_reasm_feed(&r, ff, 1, &msg, &n), CODEC_E_SHORT);
 
     /* Also while a message is open; the partial message is dropped. */
-    const uint8_t a[] = {0x04, 1, 'a'};
+    const uint8_t a[] = { 0x04, 1, 'a' };
     assert_int_equal(codec_reasm_feed(&r, a, sizeof a, &msg, &n), 0);
     assert_int_equal(codec_reasm_feed(&r, ff, 1, &msg, &n), CODEC_E_SHORT);
     assert_int_equal(r.open, 0);
-    const uint8_t c[] = {0xFF, 0, 'c'};
+    const uint8_t c[] = { 0xFF, 0, 'c' };
     assert_int_equal(codec_reasm_feed(&r, c, sizeof c, &msg, &n), CODEC_E_SEQUENCE);
     codec_reasm_free(&r);
 }
@@ -1009,10 +1034,10 @@ static void test_reasm_sequence(void **state)
     struct codec_reasm r;
     const uint8_t *msg;
     size_t n;
-    const uint8_t cont_last[] = {0xFF, 0, 'x'};
-    const uint8_t cont_more[] = {0xFF, 1, 'x'};
-    const uint8_t start[] = {0x04, 1, 'a'};
-    const uint8_t whole[] = {0x04, 0, 'b'};
+    const uint8_t cont_last[] = { 0xFF, 0, 'x' };
+    const uint8_t cont_more[] = { 0xFF, 1, 'x' };
+    const uint8_t start[] = { 0x04, 1, 'a' };
+    const uint8_t whole[] = { 0x04, 0, 'b' };
     codec_reasm_init(&r, 0);
 
     /* Continuation without a start, either more value. */
@@ -1059,8 +1084,8 @@ static void test_reasm_limit(void **state)
     assert_int_equal(r.open, 0);
 
     /* Split: 6 + 4 = 10 fits exactly, one more byte does not. */
-    const uint8_t c4[] = {0xFF, 0, 'a', 'b', 'c', 'd'};
-    const uint8_t c5[] = {0xFF, 0, 'a', 'b', 'c', 'd', 'e'};
+    const uint8_t c4[] = { 0xFF, 0, 'a', 'b', 'c', 'd' };
+    const uint8_t c5[] = { 0xFF, 0, 'a', 'b', 'c', 'd', 'e' };
     assert_int_equal(codec_reasm_feed(&r, big, 6, &msg, &n), 0);
     assert_int_equal(codec_reasm_feed(&r, c4, sizeof c4, &msg, &n), 1);
     assert_int_equal(n, 10);
@@ -1069,10 +1094,9 @@ static void test_reasm_limit(void **state)
     assert_int_equal(codec_reasm_feed(&r, c5, sizeof c5, &msg, &n), CODEC_E_TOO_BIG);
     assert_int_equal(r.open, 0);
     /* Many small continuations crossing the limit. */
-    const uint8_t c1[] = {0xFF, 1, 'z'};
+    const uint8_t c1[] = { 0xFF, 1, 'z' };
     assert_int_equal(codec_reasm_feed(&r, big, 6, &msg, &n), 0);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(codec_reasm_feed(&r, c1, sizeof c1, &msg, &n), 0);
+    for (int i = 0; i < 4; i++) assert_int_equal(codec_reasm_feed(&r, c1, sizeof c1, &msg, &n), 0);
     assert_int_equal(codec_reasm_feed(&r, c1, sizeof c1, &msg, &n), CODEC_E_TOO_BIG);
     codec_reasm_free(&r);
 
@@ -1100,7 +1124,7 @@ static void test_reasm_size_overflow(void **state)
     struct codec_reasm r;
     const uint8_t *msg;
     size_t n;
-    const uint8_t c[] = {0xFF, 1, 'a', 'b'};
+    const uint8_t c[] = { 0xFF, 1, 'a', 'b' };
     codec_reasm_init(&r, 0);
     r.buf = malloc(16);
     assert_non_null(r.buf);
@@ -1145,14 +1169,14 @@ static void test_reasm_releases_large_buffer(void **state)
     assert_true(r.cap >= big);
 
     /* The next feed releases the large buffer. */
-    const uint8_t small[] = {0x04, 0, 'x'};
+    const uint8_t small[] = { 0x04, 0, 'x' };
     assert_int_equal(codec_reasm_feed(&r, small, sizeof small, &msg, &n), 1);
     assert_null(r.buf);
     assert_int_equal(r.cap, 0);
 
     /* A small buffer is kept across messages. */
-    const uint8_t a[] = {0x04, 1, 'a'};
-    const uint8_t b[] = {0xFF, 0, 'b'};
+    const uint8_t a[] = { 0x04, 1, 'a' };
+    const uint8_t b[] = { 0xFF, 0, 'b' };
     assert_int_equal(codec_reasm_feed(&r, a, sizeof a, &msg, &n), 0);
     assert_int_equal(codec_reasm_feed(&r, b, sizeof b, &msg, &n), 1);
     assert_non_null(r.buf);
@@ -1172,8 +1196,8 @@ static void test_reasm_free_reuse(void **state)
     struct codec_reasm r;
     const uint8_t *msg;
     size_t n;
-    const uint8_t a[] = {0x04, 1, 'a'};
-    const uint8_t b[] = {0xFF, 0, 'b'};
+    const uint8_t a[] = { 0x04, 1, 'a' };
+    const uint8_t b[] = { 0xFF, 0, 'b' };
     codec_reasm_init(&r, 50);
     assert_int_equal(r.limit, 50);
     assert_null(r.buf);

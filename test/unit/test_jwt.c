@@ -26,8 +26,7 @@ static const char KEY[] = "secret-key";
 
 static void b64url(const uint8_t *in, size_t n, char *out)
 {
-    static const char a[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     size_t o = 0, i = 0;
     for (; i + 2 < n; i += 3) {
         uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
@@ -50,8 +49,7 @@ static void b64url(const uint8_t *in, size_t n, char *out)
 }
 
 /* header.payload.signature with an HS256 signature under key (whatever the header says). */
-static char *mint_with_key(const char *header, const char *payload, const void *key,
-                           size_t key_len)
+static char *mint_with_key(const char *header, const char *payload, const void *key, size_t key_len)
 {
     char *t = malloc(4096);
     assert_non_null(t);
@@ -60,8 +58,8 @@ static char *mint_with_key(const char *header, const char *payload, const void *
     b64url((const uint8_t *)payload, strlen(payload), t + strlen(t));
     uint8_t mac[32];
     unsigned mlen = 0;
-    assert_non_null(HMAC(EVP_sha256(), key, (int)key_len, (const uint8_t *)t, strlen(t), mac,
-                         &mlen));
+    assert_non_null(
+        HMAC(EVP_sha256(), key, (int)key_len, (const uint8_t *)t, strlen(t), mac, &mlen));
     strcat(t, ".");
     b64url(mac, 32, t + strlen(t));
     return t;
@@ -88,8 +86,10 @@ static int verify(const char *token)
 {
     struct jwt_claims c;
     int rc = verify_n(token, strlen(token), &c);
-    if (rc == JWT_OK) jwt_claims_clear(&c);
-    else assert_null(c.sub);
+    if (rc == JWT_OK)
+        jwt_claims_clear(&c);
+    else
+        assert_null(c.sub);
     return rc;
 }
 
@@ -159,7 +159,7 @@ static void test_utf8_sub_and_extra_claims(void **state)
 static void test_base64_key(void **state)
 {
     (void)state;
-    const uint8_t raw[] = {0x00, 0xff, 0x10, 0x80, 0x7f};
+    const uint8_t raw[] = { 0x00, 0xff, 0x10, 0x80, 0x7f };
     char *t = mint_with_key(HS256, "{\"sub\":\"d\",\"exp\":1800000000}", raw, sizeof raw);
     uint8_t *key;
     size_t key_len;
@@ -252,10 +252,10 @@ static void test_signature_shapes(void **state)
     char *t = mint(HS256, "{\"sub\":\"d\",\"exp\":1800000000}");
     size_t n = strlen(t);
     /* Truncated by one and by many characters. */
-    assert_int_equal(verify_n(t, n - 1, &(struct jwt_claims){0}), JWT_ESIGNATURE);
-    assert_int_equal(verify_n(t, n - 20, &(struct jwt_claims){0}), JWT_ESIGNATURE);
+    assert_int_equal(verify_n(t, n - 1, &(struct jwt_claims){ 0 }), JWT_ESIGNATURE);
+    assert_int_equal(verify_n(t, n - 20, &(struct jwt_claims){ 0 }), JWT_ESIGNATURE);
     /* Cut right after the second dot: empty signature. */
-    assert_int_equal(verify_n(t, (size_t)(strrchr(t, '.') - t) + 1, &(struct jwt_claims){0}),
+    assert_int_equal(verify_n(t, (size_t)(strrchr(t, '.') - t) + 1, &(struct jwt_claims){ 0 }),
                      JWT_ESIGNATURE);
     /* Extra characters and padding after the signature. */
     char longer[1024];
@@ -306,7 +306,7 @@ static void test_bad_base64_header(void **state)
 {
     (void)state;
     char *t = mint(HS256, "{\"sub\":\"d\",\"exp\":1800000000}");
-    const char bad[] = {'+', '/', '=', ' ', '*', '\n', '\0', (char)0xc3};
+    const char bad[] = { '+', '/', '=', ' ', '*', '\n', '\0', (char)0xc3 };
     for (size_t i = 0; i < sizeof bad; i++) {
         char *copy = strdup(t);
         copy[2] = bad[i];
@@ -383,18 +383,15 @@ static void test_claims(void **state)
     assert_int_equal(check(HS256, "{\"sub\":42,\"exp\":1800000000}"), JWT_ECLAIMS);
     assert_int_equal(check(HS256, "{\"sub\":null,\"exp\":1800000000}"), JWT_ECLAIMS);
     assert_int_equal(check(HS256, "{\"sub\":\"d\",\"u\":7,\"exp\":1800000000}"), JWT_ECLAIMS);
-    assert_int_equal(check(HS256, "{\"sub\":\"d\",\"p\":[\"r\"],\"exp\":1800000000}"),
-                     JWT_ECLAIMS);
+    assert_int_equal(check(HS256, "{\"sub\":\"d\",\"p\":[\"r\"],\"exp\":1800000000}"), JWT_ECLAIMS);
     assert_int_equal(check(HS256, "{\"sub\":\"d\",\"p\":\"r\",\"p\":\"rwa\",\"exp\":1800000000}"),
                      JWT_ECLAIMS);
-    assert_int_equal(check(HS256, "{\"sub\":\"d\",\"sub\":\"e\",\"exp\":1800000000}"),
-                     JWT_ECLAIMS);
+    assert_int_equal(check(HS256, "{\"sub\":\"d\",\"sub\":\"e\",\"exp\":1800000000}"), JWT_ECLAIMS);
     assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":1800000000,\"exp\":1}"), JWT_ECLAIMS);
     assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":\"1800000000\"}"), JWT_ECLAIMS);
     assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":true}"), JWT_ECLAIMS);
     assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":null}"), JWT_ECLAIMS);
-    assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":1800000000,\"nbf\":\"x\"}"),
-                     JWT_ECLAIMS);
+    assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":1800000000,\"nbf\":\"x\"}"), JWT_ECLAIMS);
     /* Claim names are case-sensitive. */
     assert_int_equal(check(HS256, "{\"SUB\":\"d\",\"exp\":1800000000}"), JWT_ECLAIMS);
     assert_int_equal(check(HS256, "{\"sub\":\"d\",\"EXP\":1800000000}"), JWT_ECLAIMS);
@@ -411,8 +408,7 @@ static void test_expiry(void **state)
     assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":1e300}"), JWT_OK);
     assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":1800000000,\"nbf\":1700000001}"),
                      JWT_EEXPIRED);
-    assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":1800000000,\"nbf\":1700000000}"),
-                     JWT_OK);
+    assert_int_equal(check(HS256, "{\"sub\":\"d\",\"exp\":1800000000,\"nbf\":1700000000}"), JWT_OK);
 }
 
 /* ---- base64 decoders and keys ---- */
@@ -428,14 +424,14 @@ static void test_base64_std(void **state)
     assert_int_equal(jwt_base64_decode("YWJj", 4, out), 3);
     assert_memory_equal(out, "abc", 3);
     assert_int_equal(jwt_base64_decode("+/+/", 4, out), 3);
-    assert_int_equal(jwt_base64_decode("YQ=", 3, out), -1);   /* short padding */
-    assert_int_equal(jwt_base64_decode("YQ", 2, out), -1);    /* missing padding */
-    assert_int_equal(jwt_base64_decode("YR==", 4, out), -1);  /* non-zero spare bits */
+    assert_int_equal(jwt_base64_decode("YQ=", 3, out), -1);  /* short padding */
+    assert_int_equal(jwt_base64_decode("YQ", 2, out), -1);   /* missing padding */
+    assert_int_equal(jwt_base64_decode("YR==", 4, out), -1); /* non-zero spare bits */
     assert_int_equal(jwt_base64_decode("Y===", 4, out), -1);
     assert_int_equal(jwt_base64_decode("====", 4, out), -1);
     assert_int_equal(jwt_base64_decode("Y=Q=", 4, out), -1);
     assert_int_equal(jwt_base64_decode("YQ==YQ==", 8, out), -1);
-    assert_int_equal(jwt_base64_decode("-_-_", 4, out), -1);  /* url alphabet */
+    assert_int_equal(jwt_base64_decode("-_-_", 4, out), -1); /* url alphabet */
     assert_int_equal(jwt_base64_decode("YW J", 4, out), -1);
 }
 

@@ -1,8 +1,9 @@
-/* test_store_lmdb: runs the store conformance suite against LMDB in a fresh temporary
- * directory, then LMDB-specific tests: map growth, group commit, a large document,
- * sweep in steps, last-access touches, key-size limits, store_open dispatch, kill -9 durability, and
- * append latency with sync on. */
+/* test_store_lmdb: runs the store conformance suite against LMDB in a fresh temporary directory,
+ * then LMDB-specific tests: map growth, group commit, a large document, sweep in steps, last-access
+ * touches, key-size limits, the long-id layout, store_open dispatch, kill -9 durability, and append
+ * latency with sync on. */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -19,8 +20,10 @@
 
 #include <cmocka.h>
 #include <lmdb.h>
+#include <openssl/sha.h>
 
 #include "lmdb_store.h"
+#include "mono.h"
 #include "store.h"
 #include "store_conformance.h"
 
@@ -39,15 +42,38 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
-static void rm_rf(const char *path)
+static void rm_rf(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* The store's log lines (store_config.log): counted by level and text, and still
+ * shown on stderr. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned log_opened, log_map_grown, log_bad_level;
+
+static void log_capture(void *arg, int level, const char *msg)
 {
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    (void)arg;
+    pthread_mutex_lock(&log_lock);
+    if (level == STORE_LOG_INFO && !strncmp(msg, "lmdb: opened ", 13)) log_opened++;
+    if (level == STORE_LOG_INFO && !strncmp(msg, "lmdb: map is now ", 17)) log_map_grown++;
+    if (level < STORE_LOG_DEBUG || level > STORE_LOG_ERROR || strchr(msg, '\n')) log_bad_level++;
+    pthread_mutex_unlock(&log_lock);
+    fprintf(stderr, "[store log %d] %s\n", level, msg);
+}
+
+static unsigned log_count(unsigned *counter)
+{
+    pthread_mutex_lock(&log_lock);
+    unsigned n = *counter;
+    pthread_mutex_unlock(&log_lock);
+    return n;
 }
 
 static struct store *lmdb_open_ctx(void *p)
 {
     struct lctx *c = p;
-    struct store_config cfg = {.backend = "lmdb", .data_dir = c->dir, .nosync = c->nosync};
+    struct store_config cfg = {
+        .backend = "lmdb", .data_dir = c->dir, .nosync = c->nosync, .log = { log_capture, NULL }
+    };
     char err[256];
     struct store *s = store_open(&cfg, err, sizeof err);
     if (!s) fprintf(stderr, "open: %s\n", err);
@@ -62,12 +88,7 @@ static void lmdb_reset_ctx(void *p)
 
 static struct lctx ctx_nosync, ctx_sync;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static double now_s(void) { return (double)mono_ns() / 1e9; }
 
 /* Document contents are a function of the offset, with a prime period so that chunk
  * boundaries never line up with it; fill and compare go by memcpy/memcmp (fast also
@@ -174,11 +195,12 @@ static void t_map_growth(void **state)
     fill(buf, 0, 5000);
     assert_int_equal(store_doc_create(s, "small", 5, buf, 5000), STORE_OK);
     assert_int_equal(store_doc_create(s, "big", 3, NULL, 0), STORE_OK);
+    unsigned grown_before = log_count(&log_map_grown);
     int stop = 0;
     struct reader_arg ra[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
-        ra[i] = (struct reader_arg){.s = s, .stop = &stop};
+        ra[i] = (struct reader_arg){ .s = s, .stop = &stop };
         assert_int_equal(pthread_create(&th[i], NULL, reader_worker, &ra[i]), 0);
     }
     uint64_t len = 0;
@@ -200,6 +222,8 @@ static void t_map_growth(void **state)
     assert_true(st.map_resizes >= 1);
     assert_true(st.map_size > ((uint64_t)64 << 20));
     assert_int_equal(st.failed_commits, 0);
+    /* each growth is logged through the configured callback */
+    assert_int_equal(log_count(&log_map_grown) - grown_before, st.map_resizes);
     check_read(s, "big", len - 12345, len);
     check_read(s, "big", (uint64_t)40 << 20, len);
     print_message("      map grew %llu time(s) to %llu MiB\n", (unsigned long long)st.map_resizes,
@@ -250,7 +274,7 @@ static void t_group_commit(void **state)
     pthread_barrier_t barrier;
     pthread_barrier_init(&barrier, NULL, GC_THREADS);
     for (int i = 0; i < GC_THREADS; i++) {
-        args[i] = (struct gc_arg){.s = s, .barrier = &barrier};
+        args[i] = (struct gc_arg){ .s = s, .barrier = &barrier };
         snprintf(args[i].id, sizeof args[i].id, "gc%d", i);
         assert_int_equal(store_doc_create(s, args[i].id, strlen(args[i].id), NULL, 0), STORE_OK);
     }
@@ -289,17 +313,28 @@ static void t_large_doc(void **state)
     fill(buf, 0, total);
     assert_int_equal(store_doc_create(s, "large", 5, buf, 3000), STORE_OK);
     uint64_t len = 3000;
-    const size_t sizes[] = {1 << 20, 777, 100000, 5, 3 << 20, 4096, 1};
+    const size_t sizes[] = { 1 << 20, 777, 100000, 5, 3 << 20, 4096, 1 };
     for (int i = 0; len < total; i++) {
         size_t n = sizes[i % 7];
         if (n > total - len) n = total - len;
         assert_int_equal(store_doc_append(s, "large", 5, len, buf + len, n, &len), STORE_OK);
     }
     free(buf);
-    const uint64_t offs[] = {0, 1, 2999, 3000, 3001, (1 << 20) + 2999, (1 << 20) + 3000,
-                             (1 << 20) + 3001, total / 2, total / 3 + 7, total - 4097,
-                             total - 1, total};
-    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) check_read(s, "large", offs[i], total);
+    const uint64_t offs[] = { 0,
+                              1,
+                              2999,
+                              3000,
+                              3001,
+                              (1 << 20) + 2999,
+                              (1 << 20) + 3000,
+                              (1 << 20) + 3001,
+                              total / 2,
+                              total / 3 + 7,
+                              total - 4097,
+                              total - 1,
+                              total };
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++)
+        check_read(s, "large", offs[i], total);
     /* a tail read is cheap: it copies only the tail */
     double t0 = now_s();
     for (int i = 0; i < 1000; i++) check_read(s, "large", total - 100, total);
@@ -317,13 +352,17 @@ static void t_sweep_steps(void **state)
     for (int i = 0; i < 300; i++) {
         int n = snprintf(id, sizeof id, "sw%03d", i);
         assert_int_equal(store_doc_create(s, id, (size_t)n, (const uint8_t *)"data", 4), STORE_OK);
-        assert_int_equal(store_key_set(s, id, (size_t)n, (const uint8_t *)"k", 1,
-                                       (const uint8_t *)"v", 1, 0, 1), STORE_OK);
+        assert_int_equal(
+            store_key_set(s, id, (size_t)n, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, 0, 1),
+            STORE_OK);
     }
     for (int i = 0; i < 600; i++) {
         int n = snprintf(id, sizeof id, "tok%03d", i);
-        struct store_token t = {.doc_id = "d", .doc_id_len = 1, .user_id = "u",
-                                .permissions = "rw", .expires = now + (i % 2 ? 100 : 100000)};
+        struct store_token t = { .doc_id = "d",
+                                 .doc_id_len = 1,
+                                 .user_id = "u",
+                                 .permissions = "rw",
+                                 .expires = now + (i % 2 ? 100 : 100000) };
         assert_int_equal(store_token_add(s, id, (size_t)n, &t), STORE_OK);
     }
     struct store_lmdb_stats a, b;
@@ -365,7 +404,7 @@ static void set_last_access(const char *dir, const char *id, int64_t when)
     assert_int_equal(mdb_env_open(env, path, MDB_NOTLS, 0640), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, "docs", 0, &dbi), 0);
-    MDB_val k = {strlen(id), (void *)id}, v;
+    MDB_val k = { strlen(id), (void *)id }, v;
     assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
     assert_int_equal(v.mv_size, 32);
     uint8_t hdr[32];
@@ -426,23 +465,35 @@ static void t_touch(void **state)
     assert_int_equal(store_doc_length(s, "late", 4, &len), STORE_OK);
 }
 
-/* LMDB's 511-byte key limit, exactly. */
+/* LMDB's 511-byte key limit: ids of any length (hashed past it), key names up to
+ * 477 bytes for any id (stored under the id's hash when id + name do not fit). */
 static void t_limits(void **state)
 {
     struct store *s = *state;
-    static char big[600];
+    static char big[70000];
     memset(big, 'i', sizeof big);
-    assert_int_equal(store_doc_create(s, big, 512, NULL, 0), STORE_EINVAL);
-    assert_int_equal(store_doc_create(s, big, 511, (const uint8_t *)"x", 1), STORE_OK);
     uint64_t len;
+    assert_int_equal(store_doc_create(s, big, 511, (const uint8_t *)"x", 1), STORE_OK);
+    assert_int_equal(store_doc_create(s, big, 512, (const uint8_t *)"yy", 2), STORE_OK);
     assert_int_equal(store_doc_length(s, big, 511, &len), STORE_OK);
-    assert_int_equal(store_doc_length(s, big, 512, &len), STORE_EINVAL);
+    assert_int_equal(len, 1);
+    assert_int_equal(store_doc_length(s, big, 512, &len), STORE_OK);
+    assert_int_equal(len, 2);
+    assert_int_equal(store_doc_length(s, big, 513, &len), STORE_ENOTFOUND);
     assert_int_equal(store_doc_create(s, "", 0, NULL, 0), STORE_EINVAL);
-    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 409, NULL, 0, 0, 1), STORE_OK);
+    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 409, NULL, 0, 0, 1),
+                     STORE_OK);
     assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 410, NULL, 0, 0, 1),
+                     STORE_OK);
+    assert_int_equal(store_key_set(s, big, 65536, (const uint8_t *)big, 477, NULL, 0, 0, 1),
+                     STORE_OK);
+    assert_int_equal(store_key_set(s, big, 100, (const uint8_t *)big, 478, NULL, 0, 0, 1),
                      STORE_EINVAL);
-    struct store_token t = {.doc_id = "d", .doc_id_len = 1, .user_id = "u",
-                            .permissions = "rw", .expires = time(NULL) + 100};
+    struct store_token t = { .doc_id = "d",
+                             .doc_id_len = 1,
+                             .user_id = "u",
+                             .permissions = "rw",
+                             .expires = time(NULL) + 100 };
     assert_int_equal(store_token_add(s, big, 504, &t), STORE_EINVAL); /* expiry key 8 + 504 */
     assert_int_equal(store_token_add(s, big, 503, &t), STORE_OK);
     char user[520];
@@ -461,11 +512,74 @@ static void t_limits(void **state)
     assert_int_equal(store_user_update(s, "u", 1, "rwarwarw"), STORE_EINVAL);
 }
 
+/* Short ids keep the layout LMDB stores always had (data written before long ids
+ * existed reads the same); a long id lives under its SHA-256 with the full id beside
+ * the header, and a record whose id differs (a hash clash) is refused, not served. */
+static void t_long_id_layout(void **state)
+{
+    (void)state;
+    lmdb_reset_ctx(&ctx_nosync);
+    struct store *s = lmdb_open_ctx(&ctx_nosync);
+    assert_non_null(s);
+    static char a[1000], b[1000];
+    memset(a, 'a', sizeof a);
+    memset(b, 'b', sizeof b);
+    assert_int_equal(store_doc_create(s, "short", 5, (const uint8_t *)"S", 1), STORE_OK);
+    assert_int_equal(store_doc_create(s, a, sizeof a, (const uint8_t *)"A", 1), STORE_OK);
+    assert_int_equal(store_doc_create(s, b, sizeof b, (const uint8_t *)"B", 1), STORE_OK);
+    store_close(s);
+
+    char path[200];
+    snprintf(path, sizeof path, "%s/lmdb", ctx_nosync.dir);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi docs, longdocs;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_open(env, path, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "docs", 0, &docs), 0);
+    assert_int_equal(mdb_dbi_open(txn, "longdocs", 0, &longdocs), 0);
+    MDB_val k = { 5, "short" }, v;
+    assert_int_equal(mdb_get(txn, docs, &k, &v), 0);
+    assert_int_equal(v.mv_size, 32);
+    uint8_t ha[32], hb[32];
+    SHA256((const unsigned char *)a, sizeof a, ha);
+    SHA256((const unsigned char *)b, sizeof b, hb);
+    MDB_val ka = { 32, ha }, kb = { 32, hb }, va, vb;
+    assert_int_equal(mdb_get(txn, longdocs, &ka, &va), 0);
+    assert_int_equal(va.mv_size, 32 + sizeof a);
+    assert_memory_equal((uint8_t *)va.mv_data + 32, a, sizeof a);
+    /* Fake a clash: a's hash now holds b's record. */
+    assert_int_equal(mdb_get(txn, longdocs, &kb, &vb), 0);
+    static uint8_t rec[32 + sizeof b];
+    memcpy(rec, vb.mv_data, sizeof rec);
+    MDB_val nv = { sizeof rec, rec };
+    assert_int_equal(mdb_put(txn, longdocs, &ka, &nv, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    s = lmdb_open_ctx(&ctx_nosync);
+    assert_non_null(s);
+    uint64_t len;
+    uint8_t *data = NULL;
+    size_t n = 0;
+    assert_int_equal(store_doc_length(s, a, sizeof a, &len), STORE_EIO);
+    assert_int_equal(store_doc_read(s, a, sizeof a, 0, &data, &n, NULL), STORE_EIO);
+    assert_int_equal(store_doc_append(s, a, sizeof a, 1, (const uint8_t *)"!", 1, NULL), STORE_EIO);
+    assert_int_equal(store_doc_create(s, a, sizeof a, (const uint8_t *)"!", 1), STORE_EIO);
+    /* the store goes on serving the others */
+    assert_int_equal(store_doc_append(s, b, sizeof b, 1, (const uint8_t *)"b", 1, &len), STORE_OK);
+    assert_int_equal(len, 2);
+    assert_int_equal(store_doc_length(s, "short", 5, &len), STORE_OK);
+    store_close(s);
+}
+
 static void t_open_dispatch(void **state)
 {
     (void)state;
     char err[256] = "";
-    struct store_config cfg = {.backend = "nosuch", .data_dir = ctx_nosync.dir};
+    struct store_config cfg = { .backend = "nosuch", .data_dir = ctx_nosync.dir };
     assert_null(store_open(&cfg, err, sizeof err));
     assert_non_null(strstr(err, "nosuch"));
     cfg.backend = "lmdb";
@@ -486,6 +600,44 @@ static void t_open_dispatch(void **state)
     assert_true(st.map_size >= ((uint64_t)64 << 20));
     store_close(s);
     store_close(NULL);
+}
+
+/* Log lines go through store_config.log when set, whole and at their level; without
+ * it, to stderr. */
+static void t_log(void **state)
+{
+    (void)state;
+    lmdb_reset_ctx(&ctx_nosync);
+    unsigned opened = log_count(&log_opened);
+    struct store *s = lmdb_open_ctx(&ctx_nosync);
+    assert_non_null(s);
+    assert_int_equal(log_count(&log_opened), opened + 1);
+    store_close(s);
+
+    char path[128];
+    snprintf(path, sizeof path, "%s/stderr.txt", tmp_root);
+    fflush(stderr);
+    int saved = dup(2), fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+    struct store_config cfg = { .backend = "lmdb", .data_dir = ctx_nosync.dir, .nosync = 1 };
+    char err[256];
+    s = store_open(&cfg, err, sizeof err);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    assert_non_null(s);
+    store_close(s);
+    assert_int_equal(log_count(&log_opened), opened + 1); /* not through the callback */
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[512] = "";
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_non_null(strstr(line, "INFO"));
+    assert_non_null(strstr(line, "lmdb: opened "));
+    assert_int_equal(log_count(&log_bad_level), 0);
 }
 
 /* A child appends durably and reports each acknowledged length; it is killed with
@@ -564,15 +716,16 @@ static void t_latency(void **state)
     free(buf);
     enum { ROUNDS = 100 };
     static double lat[2][ROUNDS];
-    const char *ids[2] = {"small", "huge"};
-    uint64_t len[2] = {0, big};
+    const char *ids[2] = { "small", "huge" };
+    uint64_t len[2] = { 0, big };
     for (int i = 0; i < ROUNDS; i++) {
         for (int d = 0; d < 2; d++) {
             uint8_t b[100];
             fill(b, len[d], sizeof b);
             double t0 = now_s();
-            assert_int_equal(store_doc_append(s, ids[d], strlen(ids[d]), len[d], b, sizeof b,
-                                              &len[d]), STORE_OK);
+            assert_int_equal(
+                store_doc_append(s, ids[d], strlen(ids[d]), len[d], b, sizeof b, &len[d]),
+                STORE_OK);
             lat[d][i] = (now_s() - t0) * 1e6;
         }
     }
@@ -580,9 +733,10 @@ static void t_latency(void **state)
         check_read(s, ids[d], len[d] - 1000, len[d]);
         qsort(lat[d], ROUNDS, sizeof lat[d][0], dbl_cmp);
     }
-    print_message("      durable 100-byte append, one thread (median / p90 us): empty doc %.0f / %.0f,"
-                  " 20 MB doc %.0f / %.0f\n", lat[0][ROUNDS / 2], lat[0][ROUNDS * 9 / 10],
-                  lat[1][ROUNDS / 2], lat[1][ROUNDS * 9 / 10]);
+    print_message(
+        "      durable 100-byte append, one thread (median / p90 us): empty doc %.0f / %.0f,"
+        " 20 MB doc %.0f / %.0f\n",
+        lat[0][ROUNDS / 2], lat[0][ROUNDS * 9 / 10], lat[1][ROUNDS / 2], lat[1][ROUNDS * 9 / 10]);
     /* bounded: rewriting 20 MB would cost tens of milliseconds per append */
     assert_true(lat[1][ROUNDS / 2] < lat[0][ROUNDS / 2] * 3 + 3000);
     store_close(s);
@@ -601,7 +755,7 @@ int main(void)
     snprintf(ctx_sync.dir, sizeof ctx_sync.dir, "%s/sync", tmp_root);
     ctx_sync.nosync = 0;
 
-    struct store_conformance conf = {"lmdb", lmdb_open_ctx, lmdb_reset_ctx, &ctx_nosync, 0};
+    struct store_conformance conf = { "lmdb", lmdb_open_ctx, lmdb_reset_ctx, &ctx_nosync, 0 };
     int failed = store_conformance_run(&conf);
 
     const struct CMUnitTest tests[] = {
@@ -611,7 +765,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_sweep_steps, setup_fresh, teardown_store),
         cmocka_unit_test_setup_teardown(t_touch, setup_fresh, teardown_store),
         cmocka_unit_test_setup_teardown(t_limits, setup_fresh, teardown_store),
+        cmocka_unit_test(t_long_id_layout),
         cmocka_unit_test(t_open_dispatch),
+        cmocka_unit_test(t_log),
         cmocka_unit_test(t_kill9),
         cmocka_unit_test(t_latency),
     };

@@ -1,9 +1,8 @@
-/* test_store_redis: the Redis backend against a real redis-server that the test starts
- * on a free loopback port and stops afterwards — the shared conformance suite, the
- * reference's key layout (PROTOCOL.md §10) read and written, atomicity against other
- * Redis clients, a flushed script cache, passwords, riding out a Redis restart, and
- * (STORE_BENCH=1) the append cost on large documents. Skipped when redis-server is
- * not installed. */
+/* test_store_redis: the Redis backend against a real redis-server that the test starts on a free
+ * loopback port and stops afterwards — the shared conformance suite, the reference's key layout
+ * (docs/protocol.md, Storage layouts) read and written, atomicity against other Redis clients, a
+ * flushed script cache, passwords, riding out a Redis restart, and (STORE_BENCH=1) the append cost
+ * on large documents. Skipped when redis-server is not installed. */
 #include "store.h"
 #include "store_conformance.h"
 
@@ -35,7 +34,7 @@ static char server[32];
 static int free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof a;
     if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
         getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
@@ -58,13 +57,13 @@ static pid_t start_redis(int durable)
     if (pid == 0) {
         int null = open("/dev/null", O_WRONLY);
         if (null >= 0) dup2(null, 1);
-        execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", durable ? "yes" : "no", "--appendfsync",
-               "always", "--dir", tmp_dir, "--loglevel", "warning", (char *)NULL);
+        execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", durable ? "yes" : "no", "--appendfsync", "always", "--dir",
+               tmp_dir, "--loglevel", "warning", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 100; i++) {
-        struct timespec ts = {0, 50000000};
+        struct timespec ts = { 0, 50000000 };
         nanosleep(&ts, NULL);
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) return 0;
@@ -134,8 +133,9 @@ static void rdo(redisContext *c, const char *fmt, ...)
 
 static struct store *open_cfg(int64_t expiration, const char *password)
 {
-    struct store_config cfg = {.backend = "redis", .server = server, .password = password,
-                               .expiration = expiration};
+    struct store_config cfg = {
+        .backend = "redis", .server = server, .password = password, .expiration = expiration
+    };
     char err[256] = "";
     struct store *s = store_redis_open(&cfg, err, sizeof err);
     if (!s) fprintf(stderr, "redis open: %s\n", err);
@@ -187,7 +187,7 @@ static int find(const struct keys_seen *k, const char *name)
     return -1;
 }
 
-static const uint8_t BIN[] = {'a', 0, 0xff, 0xfe, 0xc3, 0x28, 0x80, 'z', 0, 0xed, 0xa0, 0x80};
+static const uint8_t BIN[] = { 'a', 0, 0xff, 0xfe, 0xc3, 0x28, 0x80, 'z', 0, 0xed, 0xa0, 0x80 };
 
 /* A data set written with raw commands exactly as §10 describes (and as the
  * reference's go-redis code writes it) is served by our backend. */
@@ -197,8 +197,8 @@ static void t_reads_reference_layout(void **state)
     conf_reset(NULL);
     redisContext *c = raw();
     int64_t now = time(NULL);
-    const char *set[] = {"SET", "zwibbler:bin", (const char *)BIN};
-    size_t setl[] = {3, 12, sizeof BIN};
+    const char *set[] = { "SET", "zwibbler:bin", (const char *)BIN };
+    size_t setl[] = { 3, 12, sizeof BIN };
     freeReplyObject(rcmd(c, 3, set, setl));
     rdo(c, "SET zwibbler:plain %s", "hello world");
     rdo(c, "SET zwibbler:empty %s", "");
@@ -208,7 +208,8 @@ static void t_reads_reference_layout(void **state)
         "{\"Version\":2,\"Name\":\"admin:lock\",\"Value\":\"\\u003cb\\u003e \\u0026 \\\"q\\\" "
         "\\n\\u0001 caf\xc3\xa9 \\u00e9\\ud83d\\ude00\"}");
     rdo(c, "HSET zwibbler-keys:plain spaced %s",
-        " { \"value\" : \"v\" , \"name\":\"spaced\", \"extra\": [1, {\"a\": null}], \"version\" : 3 } ");
+        " { \"value\" : \"v\" , \"name\":\"spaced\", \"extra\": [1, {\"a\": null}], \"version\" : "
+        "3 } ");
     /* tokens: hash + TTL at expiry + the user's set */
     rdo(c, "HSET zwibbler-token:{token}:tok-live userID alice docID plain permissions rw");
     rdo(c, "EXPIREAT zwibbler-token:{token}:tok-live %lld", (long long)now + 3600);
@@ -234,7 +235,7 @@ static void t_reads_reference_layout(void **state)
     assert_int_equal(len, 0);
     assert_int_equal(store_doc_append(s, "empty", 5, 0, BIN, sizeof BIN, &len), STORE_OK);
 
-    struct keys_seen k = {0};
+    struct keys_seen k = { 0 };
     assert_int_equal(store_keys_get(s, "plain", 5, see_key, &k), STORE_OK);
     assert_int_equal(k.n, 3);
     int p = find(&k, "page"), a = find(&k, "admin:lock"), sp = find(&k, "spaced");
@@ -249,10 +250,12 @@ static void t_reads_reference_layout(void **state)
     assert_int_equal(k.version[sp], 3);
     assert_memory_equal(k.value[sp], "v", 1);
     /* compare-version against a version the reference wrote */
-    assert_int_equal(store_key_set(s, "plain", 5, (const uint8_t *)"page", 4,
-                                   (const uint8_t *)"4", 1, 6, 8), STORE_EMISMATCH);
-    assert_int_equal(store_key_set(s, "plain", 5, (const uint8_t *)"page", 4,
-                                   (const uint8_t *)"4", 1, 7, 8), STORE_OK);
+    assert_int_equal(
+        store_key_set(s, "plain", 5, (const uint8_t *)"page", 4, (const uint8_t *)"4", 1, 6, 8),
+        STORE_EMISMATCH);
+    assert_int_equal(
+        store_key_set(s, "plain", 5, (const uint8_t *)"page", 4, (const uint8_t *)"4", 1, 7, 8),
+        STORE_OK);
 
     struct store_token t;
     assert_int_equal(store_token_get(s, "tok-live", 8, &t), STORE_OK);
@@ -291,23 +294,27 @@ static void t_writes_reference_layout(void **state)
     assert_int_equal(store_doc_create(s, "d1", 2, BIN, 4), STORE_OK);
     assert_int_equal(store_doc_append(s, "d1", 2, 4, BIN + 4, sizeof BIN - 4, &len), STORE_OK);
     const char value[] = "<a&b>\"\\\n\t\x01\x7f caf\xc3\xa9 \xe2\x80\xa8";
-    assert_int_equal(store_key_set(s, "d1", 2, (const uint8_t *)"page", 4,
-                                   (const uint8_t *)value, sizeof value - 1, 0, 5), STORE_OK);
+    assert_int_equal(store_key_set(s, "d1", 2, (const uint8_t *)"page", 4, (const uint8_t *)value,
+                                   sizeof value - 1, 0, 5),
+                     STORE_OK);
     /* bytes JSON cannot carry as they are (NUL, invalid UTF-8) survive our own round
      * trip, including the script's compare-version on them */
     assert_int_equal(store_key_set(s, "d1", 2, (const uint8_t *)"bin", 3, BIN, sizeof BIN, 0, 1),
                      STORE_OK);
     assert_int_equal(store_key_set(s, "d1", 2, (const uint8_t *)"bin", 3, BIN, sizeof BIN, 1, 2),
                      STORE_OK);
-    struct keys_seen k = {0};
+    struct keys_seen k = { 0 };
     assert_int_equal(store_keys_get(s, "d1", 2, see_key, &k), STORE_OK);
     int b = find(&k, "bin");
     assert_true(b >= 0);
     assert_int_equal(k.version[b], 2);
     assert_int_equal(k.value_len[b], sizeof BIN);
     assert_memory_equal(k.value[b], BIN, sizeof BIN);
-    struct store_token t = {.doc_id = "d1", .doc_id_len = 2, .user_id = "carol",
-                            .permissions = "rwa", .expires = now + 60};
+    struct store_token t = { .doc_id = "d1",
+                             .doc_id_len = 2,
+                             .user_id = "carol",
+                             .permissions = "rwa",
+                             .expires = now + 60 };
     assert_int_equal(store_token_add(s, "tk", 2, &t), STORE_OK);
     store_close(s);
 
@@ -323,17 +330,22 @@ static void t_writes_reference_layout(void **state)
     freeReplyObject(r);
     r = rfmt(c, "HGET zwibbler-keys:d1 page");
     assert_int_equal(r->type, REDIS_REPLY_STRING);
-    assert_string_equal(r->str, "{\"Version\":5,\"Name\":\"page\",\"Value\":\"\\u003ca\\u0026b\\u003e"
-                                "\\\"\\\\\\n\\t\\u0001\x7f caf\xc3\xa9 \\u2028\"}");
+    assert_string_equal(r->str,
+                        "{\"Version\":5,\"Name\":\"page\",\"Value\":\"\\u003ca\\u0026b\\u003e"
+                        "\\\"\\\\\\n\\t\\u0001\x7f caf\xc3\xa9 \\u2028\"}");
     freeReplyObject(r);
     r = rfmt(c, "HGETALL zwibbler-token:{token}:tk");
     assert_int_equal(r->elements, 6);
     for (size_t i = 0; i < 6; i += 2) {
         const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
-        if (!strcmp(f, "docID")) assert_string_equal(v, "d1");
-        else if (!strcmp(f, "userID")) assert_string_equal(v, "carol");
-        else if (!strcmp(f, "permissions")) assert_string_equal(v, "rwa");
-        else fail_msg("unexpected token field %s", f);
+        if (!strcmp(f, "docID"))
+            assert_string_equal(v, "d1");
+        else if (!strcmp(f, "userID"))
+            assert_string_equal(v, "carol");
+        else if (!strcmp(f, "permissions"))
+            assert_string_equal(v, "rwa");
+        else
+            fail_msg("unexpected token field %s", f);
     }
     freeReplyObject(r);
     r = rfmt(c, "TTL zwibbler-token:{token}:tk");
@@ -352,8 +364,9 @@ static void t_writes_reference_layout(void **state)
     s = open_cfg(1000, NULL);
     assert_non_null(s);
     assert_int_equal(store_doc_create(s, "d2", 2, (const uint8_t *)"x", 1), STORE_OK);
-    assert_int_equal(store_key_set(s, "d2", 2, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1,
-                                   0, 1), STORE_OK);
+    assert_int_equal(
+        store_key_set(s, "d2", 2, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, 0, 1),
+        STORE_OK);
     c = raw();
     rdo(c, "EXPIRE zwibbler:d2 10");
     rdo(c, "EXPIRE zwibbler-keys:d2 10");
@@ -392,8 +405,9 @@ static void t_atomic_against_other_clients(void **state)
     /* the script cache flushed under us (restart, failover, SCRIPT FLUSH): EVAL again */
     rdo(c, "SCRIPT FLUSH");
     assert_int_equal(store_doc_append(s, "shared", 6, 7, (const uint8_t *)"e", 1, &len), STORE_OK);
-    assert_int_equal(store_key_set(s, "shared", 6, (const uint8_t *)"k", 1, (const uint8_t *)"v",
-                                   1, 0, 1), STORE_OK);
+    assert_int_equal(
+        store_key_set(s, "shared", 6, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, 0, 1),
+        STORE_OK);
     uint8_t *data;
     size_t n;
     assert_int_equal(store_doc_read(s, "shared", 6, 0, &data, &n, NULL), STORE_OK);
@@ -402,10 +416,12 @@ static void t_atomic_against_other_clients(void **state)
     free(data);
     /* a key the other server changed */
     rdo(c, "HSET zwibbler-keys:shared k %s", "{\"Version\":9,\"Name\":\"k\",\"Value\":\"w\"}");
-    assert_int_equal(store_key_set(s, "shared", 6, (const uint8_t *)"k", 1, (const uint8_t *)"x",
-                                   1, 1, 2), STORE_EMISMATCH);
-    assert_int_equal(store_key_set(s, "shared", 6, (const uint8_t *)"k", 1, (const uint8_t *)"x",
-                                   1, 9, 10), STORE_OK);
+    assert_int_equal(
+        store_key_set(s, "shared", 6, (const uint8_t *)"k", 1, (const uint8_t *)"x", 1, 1, 2),
+        STORE_EMISMATCH);
+    assert_int_equal(
+        store_key_set(s, "shared", 6, (const uint8_t *)"k", 1, (const uint8_t *)"x", 1, 9, 10),
+        STORE_OK);
     redisFree(c);
     store_close(s);
 }
@@ -419,12 +435,13 @@ static void t_ttl_expiry(void **state)
     assert_non_null(s);
     uint64_t len;
     assert_int_equal(store_doc_create(s, "short", 5, (const uint8_t *)"x", 1), STORE_OK);
-    assert_int_equal(store_key_set(s, "short", 5, (const uint8_t *)"k", 1, (const uint8_t *)"v",
-                                   1, 0, 1), STORE_OK);
-    struct timespec ts = {1, 600000000};
+    assert_int_equal(
+        store_key_set(s, "short", 5, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, 0, 1),
+        STORE_OK);
+    struct timespec ts = { 1, 600000000 };
     nanosleep(&ts, NULL);
     assert_int_equal(store_doc_length(s, "short", 5, &len), STORE_ENOTFOUND);
-    struct keys_seen k = {0};
+    struct keys_seen k = { 0 };
     assert_int_equal(store_keys_get(s, "short", 5, see_key, &k), STORE_OK);
     assert_int_equal(k.n, 0);
     store_close(s);
@@ -448,9 +465,10 @@ static void t_foreign_data(void **state)
     assert_int_equal(store_doc_length(s, "hashdoc", 7, &len), STORE_EIO);
     assert_int_equal(store_doc_append(s, "hashdoc", 7, 0, (const uint8_t *)"x", 1, &len),
                      STORE_EIO);
-    assert_int_equal(store_key_set(s, "strkeys", 7, (const uint8_t *)"k", 1, (const uint8_t *)"v",
-                                   1, 0, 1), STORE_EIO);
-    struct keys_seen k = {0};
+    assert_int_equal(
+        store_key_set(s, "strkeys", 7, (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, 0, 1),
+        STORE_EIO);
+    struct keys_seen k = { 0 };
     assert_int_equal(store_keys_get(s, "strkeys", 7, see_key, &k), STORE_EIO);
     assert_int_equal(store_keys_get(s, "mixed", 5, see_key, &k), STORE_OK);
     assert_int_equal(k.n, 1);
@@ -464,7 +482,7 @@ static void t_password(void **state)
     (void)state;
     redisContext *c = raw();
     rdo(c, "CONFIG SET requirepass s3cret");
-    struct store_config cfg = {.backend = "redis", .server = server};
+    struct store_config cfg = { .backend = "redis", .server = server };
     char err[256] = "";
     assert_null(store_redis_open(&cfg, err, sizeof err));
     assert_non_null(strstr(err, "NOAUTH"));
@@ -482,7 +500,7 @@ static void t_password(void **state)
     rdo(c, "CONFIG SET requirepass %s", "");
     redisFree(c);
     /* bad addresses are start-up errors */
-    cfg = (struct store_config){.backend = "redis", .server = "127.0.0.1:notaport"};
+    cfg = (struct store_config){ .backend = "redis", .server = "127.0.0.1:notaport" };
     assert_null(store_redis_open(&cfg, err, sizeof err));
     char refused[32];
     snprintf(refused, sizeof refused, "127.0.0.1:%d", free_port());
@@ -532,7 +550,7 @@ static void t_pipelined_appends(void **state)
     pthread_t th[PL_THREADS];
     double t0 = now_s();
     for (int i = 0; i < PL_THREADS; i++) {
-        args[i] = (struct pl_arg){s, i, 0};
+        args[i] = (struct pl_arg){ s, i, 0 };
         assert_int_equal(pthread_create(&th[i], NULL, pl_worker, &args[i]), 0);
     }
     for (int i = 0; i < PL_THREADS; i++) pthread_join(th[i], NULL);
@@ -563,7 +581,8 @@ static void t_reconnect(void **state)
     uint64_t len = 1;
     assert_int_equal(store_doc_create(s, "rc", 2, (const uint8_t *)"a", 1), STORE_OK);
     for (int i = 0; i < 20; i++)
-        assert_int_equal(store_doc_append(s, "rc", 2, len, (const uint8_t *)"b", 1, &len), STORE_OK);
+        assert_int_equal(store_doc_append(s, "rc", 2, len, (const uint8_t *)"b", 1, &len),
+                         STORE_OK);
     uint64_t acked = len;
     assert_int_equal(acked, 21);
 
@@ -583,7 +602,7 @@ static void t_reconnect(void **state)
     for (int i = 0; i < 150 && !ok; i++) { /* backoff is at most 5 s */
         ok = store_ping(s) == STORE_OK;
         if (!ok) {
-            struct timespec ts = {0, 100000000};
+            struct timespec ts = { 0, 100000000 };
             nanosleep(&ts, NULL);
         }
     }
@@ -613,7 +632,7 @@ static void bench_append(void)
     if (!redis_pid) return;
     struct store *s = open_cfg(0, NULL);
     if (!s) return;
-    size_t sizes[] = {1u << 20, 20u << 20};
+    size_t sizes[] = { 1u << 20, 20u << 20 };
     uint8_t *buf = malloc(20u << 20);
     for (size_t i = 0; i < (20u << 20); i++) buf[i] = (uint8_t)(i * 13);
     printf("  redis append cost (appendonly yes, appendfsync always, 100-byte appends)\n");
@@ -657,7 +676,7 @@ int main(void)
         return 1;
     }
     int failed = 0;
-    struct store_conformance c = {"redis", conf_open, conf_reset, NULL, STORE_CONF_SELF_EXPIRING};
+    struct store_conformance c = { "redis", conf_open, conf_reset, NULL, STORE_CONF_SELF_EXPIRING };
     failed += store_conformance_run(&c);
 
     const struct CMUnitTest tests[] = {

@@ -1,7 +1,8 @@
-/* test_store_sqlite: the SQLite backend — the shared conformance suite, plus what only
- * this backend has: files laid out exactly as the reference server's zwibbler.db
- * (PROTOCOL.md §10) read and written, blobs kept binary, a database locked by another
- * process ridden out, and (STORE_BENCH=1) the append cost on large documents. */
+/* test_store_sqlite: the SQLite backend — the shared conformance suite, plus what only this backend
+ * has: files laid out exactly as the reference server's zwibbler.db (docs/protocol.md, Storage
+ * layouts) read and written, blobs kept binary, a database locked by another process ridden out,
+ * and (STORE_BENCH=1) the append cost on large documents. */
+#include "mono.h"
 #include "store.h"
 #include "store_conformance.h"
 
@@ -58,7 +59,7 @@ static const char REF_SCHEMA[] =
 static void rm_db(const char *dir)
 {
     char p[256];
-    const char *suffix[] = {"", "-wal", "-shm", "-journal"};
+    const char *suffix[] = { "", "-wal", "-shm", "-journal" };
     for (size_t i = 0; i < 4; i++) {
         snprintf(p, sizeof p, "%s/zwibbler.db%s", dir, suffix[i]);
         unlink(p);
@@ -67,7 +68,7 @@ static void rm_db(const char *dir)
 
 static struct store *open_dir(const char *dir, int nosync)
 {
-    struct store_config cfg = {.backend = "sqlite", .data_dir = dir, .nosync = nosync};
+    struct store_config cfg = { .backend = "sqlite", .data_dir = dir, .nosync = nosync };
     char err[256] = "";
     struct store *s = store_sqlite_open(&cfg, err, sizeof err);
     if (!s) fprintf(stderr, "open %s: %s\n", dir, err);
@@ -141,7 +142,7 @@ static int see_key(void *arg, const uint8_t *name, size_t name_len, const uint8_
     return 0;
 }
 
-static const uint8_t BIN[] = {'a', 0, 0xff, 0xfe, 0xc3, 0x28, 0x80, 'z', 0, 0xed, 0xa0, 0x80};
+static const uint8_t BIN[] = { 'a', 0, 0xff, 0xfe, 0xc3, 0x28, 0x80, 'z', 0, 0xed, 0xa0, 0x80 };
 
 /* A zwibbler.db written the way the reference writes it (its schema, Go's bindings:
  * []byte as BLOB, strings as TEXT, ints as INTEGER) is served by our backend. */
@@ -156,13 +157,21 @@ static void t_reads_reference_file(void **state)
     int64_t now = time(NULL);
     sqlite3_stmt *st;
     /* documents */
-    assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO ZwibblerDocs (docid, lastAccess, data) "
-                                            "VALUES (?, ?, ?)", -1, &st, NULL), SQLITE_OK);
-    struct { const char *id; const void *data; int len; int64_t last; } docs[] = {
-        {"plain", "hello world", 11, now},
-        {"binary", BIN, (int)sizeof BIN, now},
-        {"empty", "", 0, now},
-        {"old", "stale", 5, now - 100000},
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO ZwibblerDocs (docid, lastAccess, data) "
+                                        "VALUES (?, ?, ?)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    struct {
+        const char *id;
+        const void *data;
+        int len;
+        int64_t last;
+    } docs[] = {
+        { "plain", "hello world", 11, now },
+        { "binary", BIN, (int)sizeof BIN, now },
+        { "empty", "", 0, now },
+        { "old", "stale", 5, now - 100000 },
     };
     for (size_t i = 0; i < 4; i++) {
         sqlite3_bind_text(st, 1, docs[i].id, -1, SQLITE_STATIC);
@@ -173,8 +182,9 @@ static void t_reads_reference_file(void **state)
     }
     sqlite3_finalize(st);
     /* an empty []byte that went in as NULL, and text written by some other tool */
-    raw_exec(db, "INSERT INTO ZwibblerDocs VALUES ('nulldoc', strftime('%s','now'), NULL);"
-                 "INSERT INTO ZwibblerDocs VALUES ('textdoc', strftime('%s','now'), 'caf\xc3\xa9');");
+    raw_exec(db,
+             "INSERT INTO ZwibblerDocs VALUES ('nulldoc', strftime('%s','now'), NULL);"
+             "INSERT INTO ZwibblerDocs VALUES ('textdoc', strftime('%s','now'), 'caf\xc3\xa9');");
     /* keys */
     raw_exec(db, "INSERT INTO ZwibblerKeys(docID, name, value, version) VALUES "
                  "('plain', 'page', '3', 7), ('plain', 'admin:lock', '{\"by\":\"x\"}', 2),"
@@ -221,7 +231,7 @@ static void t_reads_reference_file(void **state)
     assert_memory_equal(data, BIN, sizeof BIN);
     free(data);
     /* keys */
-    struct keys_seen k = {0};
+    struct keys_seen k = { 0 };
     assert_int_equal(store_keys_get(s, "plain", 5, see_key, &k), STORE_OK);
     assert_int_equal(k.n, 2);
     for (int i = 0; i < 2; i++) {
@@ -235,10 +245,12 @@ static void t_reads_reference_file(void **state)
             assert_int_equal(k.version[i], 2);
         }
     }
-    assert_int_equal(store_key_set(s, "plain", 5, (const uint8_t *)"page", 4,
-                                   (const uint8_t *)"4", 1, 6, 8), STORE_EMISMATCH);
-    assert_int_equal(store_key_set(s, "plain", 5, (const uint8_t *)"page", 4,
-                                   (const uint8_t *)"4", 1, 7, 8), STORE_OK);
+    assert_int_equal(
+        store_key_set(s, "plain", 5, (const uint8_t *)"page", 4, (const uint8_t *)"4", 1, 6, 8),
+        STORE_EMISMATCH);
+    assert_int_equal(
+        store_key_set(s, "plain", 5, (const uint8_t *)"page", 4, (const uint8_t *)"4", 1, 7, 8),
+        STORE_OK);
     /* tokens */
     struct store_token t;
     assert_int_equal(store_token_get(s, "tok-live", 8, &t), STORE_OK);
@@ -289,24 +301,29 @@ static void t_writes_reference_layout(void **state)
     assert_int_equal(store_doc_create(s, "d1", 2, BIN, 4), STORE_OK);
     assert_int_equal(store_doc_append(s, "d1", 2, 4, BIN + 4, sizeof BIN - 4, &len), STORE_OK);
     assert_int_equal(store_doc_create(s, "d-empty", 7, NULL, 0), STORE_OK);
-    assert_int_equal(store_key_set(s, "d1", 2, (const uint8_t *)"page", 4,
-                                   (const uint8_t *)"12", 2, 0, 5), STORE_OK);
-    struct store_token t = {.doc_id = "d1", .doc_id_len = 2, .user_id = "carol",
-                            .permissions = "rwa", .expires = now + 60};
+    assert_int_equal(
+        store_key_set(s, "d1", 2, (const uint8_t *)"page", 4, (const uint8_t *)"12", 2, 0, 5),
+        STORE_OK);
+    struct store_token t = { .doc_id = "d1",
+                             .doc_id_len = 2,
+                             .user_id = "carol",
+                             .permissions = "rwa",
+                             .expires = now + 60 };
     assert_int_equal(store_token_add(s, "tk", 2, &t), STORE_OK);
     store_close(s);
 
     sqlite3 *db = raw_open(dir);
     /* the tables are the reference's, statement for statement */
     const char *want[][2] = {
-        {"ZwibblerDocs", "CREATE TABLE ZwibblerDocs (\n\tdocid TEXT PRIMARY KEY, \n\tlastAccess "
-                         "INTEGER,\n\tdata BLOB\n)"},
-        {"ZwibblerKeys", "CREATE TABLE ZwibblerKeys (\n\tdocID TEXT,\n\tname TEXT,\n\tvalue TEXT,"
-                         "\n\tversion NUMBER,\n\tUNIQUE(docID, name),\n\tFOREIGN KEY (docID) "
-                         "REFERENCES ZwibblerDocs(docID) ON DELETE CASCADE\n)"},
-        {"ZwibblerTokens", "CREATE TABLE ZwibblerTokens (\n\ttokenID TEXT UNIQUE,\n\tdocID TEXT,"
-                           "\n\tuserID TEXT,\n\tpermissions TEXT,\n\texpiration INTEGER\n)"},
-        {"ZwibblerTokenUserIndex", "CREATE INDEX ZwibblerTokenUserIndex ON ZwibblerTokens(userID)"},
+        { "ZwibblerDocs", "CREATE TABLE ZwibblerDocs (\n\tdocid TEXT PRIMARY KEY, \n\tlastAccess "
+                          "INTEGER,\n\tdata BLOB\n)" },
+        { "ZwibblerKeys", "CREATE TABLE ZwibblerKeys (\n\tdocID TEXT,\n\tname TEXT,\n\tvalue TEXT,"
+                          "\n\tversion NUMBER,\n\tUNIQUE(docID, name),\n\tFOREIGN KEY (docID) "
+                          "REFERENCES ZwibblerDocs(docID) ON DELETE CASCADE\n)" },
+        { "ZwibblerTokens", "CREATE TABLE ZwibblerTokens (\n\ttokenID TEXT UNIQUE,\n\tdocID TEXT,"
+                            "\n\tuserID TEXT,\n\tpermissions TEXT,\n\texpiration INTEGER\n)" },
+        { "ZwibblerTokenUserIndex",
+          "CREATE INDEX ZwibblerTokenUserIndex ON ZwibblerTokens(userID)" },
     };
     for (size_t i = 0; i < 4; i++) {
         char q[200];
@@ -321,20 +338,24 @@ static void t_writes_reference_layout(void **state)
                                      "WHERE docid='d1'"),
                         "text integer blob 6100FFFEC328807A00EDA080");
     assert_string_equal(raw_text(db, "SELECT typeof(data) || length(data) FROM ZwibblerDocs "
-                                     "WHERE docid='d-empty'"), "blob0");
+                                     "WHERE docid='d-empty'"),
+                        "blob0");
     long long last = atoll(raw_text(db, "SELECT lastAccess FROM ZwibblerDocs WHERE docid='d1'"));
     assert_true(last >= now && last <= now + 5);
     assert_string_equal(raw_text(db, "SELECT typeof(docID) || typeof(name) || typeof(value) || "
                                      "typeof(version) || ':' || docID || name || value || version "
-                                     "FROM ZwibblerKeys"), "texttexttextinteger:d1page125");
+                                     "FROM ZwibblerKeys"),
+                        "texttexttextinteger:d1page125");
     char q[300];
-    snprintf(q, sizeof q, "SELECT tokenID || docID || userID || permissions || "
-                          "(expiration = %lld) || typeof(expiration) FROM ZwibblerTokens",
+    snprintf(q, sizeof q,
+             "SELECT tokenID || docID || userID || permissions || "
+             "(expiration = %lld) || typeof(expiration) FROM ZwibblerTokens",
              (long long)now + 60);
     assert_string_equal(raw_text(db, q), "tkd1carolrwa1integer");
     /* the reference's own queries find our rows (it binds Go strings as TEXT) */
     assert_string_equal(raw_text(db, "SELECT docID FROM ZwibblerTokens WHERE tokenID='tk' "
-                                     "AND expiration > strftime('%s','now')"), "d1");
+                                     "AND expiration > strftime('%s','now')"),
+                        "d1");
     sqlite3_close(db);
 }
 
@@ -366,7 +387,7 @@ static void t_busy_database(void **state)
     assert_int_equal(store_doc_create(s, "d", 1, (const uint8_t *)"x", 1), STORE_OK);
     pthread_barrier_t b;
     pthread_barrier_init(&b, NULL, 2);
-    struct locker l = {dir, &b};
+    struct locker l = { dir, &b };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, hold_lock, &l), 0);
     pthread_barrier_wait(&b);
@@ -449,12 +470,7 @@ static void *gc_worker(void *p)
     return NULL;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static double now_s(void) { return (double)mono_ns() / 1e9; }
 
 static void t_group_commit(void **state)
 {
@@ -467,7 +483,7 @@ static void t_group_commit(void **state)
     pthread_t th[GC_THREADS];
     double t0 = now_s();
     for (int i = 0; i < GC_THREADS; i++) {
-        args[i] = (struct gc_arg){s, i, 0};
+        args[i] = (struct gc_arg){ s, i, 0 };
         assert_int_equal(pthread_create(&th[i], NULL, gc_worker, &args[i]), 0);
     }
     for (int i = 0; i < GC_THREADS; i++) pthread_join(th[i], NULL);
@@ -537,7 +553,7 @@ static void t_bad_dir(void **state)
 {
     (void)state;
     /* a directory that cannot be made: the reason names it */
-    struct store_config cfg = {.backend = "sqlite", .data_dir = "/dev/null/zw"};
+    struct store_config cfg = { .backend = "sqlite", .data_dir = "/dev/null/zw" };
     char err[256] = "";
     assert_null(store_sqlite_open(&cfg, err, sizeof err));
     assert_non_null(strstr(err, "/dev/null/zw"));
@@ -558,7 +574,7 @@ static void bench_append(void)
     make_dir(dir, sizeof dir, "bench");
     struct store *s = open_dir(dir, 0);
     if (!s) return;
-    size_t sizes[] = {1u << 20, 20u << 20};
+    size_t sizes[] = { 1u << 20, 20u << 20 };
     uint8_t *buf = malloc(20u << 20);
     for (size_t i = 0; i < (20u << 20); i++) buf[i] = (uint8_t)(i * 13);
     printf("  sqlite append cost (synchronous=FULL, 100-byte appends)\n");
@@ -604,7 +620,7 @@ int main(void)
     if (system(cmd) != 0) return 1;
 
     int failed = 0;
-    struct store_conformance c = {"sqlite", conf_open, conf_reset, conf_dir, 0};
+    struct store_conformance c = { "sqlite", conf_open, conf_reset, conf_dir, 0 };
     failed += store_conformance_run(&c);
 
     const struct CMUnitTest tests[] = {

@@ -37,7 +37,7 @@ static void *listener_main(void *arg)
 {
     struct listener *l = arg;
     for (;;) {
-        struct pollfd p = {.fd = l->fd, .events = POLLIN};
+        struct pollfd p = { .fd = l->fd, .events = POLLIN };
         if (poll(&p, 1, 50) <= 0) {
             pthread_mutex_lock(&l->lock);
             int stop = l->stop;
@@ -76,7 +76,7 @@ static void listener_start(struct listener *l)
     pthread_mutex_init(&l->lock, NULL);
     l->fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(l->fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     assert_int_equal(bind(l->fd, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(listen(l->fd, 8), 0);
     socklen_t len = sizeof a;
@@ -105,7 +105,7 @@ static int listener_count(struct listener *l)
 
 static void sleep_ms(int ms)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
     nanosleep(&ts, NULL);
 }
 
@@ -247,8 +247,10 @@ static void *hammer(void *p)
     for (int i = 0; i < 3000; i++) {
         a->seed = a->seed * 1103515245u + 12345u;
         int n = snprintf(id, sizeof id, "d%u", (a->seed >> 8) % 64);
-        if (a->seed & 0x10000) webhook_doc_idle(a->w, id, (size_t)n);
-        else webhook_doc_active(a->w, id, (size_t)n);
+        if (a->seed & 0x10000)
+            webhook_doc_idle(a->w, id, (size_t)n);
+        else
+            webhook_doc_active(a->w, id, (size_t)n);
     }
     return NULL;
 }
@@ -263,7 +265,7 @@ static void test_many_threads(void **state)
     pthread_t t[4];
     struct hammer_arg args[4];
     for (int i = 0; i < 4; i++) {
-        args[i] = (struct hammer_arg){w, (unsigned)i * 7919u + 1};
+        args[i] = (struct hammer_arg){ w, (unsigned)i * 7919u + 1 };
         pthread_create(&t[i], NULL, hammer, &args[i]);
     }
     for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
