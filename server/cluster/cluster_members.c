@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mono.h"
 #include "log.h"
 #include "redis_cluster.h"
 #include "redis_link.h"
@@ -200,10 +201,10 @@ static void *members_main(void *arg)
     while (!atomic_load(&m->stopping)) {
         pthread_mutex_unlock(&m->lock);
         run_queue(m);
-        if (redis_now_ms() >= next) {
+        if (mono_ms() >= next) {
             redis_cluster_heartbeat(m->rc, m->ttl_ms / 2);
             reap(m);
-            next = redis_now_ms() + period;
+            next = mono_ms() + period;
         }
         pthread_mutex_lock(&m->lock);
         if (atomic_load(&m->stopping)) break;
@@ -211,7 +212,7 @@ static void *members_main(void *arg)
          * retried then. */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t wait = m->head ? 250 : next - redis_now_ms();
+        int64_t wait = m->head ? 250 : next - mono_ms();
         if (wait < 10) wait = 10;
         ts.tv_sec += wait / 1000;
         ts.tv_nsec += (wait % 1000) * 1000000;

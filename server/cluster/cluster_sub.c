@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "mono.h"
 #include "hub.h"
 #include "log.h"
 #include "redis_cluster.h"
@@ -316,9 +317,9 @@ static void *sub_main(void *arg)
         if (fds[1].revents & POLLIN) failed = drain_queue(s) != 0;
         if (!failed && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)))
             failed = redis_sub_read(s->conn, &handler) != 0;
-        if (!failed && s->any_behind && redis_now_ms() >= next_retry) {
+        if (!failed && s->any_behind && mono_ms() >= next_retry) {
             retry_behind(s);
-            next_retry = redis_now_ms() + RETRY_MS;
+            next_retry = mono_ms() + RETRY_MS;
         }
         if (failed) {
             log_warn("cluster: subscriber lost Redis (%s); reconnecting", redis_sub_error(s->conn));

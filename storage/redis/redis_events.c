@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytes.h"
 #include "redis_link.h"
 
 char *redis_event_channel(const char *doc, size_t doc_len, size_t *len)
@@ -30,30 +31,30 @@ uint8_t *redis_event_encode(const struct redis_event *ev, size_t *len)
     if (!m) return NULL;
     *p++ = (uint8_t)ev->kind;
     switch (ev->kind) {
-    case REDIS_EV_APPEND: redis_put64(p, ev->offset); break;
+    case REDIS_EV_APPEND: be_put64(p, ev->offset); break;
     case REDIS_EV_DOC_ACTIVE:
         if (ev->doc_len) memcpy(p, ev->doc, ev->doc_len);
         break;
-    case REDIS_EV_DELETED: redis_put64(p, ev->server); break;
+    case REDIS_EV_DELETED: be_put64(p, ev->server); break;
     case REDIS_EV_USER:
-        redis_put64(p, ev->server);
-        redis_put32(p + 8, (uint32_t)ev->name_len);
+        be_put64(p, ev->server);
+        be_put32(p + 8, (uint32_t)ev->name_len);
         if (ev->name_len) memcpy(p + 12, ev->name, ev->name_len);
         if (ev->data_len) memcpy(p + 12 + ev->name_len, ev->data, ev->data_len);
         break;
     default: /* server, client, then the kind's fields */
-        redis_put64(p, ev->server);
-        redis_put64(p + 8, ev->client);
+        be_put64(p, ev->server);
+        be_put64(p + 8, ev->client);
         p += 16;
         if (ev->kind == REDIS_EV_BROADCAST) {
             if (ev->data_len) memcpy(p, ev->data, ev->data_len);
         } else if (ev->kind == REDIS_EV_CLIENT_KEY) {
-            redis_put32(p, ev->version);
-            redis_put32(p + 4, (uint32_t)ev->name_len);
+            be_put32(p, ev->version);
+            be_put32(p + 4, (uint32_t)ev->name_len);
             memcpy(p + 8, ev->name, ev->name_len);
             if (ev->data_len) memcpy(p + 8 + ev->name_len, ev->data, ev->data_len);
         } else if (ev->kind == REDIS_EV_SESSION_KEY) {
-            redis_put32(p, ev->version);
+            be_put32(p, ev->version);
             memcpy(p + 4, ev->name, ev->name_len);
         }
     }
@@ -78,9 +79,9 @@ int redis_event_decode(const char *chan, size_t chan_len, const uint8_t *p, size
             return 0;
         }
         if (ev->kind == REDIS_EV_USER && len >= 13) {
-            uint32_t ulen = redis_get32(p + 9);
+            uint32_t ulen = be_get32(p + 9);
             if (ulen > len - 13) return -1;
-            ev->server = redis_get64(p + 1);
+            ev->server = be_get64(p + 1);
             ev->name = p + 13;
             ev->name_len = ulen;
             ev->data = p + 13 + ulen;
@@ -94,13 +95,13 @@ int redis_event_decode(const char *chan, size_t chan_len, const uint8_t *p, size
     switch (ev->kind) {
     case REDIS_EV_APPEND:
         if (len < 9) return -1;
-        ev->offset = redis_get64(p + 1);
+        ev->offset = be_get64(p + 1);
         ev->data = p + 9;
         ev->data_len = len - 9;
         return 0;
     case REDIS_EV_DELETED:
         if (len < 9) return -1;
-        ev->server = redis_get64(p + 1);
+        ev->server = be_get64(p + 1);
         return 0;
     case REDIS_EV_BROADCAST:
     case REDIS_EV_CLIENT_KEY:
@@ -109,22 +110,22 @@ int redis_event_decode(const char *chan, size_t chan_len, const uint8_t *p, size
     default: return -1;
     }
     if (len < 17) return -1;
-    ev->server = redis_get64(p + 1);
-    ev->client = redis_get64(p + 9);
+    ev->server = be_get64(p + 1);
+    ev->client = be_get64(p + 9);
     p += 17, len -= 17;
     if (ev->kind == REDIS_EV_BROADCAST) {
         ev->data = p;
         ev->data_len = len;
     } else if (ev->kind == REDIS_EV_SESSION_KEY) {
         if (len < 4) return -1;
-        ev->version = redis_get32(p);
+        ev->version = be_get32(p);
         ev->name = p + 4;
         ev->name_len = len - 4;
     } else {
         if (len < 8) return -1;
-        uint32_t nlen = redis_get32(p + 4);
+        uint32_t nlen = be_get32(p + 4);
         if (nlen > len - 8) return -1;
-        ev->version = redis_get32(p);
+        ev->version = be_get32(p);
         ev->name = p + 8;
         ev->name_len = nlen;
         ev->data = p + 8 + nlen;

@@ -12,6 +12,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "mono.h"
 #include "redis_sentinel.h"
 #include "store.h"
 #include "store_log.h"
@@ -43,13 +44,6 @@ struct redis_link {
 
 static pthread_mutex_t sha_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int64_t redis_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct timeval ms_tv(int ms) { return (struct timeval){ ms / 1000, (ms % 1000) * 1000 }; }
 
 char *redis_key(const char *prefix, const void *id, size_t id_len, size_t *out_len)
@@ -62,29 +56,6 @@ char *redis_key(const char *prefix, const void *id, size_t id_len, size_t *out_l
     k[plen + id_len] = 0;
     *out_len = plen + id_len;
     return k;
-}
-
-void redis_put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
-}
-
-void redis_put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
-    p[3] = (uint8_t)v;
-}
-
-uint64_t redis_get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
-    return v;
-}
-
-uint32_t redis_get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 int redis_parse_server(const char *server, char **host_out, int *port, bool *unix_socket)
@@ -268,9 +239,9 @@ static void mark_down(struct redis_link *l, const char *why)
         l->down = true;
         l->epoch++;
         l->backoff_ms = BACKOFF_MIN_MS;
-        l->next_try_ms = redis_now_ms(); /* the first retry may be immediate */
+        l->next_try_ms = mono_ms(); /* the first retry may be immediate */
     } else {
-        l->next_try_ms = redis_now_ms() + l->backoff_ms;
+        l->next_try_ms = mono_ms() + l->backoff_ms;
         l->backoff_ms = l->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : l->backoff_ms * 2;
     }
     pthread_mutex_unlock(&l->lock);
@@ -290,7 +261,7 @@ static void primary_moved(void *arg, const char *host, int port)
     l->epoch++;
     l->down = true; /* logs "connected again" on the first new connection */
     l->backoff_ms = BACKOFF_MIN_MS;
-    l->next_try_ms = redis_now_ms();
+    l->next_try_ms = mono_ms();
     pthread_mutex_unlock(&l->lock);
 }
 
@@ -302,7 +273,7 @@ int redis_link_get(struct redis_link *l, struct redis_conn **out)
     while (l->nfree == 0) pthread_cond_wait(&l->pool_cond, &l->lock);
     struct redis_conn *c = &l->conns[l->free_conns[--l->nfree]];
     bool stale = c->ctx && c->epoch != l->epoch;
-    bool wait = l->down && redis_now_ms() < l->next_try_ms;
+    bool wait = l->down && mono_ms() < l->next_try_ms;
     pthread_mutex_unlock(&l->lock);
 
     if (stale) { /* made before the last loss: probably dead, or not the primary */

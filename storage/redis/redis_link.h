@@ -125,12 +125,4 @@ redisContext *redis_link_connect(struct redis_link *l, char *why, size_t why_len
 /* "<prefix><id>" in a new NUL-terminated buffer; NULL when out of memory. */
 char *redis_key(const char *prefix, const void *id, size_t id_len, size_t *out_len);
 
-/* Big-endian integers, as the scripts' struct.pack writes them. */
-void redis_put64(uint8_t *p, uint64_t v);
-void redis_put32(uint8_t *p, uint32_t v);
-uint64_t redis_get64(const uint8_t *p);
-uint32_t redis_get32(const uint8_t *p);
-
-int64_t redis_now_ms(void); /* monotonic */
-
 #endif

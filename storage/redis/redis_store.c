@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bytes.h"
 #include "redis_events.h"
 #include "redis_keyjson.h"
 #include "redis_link.h"
@@ -445,7 +446,7 @@ static void run_appends(struct rd_store *rd, struct rd_append *batch)
         keys[n][1] = redis_key("zwibbler-keys:", a->id, a->id_len, &klen[n][1]);
         chans[n] = in_script ? redis_event_channel(a->id, a->id_len, &clen[n]) : NULL;
         hdrs[n][0] = REDIS_EV_APPEND;
-        redis_put64(hdrs[n] + 1, a->expected);
+        be_put64(hdrs[n] + 1, a->expected);
         snprintf(explen[n], sizeof explen[n], "%" PRIu64, a->expected);
         a->rc = keys[n][0] && keys[n][1] && (chans[n] || !in_script) ? RC_PENDING : STORE_ENOMEM;
         n++;

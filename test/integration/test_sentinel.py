@@ -232,9 +232,12 @@ def check_document(doc, stored, stats):
         assert seqs == list(range(len(seqs))), "%s: writer %d's chunks are %s" % (doc, w, seqs)
 
 
-async def latency(url, doc, n=500):
-    """Sequential appends by one client: (median, p99) round trip in ms."""
+async def latency(url, doc, n=500, warm_up=50):
+    """Sequential appends by one client: (median, p99) round trip in ms, after a few
+    not counted (connections and scripts in place)."""
     c = await zw.connect(url, doc, name="lat", initial=b"")
+    for i in range(warm_up):
+        await c.append(b"<w%d>" % i)
     times = []
     for i in range(n):
         t0 = time.perf_counter()
