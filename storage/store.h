@@ -190,6 +190,12 @@ struct store_config {
     int64_t expiration;    /* Redis: idle seconds before a document expires through its
                               TTL, refreshed on each access (0 = never) */
     struct store_log log;  /* copied by the backend at open */
+    const char *redis_sentinels;         /* Redis: "host:port,...": find the primary
+                                            through these Sentinels (NULL: use server) */
+    const char *redis_master_name;       /* Redis: the primary's name at the Sentinels */
+    const char *redis_sentinel_password; /* Redis: AUTH at the Sentinels (NULL: none) */
+    int redis_min_replicas;              /* Redis: acknowledge an append only once this
+                                            many replicas have it (WAIT); 0 = none */
 };
 
 /* Opens the backend named by cfg->backend. On failure returns NULL and writes a

@@ -42,6 +42,7 @@ void config_defaults(struct config *c)
     c->run_as_user = strdup("zwibbler");
     c->cluster = 1;
     c->cluster_key_ttl_ms = 15000;
+    c->redis_master_name = strdup("zwibbler");
 }
 
 static int parse_bool(const char *v, int *out)
@@ -143,6 +144,8 @@ static const struct key_spec keys[] = {
     {"User", K_STR, F(run_as_user), 0, 0, NULL},
     {"Cluster", K_BOOL, F(cluster), 0, 0, "true or false"},
     {"ClusterKeyTtlMs", K_INT, F(cluster_key_ttl_ms), 1000, 3600000, "1000-3600000"},
+    {"RedisSentinelPassword", K_STR, F(redis_sentinel_password), 0, 0, NULL},
+    {"RedisMinReplicas", K_INT, F(redis_min_replicas), 0, 100, "a number of replicas 0-100"},
 };
 #undef F
 
@@ -198,6 +201,39 @@ static int parse_special(struct config *c, const char *key, const char *v, char 
             return -1;
         }
         c->swarm_urls[c->swarm_count++] = strdup(v);
+        return 0;
+    }
+    if (!strcasecmp(key, "RedisSentinels")) {
+        /* host:port[,host:port...]: checked here, so that a typo is not first met as
+         * an unreachable Sentinel */
+        const char *p = v;
+        while (*p) {
+            const char *end = strchr(p, ',');
+            size_t n = end ? (size_t)(end - p) : strlen(p);
+            char one[300];
+            const char *colon = NULL;
+            if (n && n < sizeof one) {
+                memcpy(one, p, n);
+                one[n] = 0;
+                colon = strrchr(one, ':');
+            }
+            long long port;
+            if (!colon || colon == one || parse_int(trim((char *)colon + 1), 1, 65535, &port)) {
+                snprintf(err, err_len, "RedisSentinels: '%.*s' is not host:port (want host:port,host:port,...)",
+                         (int)(n > 64 ? 64 : n), p);
+                return -1;
+            }
+            p += n + (end ? 1 : 0);
+        }
+        set_str(&c->redis_sentinels, v);
+        return 0;
+    }
+    if (!strcasecmp(key, "RedisMasterName")) {
+        if (!*v || strpbrk(v, " \t")) {
+            snprintf(err, err_len, "RedisMasterName: '%.64s' is not a Sentinel master name", v);
+            return -1;
+        }
+        set_str(&c->redis_master_name, v);
         return 0;
     }
     if (!strcasecmp(key, "Database")) {
@@ -296,7 +332,8 @@ void config_free(struct config *c)
     char **strs[] = {&c->bind_address, &c->cert_file, &c->key_file, &c->database,
                      &c->data_dir, &c->db_server, &c->db_user, &c->db_password,
                      &c->secret_user, &c->secret_password, &c->jwt_key, &c->webhook,
-                     &c->log_file, &c->metrics_path, &c->run_as_user};
+                     &c->log_file, &c->metrics_path, &c->run_as_user, &c->redis_sentinels,
+                     &c->redis_master_name, &c->redis_sentinel_password};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         free(*strs[i]);
         *strs[i] = NULL;

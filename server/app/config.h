@@ -56,6 +56,12 @@ struct config {
                                   other servers of that Redis (cluster.h), 1 */
     int cluster_key_ttl_ms;    /* ClusterKeyTtlMs: a dead server's client keys vanish
                                   within this, 15000 */
+    char *redis_sentinels;     /* RedisSentinels: host:port,... find the primary through
+                                  these Sentinels; empty = use DbServer */
+    char *redis_master_name;   /* RedisMasterName: the primary's name there, "zwibbler" */
+    char *redis_sentinel_password; /* RedisSentinelPassword: AUTH at the Sentinels */
+    int redis_min_replicas;    /* RedisMinReplicas: acknowledge an append only once this
+                                  many replicas have it (WAIT), 0 */
 };
 
 /* Fills every field with its default. */

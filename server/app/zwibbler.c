@@ -101,6 +101,10 @@ static struct zwibbler *start(struct zwibbler *z, const struct config *cfg, stru
             .nosync = !cfg->sync_commits,
             .expiration = cfg->expiration,
             .log = {store_log_line, NULL},
+            .redis_sentinels = cfg->redis_sentinels,
+            .redis_master_name = cfg->redis_master_name,
+            .redis_sentinel_password = cfg->redis_sentinel_password,
+            .redis_min_replicas = cfg->redis_min_replicas,
         };
         char why[400];
         z->app.store = store_open(&sc, why, sizeof why);
@@ -112,7 +116,7 @@ static struct zwibbler *start(struct zwibbler *z, const struct config *cfg, stru
         /* Several servers on one Redis share live sessions (cluster.h); from here on
          * the cluster's store announces what is committed, and owns the Redis store. */
         if (cfg->cluster && !strcmp(cfg->database, "redis")) {
-            z->cluster = cluster_start(cfg, &sc, z->app.store, why, sizeof why);
+            z->cluster = cluster_start(cfg, z->app.store, why, sizeof why);
             if (!z->cluster) {
                 snprintf(err, err_len, "Cluster: %s", why);
                 goto fail;
@@ -232,6 +236,7 @@ void zwibbler_destroy(struct zwibbler *z)
     conn_layer_free(z->app.conns);
     if (z->app.webhook) webhook_stop(z->app.webhook);
     if (z->owns_store) store_close(z->app.store);
+    cluster_free(z->cluster);
     free(z->app.path);
     if (z->owns_cfg) config_free(&z->own_cfg);
     free(z);

@@ -196,13 +196,16 @@ void doc_keys_send_all(struct hub *h, struct doc *d, struct hub_client *c)
 {
     struct key_list client = { 0 }, session = { 0 };
     if (hub_clustered(h)) {
-        hub_cluster_client_keys(h, d, list_key, &client);
+        /* What the other members know (one entry per name), so that the events to
+         * come fit it: read from Redis instead, a key changed just now would reach
+         * the joiner twice, or its own write back (hub_keyview.c). */
+        hub_keyview_each(d, list_key, &client);
     } else {
         for (size_t i = 0; i < d->nkeys && !client.failed; i++)
             list_key(&client, d->keys[i].name, d->keys[i].name_len, d->keys[i].value,
                      d->keys[i].value_len, d->keys[i].version);
     }
-    int rc = store_keys_get(h->store, d->id, d->id_len, list_key, &session);
+    int rc = hub_clustered(h) ? STORE_OK : store_keys_get(h->store, d->id, d->id_len, list_key, &session);
     if (rc) log_error("document keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
     /* One entry per name. Within each list names are unique; across them a name can
      * repeat only after two servers raced (cluster mode). Client keys are few. */

@@ -219,6 +219,7 @@ void hub_doc_release(struct hub *h, struct doc *d)
     atomic_fetch_sub(&h->documents, 1);
     /* No reference left means no member and so no client key either. */
     free(d->keys);
+    hub_keyview_free(d);
     message_unref(d->catch_up[0]);
     message_unref(d->catch_up[1]);
     pthread_mutex_destroy(&d->lock);

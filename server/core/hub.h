@@ -67,7 +67,8 @@ struct hub_relay {
                             const uint8_t *name, size_t name_len, uint32_t version);
     /* Local client `from` left the document: its client keys go (announced). */
     void (*client_left)(void *arg, const char *id, size_t id_len, uint64_t from);
-    /* Calls fn for every client key of the document (for a joining client). */
+    /* Calls fn for every client key of the document as stored now (which kind of key
+     * holds a name). Returns 0 or a STORE_E* code. */
     int (*client_keys_get)(void *arg, const char *id, size_t id_len, hub_key_fn fn, void *fnarg);
 };
 
@@ -83,14 +84,31 @@ int hub_deliver_append(struct hub *h, const char *id, size_t id_len, uint64_t of
 /* An announced broadcast, to every local member but client `except`. */
 void hub_deliver_broadcast(struct hub *h, const char *id, size_t id_len, uint64_t except,
                            const uint8_t *data, size_t len);
-/* An announced key change, to every local member but client `except`. */
-void hub_deliver_key(struct hub *h, const char *id, size_t id_len, uint64_t except,
+/* An announced key change made by local client `setter` (0: by a client of another
+ * server, or not known): every local member but the setter gets it, unless they all
+ * have it already (it came in a snapshot first). */
+void hub_deliver_key(struct hub *h, const char *id, size_t id_len, uint64_t setter,
                      uint32_t version, const uint8_t *name, size_t name_len,
                      const uint8_t *value, size_t value_len);
+/* An announced removal (a client key whose owner left): members that know the key get
+ * it empty with `version`. */
+void hub_deliver_key_removed(struct hub *h, const char *id, size_t id_len, uint32_t version,
+                             const uint8_t *name, size_t name_len);
 /* Catches every local member up from the store (after announcements may have been
  * missed: a new subscription, a reconnect). Returns 0 when the document has no local
  * member, 1 when all are caught up, -1 when some could not be (store unavailable:
  * call it again later). */
 int hub_catch_up_document(struct hub *h, const char *id, size_t id_len);
+/* Reads every key of a document, calling add once per key: its client keys first,
+ * then its session keys (a name held by both is settled as for a joiner). Returns 0,
+ * or non-zero when the store could not be read. */
+typedef int (*hub_keys_reader)(void *arg, hub_key_fn add, void *add_arg);
+/* Brings the local members' keys up to date after announcements may have been missed:
+ * `read` is called under the document's lock, after the subscription was in place.
+ * Members get the changes they missed and nothing they have; a setter never its own
+ * write. (A joiner is sent the keys this server's members know; until a document's
+ * first snapshot, only what was announced since.) Returns 0, or -1 when read failed
+ * (try again later). */
+int hub_sync_keys(struct hub *h, const char *id, size_t id_len, hub_keys_reader read, void *arg);
 
 #endif

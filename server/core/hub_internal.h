@@ -13,6 +13,7 @@
 #include "outq.h"
 
 struct message;
+struct hub_keyview;
 
 /* A client key (docs/protocol.md, Keys: lifetime 0): lives as long as its owner is connected. */
 struct client_key {
@@ -37,6 +38,7 @@ struct doc {
     int nclients;
     struct client_key *keys;
     size_t nkeys, keys_cap;
+    struct hub_keyview *kview; /* cluster mode: the keys as the members know them */
 
     /* The last whole-document catch-up (offset 0) per protocol layout, while the
      * document is still that long: joiners share it (hub_catch_up). */
@@ -98,6 +100,9 @@ static inline bool hub_clustered(const struct hub *h) { return h->relay.arg != N
  * (single server) or nothing (cluster: the subscription delivers it). */
 void hub_append_committed(struct hub *h, struct doc *d, struct hub_client *c, uint64_t offset,
                           const uint8_t *data, size_t len, uint64_t new_len);
+/* With d->lock held, after c's append was refused because the document is `length`
+ * long: NACK to c (in cluster mode first sending it what it lacks of those bytes). */
+void hub_append_refused(struct hub *h, struct doc *d, struct hub_client *c, uint64_t length);
 /* BROADCAST m (data: its payload) from c to the document's other clients. */
 void hub_broadcast(struct hub *h, struct doc *d, struct hub_client *c, struct message *m,
                    const uint8_t *data, size_t len);
@@ -110,5 +115,27 @@ void hub_key_accepted(struct hub *h, struct doc *d, struct hub_client *c,
 /* Cluster mode: calls fn for every client key of d. Returns 0, or a STORE_E* code
  * (logged) when Redis could not be asked. */
 int hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg);
+
+/* ---- Cluster mode: the document's key view (hub_keyview.c), all with d->lock held ---- */
+/* Local client `client`'s write of a key was accepted: when it comes back (announced,
+ * or in a snapshot) it is not sent to that client. */
+void hub_keyview_own(struct doc *d, uint64_t client, uint32_t version, const uint8_t *name,
+                     size_t name_len, const uint8_t *value, size_t value_len);
+/* A key changed (set by hub client `setter`, 0: unknown or elsewhere): every member
+ * but the setter gets it, unless they all have it already. */
+void hub_keyview_changed(struct hub *h, struct doc *d, uint64_t setter, uint32_t version,
+                         const uint8_t *name, size_t name_len, const uint8_t *value,
+                         size_t value_len);
+/* A key was removed: members that know it get it empty with `version`. */
+void hub_keyview_removed(struct hub *h, struct doc *d, uint32_t version, const uint8_t *name,
+                         size_t name_len);
+/* Reads every stored key through `read` (see hub_sync_keys): members get what
+ * changed, and the removal of what is gone. Returns read's result (-1 also when out
+ * of memory); on failure nothing changed. */
+int hub_keyview_sync(struct hub *h, struct doc *d, hub_keys_reader read, void *arg);
+/* Calls fn for every key the members know (a joiner's KEY INFORMATION); returns 1 when
+ * fn stopped early. */
+int hub_keyview_each(struct doc *d, hub_key_fn fn, void *arg);
+void hub_keyview_free(struct doc *d);
 
 #endif

@@ -64,6 +64,16 @@ void hub_append_committed(struct hub *h, struct doc *d, struct hub_client *c, ui
     if (!hub_clustered(h)) hub_fanout_append(h, d, c, offset, data, len);
 }
 
+void hub_append_refused(struct hub *h, struct doc *d, struct hub_client *c, uint64_t length)
+{
+    /* Cluster: the bytes that made the length usually come announced soon, but some
+     * never are (their writer's server died before announcing them, or its replicas
+     * confirmed them too late to acknowledge); the writer needs them to go on, and to
+     * see that an append of its own that failed was stored after all. */
+    if (hub_clustered(h) && length > c->delivered_end) catch_up(h, d, c, length);
+    hub_send(h, c, msg_ack(0, length), false);
+}
+
 void hub_broadcast(struct hub *h, struct doc *d, struct hub_client *c, struct message *m,
                    const uint8_t *data, size_t len)
 {
@@ -90,10 +100,14 @@ void hub_key_accepted(struct hub *h, struct doc *d, struct hub_client *c,
         struct message *m = msg_key_info_one(k->new_version, k->name, k->name_len, k->value, k->value_len);
         hub_send_others(h, d, c, m);
         message_unref(m);
-    } else if (k->lifetime != 0) { /* client keys were announced by their own write */
+        return;
+    }
+    /* The others hear of it from the announcement; c must not, whichever way it
+     * comes back. */
+    hub_keyview_own(d, c->id, k->new_version, k->name, k->name_len, k->value, k->value_len);
+    if (k->lifetime != 0) /* client keys were announced by their own write */
         h->relay.session_key_set(h->relay.arg, d->id, d->id_len, c->id, k->name, k->name_len,
                                  k->new_version);
-    }
 }
 
 int hub_cluster_client_keys(struct hub *h, struct doc *d, hub_key_fn fn, void *arg)
@@ -161,18 +175,38 @@ void hub_deliver_broadcast(struct hub *h, const char *id, size_t id_len, uint64_
     hub_doc_release(h, d);
 }
 
-void hub_deliver_key(struct hub *h, const char *id, size_t id_len, uint64_t except,
+void hub_deliver_key(struct hub *h, const char *id, size_t id_len, uint64_t setter,
                      uint32_t version, const uint8_t *name, size_t name_len,
                      const uint8_t *value, size_t value_len)
 {
     struct doc *d = hub_doc_find(h, id, id_len);
     if (!d) return;
-    struct message *m = msg_key_info_one(version, name, name_len, value, value_len);
     pthread_mutex_lock(&d->lock);
-    send_all_but(h, d, except, m);
+    hub_keyview_changed(h, d, setter, version, name, name_len, value, value_len);
     pthread_mutex_unlock(&d->lock);
-    message_unref(m);
     hub_doc_release(h, d);
+}
+
+void hub_deliver_key_removed(struct hub *h, const char *id, size_t id_len, uint32_t version,
+                             const uint8_t *name, size_t name_len)
+{
+    struct doc *d = hub_doc_find(h, id, id_len);
+    if (!d) return;
+    pthread_mutex_lock(&d->lock);
+    hub_keyview_removed(h, d, version, name, name_len);
+    pthread_mutex_unlock(&d->lock);
+    hub_doc_release(h, d);
+}
+
+int hub_sync_keys(struct hub *h, const char *id, size_t id_len, hub_keys_reader read, void *arg)
+{
+    struct doc *d = hub_doc_find(h, id, id_len);
+    if (!d) return 0;
+    pthread_mutex_lock(&d->lock);
+    int rc = hub_keyview_sync(h, d, read, arg) ? -1 : 0;
+    pthread_mutex_unlock(&d->lock);
+    hub_doc_release(h, d);
+    return rc;
 }
 
 /* One read from the lowest member's end serves every member: after a reconnect they
@@ -195,7 +229,17 @@ int hub_catch_up_document(struct hub *h, const char *id, size_t id_len)
             continue;
         }
         uint64_t end = from + n;
-        if (o->delivered_end >= end) continue;
+        if (o->delivered_end > end) {
+            /* It holds bytes the store no longer has (a failover to a replica that had
+             * not got them, without RedisMinReplicas): it cannot be put right in
+             * place; its reconnect is refused and it reloads. */
+            log_warn("document %.*s: client %llu has %llu bytes, the store %llu; disconnecting",
+                     (int)d->id_len, d->id, (unsigned long long)o->id,
+                     (unsigned long long)o->delivered_end, (unsigned long long)end);
+            outq_kill(h->outq, o, WS_CLOSE_SERVER_ERROR, "ahead of the stored document");
+            continue;
+        }
+        if (o->delivered_end == end) continue;
         size_t skip = (size_t)(o->delivered_end - from);
         hub_send(h, o, msg_append(o->version, o->delivered_end, bytes + skip, n - skip), false);
         o->delivered_end = end;

@@ -178,7 +178,7 @@ static int on_append(const struct app *app, struct hub_client *c, const uint8_t 
             hub_append_committed(h, d, c, a.offset, a.data, a.data_len, length);
         } else if (rc == STORE_EMISMATCH) {
             atomic_fetch_add(&h->appends_rejected, 1);
-            hub_send(h, c, msg_ack(0, length), false);
+            hub_append_refused(h, d, c, length);
         }
     }
     if (rc == STORE_ENOTFOUND) {

@@ -7,51 +7,56 @@
  *   zwibbler-user:<userId>            set: that user's token hash names
  *
  * Every check-then-write (compare-length-and-append, compare-version key set, token
- * add, ...) is one Lua script, run by EVALSHA (EVAL when the server lost its script
- * cache): atomic against every other client of the same Redis, in one round trip.
- * Appends from many threads are sent by one appender thread as a pipeline (one round
- * trip, and with appendfsync=always one fsync, for all of them); each keeps its own
- * length check and result.
+ * add, ...) is one Lua script: atomic against every other client of the same Redis,
+ * in one round trip. Appends from many threads are sent by one appender thread as a
+ * pipeline (one round trip, and with appendfsync=always one fsync, for all of them);
+ * each keeps its own length check and result. Connections, Sentinels and outages are
+ * the link's (redis_link.h).
  *
- * Connections: a small pool of blocking hiredis contexts. When Redis goes away every
- * call returns STORE_EUNAVAILABLE (the cause logged once); later calls reconnect, with
- * a growing delay between attempts, and all pooled connections are renewed. Opening
- * the store sets SIGPIPE to SIG_IGN when it was left at its default (see open).
+ * RedisMinReplicas=N: the pipeline ends with WAIT N, and an append is acknowledged
+ * only when N replicas have it; otherwise its caller gets STORE_EUNAVAILABLE (the
+ * bytes may stay: the client finds them when it catches up). Reads deliver only bytes
+ * that N replicas have (read, then WAIT), and a document counts as created only once
+ * they have it, so that no client ever holds bytes a failover could take back. The
+ * counter zwibbler-wait is incremented before each WAIT so that the WAIT covers
+ * whatever was read or written before it on any connection.
  */
 #include "redis_store.h"
-#include "store.h"
-#include "store_log.h"
 
-#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/time.h>
 #include <time.h>
 
-#define POOL_SIZE 8
-#define CONNECT_TIMEOUT_MS 2000
-#define COMMAND_TIMEOUT_MS 10000
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
+#include "bytes.h"
+#include "redis_events.h"
+#include "redis_keyjson.h"
+#include "redis_link.h"
+#include "store.h"
+#include "store_log.h"
+
 #define MAX_PIPELINE 256
 #define SCAN_COUNT "100"
 #define RC_PENDING 1 /* an append not answered yet (store codes are <= 0) */
+#define WAIT_KEY "zwibbler-wait"
+#define MAX_UNCONFIRMED 10000 /* announcements waiting for replicas; beyond, the oldest go */
+#define CONFIRM_RETRY_MS 250
 
-/* ---- Lua scripts ----------------------------------------------------------------- */
-
-/* KEYS: doc, keys hash. ARGV: expected length, data, expiration seconds (0 = none).
- * Returns {1, new length}, {0, current length} on mismatch, {-1, 0} when missing. */
+/* KEYS: doc, keys hash. ARGV: expected length, data, expiration seconds (0 = none),
+ * and to announce the append (cluster): channel, event header. Returns {1, new
+ * length}, {0, current length} on mismatch, {-1, 0} when missing. The announcement is
+ * published in the same atomic step, so every server sees appends in commit order. */
 static const char LUA_APPEND[] =
     "local n = redis.call('STRLEN', KEYS[1])\n"
     "if n == 0 and redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end\n"
     "if n ~= tonumber(ARGV[1]) then return {0, n} end\n"
-    "if #ARGV[2] > 0 then n = redis.call('APPEND', KEYS[1], ARGV[2]) end\n"
+    "if #ARGV[2] > 0 then\n"
+    "  n = redis.call('APPEND', KEYS[1], ARGV[2])\n"
+    "  if ARGV[4] then redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[2]) end\n"
+    "end\n"
     "local exp = tonumber(ARGV[3])\n"
     "if exp > 0 then redis.call('EXPIRE', KEYS[1], exp) redis.call('EXPIRE', KEYS[2], exp) end\n"
     "return {1, n}\n";
@@ -76,10 +81,9 @@ static const char LUA_READ[] =
     "return {n, redis.call('GETRANGE', KEYS[1], off, -1)}\n";
 
 /* KEYS: doc, keys hash. Returns 1 when the document existed. */
-static const char LUA_DELETE[] =
-    "local n = redis.call('DEL', KEYS[1])\n"
-    "redis.call('DEL', KEYS[2])\n"
-    "return n\n";
+static const char LUA_DELETE[] = "local n = redis.call('DEL', KEYS[1])\n"
+                                 "redis.call('DEL', KEYS[2])\n"
+                                 "return n\n";
 
 /* KEYS: keys hash. ARGV: name, old version, new JSON, expiration. 1 set, 0 mismatch.
  * The stored version is read from the JSON, as the reference writes it. */
@@ -148,20 +152,19 @@ enum {
     SC_COUNT
 };
 
-static const char *const SCRIPTS[SC_COUNT] = {
-    [SC_APPEND] = LUA_APPEND,         [SC_LENGTH] = LUA_LENGTH,
-    [SC_READ] = LUA_READ,             [SC_DELETE] = LUA_DELETE,
-    [SC_KEY_SET] = LUA_KEY_SET,       [SC_TOKEN_ADD] = LUA_TOKEN_ADD,
-    [SC_TOKEN_GET] = LUA_TOKEN_GET,   [SC_USER_UPDATE] = LUA_USER_UPDATE,
-    [SC_USER_CLEAN] = LUA_USER_CLEAN,
+static struct redis_script scripts[SC_COUNT] = {
+    [SC_APPEND] = REDIS_SCRIPT(LUA_APPEND),
+    [SC_LENGTH] = REDIS_SCRIPT(LUA_LENGTH),
+    [SC_READ] = REDIS_SCRIPT(LUA_READ),
+    [SC_DELETE] = REDIS_SCRIPT(LUA_DELETE),
+    [SC_KEY_SET] = REDIS_SCRIPT(LUA_KEY_SET),
+    [SC_TOKEN_ADD] = REDIS_SCRIPT(LUA_TOKEN_ADD),
+    [SC_TOKEN_GET] = REDIS_SCRIPT(LUA_TOKEN_GET),
+    [SC_USER_UPDATE] = REDIS_SCRIPT(LUA_USER_UPDATE),
+    [SC_USER_CLEAN] = REDIS_SCRIPT(LUA_USER_CLEAN),
 };
 
 /* ---- Store state ------------------------------------------------------------------- */
-
-struct rd_conn {
-    redisContext *ctx; /* NULL: not connected */
-    unsigned gen;      /* health generation it was made in; older ones are renewed */
-};
 
 /* A queued append, waiting in its caller's stack frame. */
 struct rd_append {
@@ -176,26 +179,26 @@ struct rd_append {
     bool done;
 };
 
+/* The announcement of an append committed but not yet confirmed by the replicas
+ * (RedisMinReplicas): published once they confirm it, dropped if the link lost its
+ * primary meanwhile (the new one may not have the bytes). */
+struct rd_unconfirmed {
+    struct rd_unconfirmed *next;
+    unsigned epoch;
+    char *chan;
+    size_t chan_len;
+    uint8_t *msg;
+    size_t msg_len;
+};
+
 struct rd_store {
     struct store base;
-    char *host; /* or a Unix socket path when unix is set */
-    int port;
-    bool unix;
-    char *user, *password;
+    struct redis_link *link;
     int64_t expiration;
     struct store_log log;
-
-    pthread_mutex_t lock; /* pool, health, scripts */
-    pthread_cond_t pool_cond;
-    struct rd_conn conns[POOL_SIZE];
-    int free_conns[POOL_SIZE];
-    int nfree;
-
-    bool down;             /* the last attempt failed */
-    unsigned gen;          /* bumped at each loss: connections of older gens are dropped */
-    int64_t next_try_ms;   /* while down, no connect attempt before this */
-    int backoff_ms;
-    char sha[SC_COUNT][41]; /* "" until loaded */
+    int min_replicas;
+    int wait_timeout_ms;
+    bool announce; /* cluster mode: appends are published (redis_store_announce) */
 
     pthread_mutex_t qlock;
     pthread_cond_t qcond, donecond;
@@ -203,288 +206,118 @@ struct rd_store {
     bool stopping;
     pthread_t appender;
     bool appender_started;
+
+    /* appender thread only */
+    struct rd_unconfirmed *unconfirmed, *unconfirmed_tail;
+    size_t nunconfirmed;
 };
 
 static const struct store_methods rd_methods;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* ---- Calls ------------------------------------------------------------------------ */
 
-static struct timeval ms_tv(int ms) { return (struct timeval){ms / 1000, (ms % 1000) * 1000}; }
-
-/* "<prefix><id>" in a new buffer; NULL when out of memory. */
-static char *make_key(const char *prefix, const void *id, size_t id_len, size_t *out_len)
-{
-    size_t plen = strlen(prefix);
-    char *k = malloc(plen + id_len + 1);
-    if (!k) return NULL;
-    memcpy(k, prefix, plen);
-    if (id_len) memcpy(k + plen, id, id_len);
-    k[plen + id_len] = 0;
-    *out_len = plen + id_len;
-    return k;
-}
-
-/* ---- Connections ----------------------------------------------------------------- */
-
-/* Records that Redis is unreachable. Logs only at the transition so that an outage
- * does not flood the log. */
-static void mark_down(struct rd_store *rd, const char *why)
-{
-    pthread_mutex_lock(&rd->lock);
-    if (!rd->down) {
-        store_log_error(&rd->log, "redis: %s: unavailable (%s); will reconnect", rd->host, why);
-        rd->down = true;
-        rd->gen++;
-        rd->backoff_ms = BACKOFF_MIN_MS;
-        rd->next_try_ms = now_ms(); /* the first retry may be immediate */
-    } else {
-        rd->next_try_ms = now_ms() + rd->backoff_ms;
-        rd->backoff_ms = rd->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : rd->backoff_ms * 2;
-    }
-    pthread_mutex_unlock(&rd->lock);
-}
-
-/* Drops a connection whose state is unknown after an I/O or protocol failure. */
-static void conn_lost(struct rd_store *rd, struct rd_conn *c)
-{
-    char why[160];
-    snprintf(why, sizeof why, "%s", c->ctx && c->ctx->errstr[0] ? c->ctx->errstr : "connection lost");
-    if (c->ctx) redisFree(c->ctx);
-    c->ctx = NULL;
-    mark_down(rd, why);
-}
-
-/* Maps an error reply to a store code. Redis being busy, loading or read-only is a
- * passing state; anything else is a real failure. */
-static int reply_error(struct rd_store *rd, const redisReply *r, const char *what)
-{
-    static const char *const transient[] = {"LOADING", "BUSY", "READONLY", "MASTERDOWN",
-                                            "TRYAGAIN", "CLUSTERDOWN", "NOAUTH"};
-    store_log_error(&rd->log, "redis: %s: %.*s", what, (int)r->len, r->str);
-    for (size_t i = 0; i < sizeof transient / sizeof *transient; i++)
-        if (r->len >= strlen(transient[i]) && !strncmp(r->str, transient[i], strlen(transient[i])))
-            return STORE_EUNAVAILABLE;
-    return STORE_EIO;
-}
-
-/* Loads every script once (the SHA1s never change). Called on a fresh connection.
- * Returns 0, or -1 when the connection failed. */
-static int load_scripts(struct rd_store *rd, redisContext *ctx)
-{
-    pthread_mutex_lock(&rd->lock);
-    bool loaded = rd->sha[SC_COUNT - 1][0] != 0;
-    pthread_mutex_unlock(&rd->lock);
-    if (loaded) return 0;
-    for (int i = 0; i < SC_COUNT; i++) {
-        redisReply *r = redisCommand(ctx, "SCRIPT LOAD %s", SCRIPTS[i]);
-        if (!r) return -1;
-        if (r->type == REDIS_REPLY_STRING && r->len == 40) {
-            pthread_mutex_lock(&rd->lock);
-            memcpy(rd->sha[i], r->str, 40);
-            rd->sha[i][40] = 0;
-            pthread_mutex_unlock(&rd->lock);
-        } else if (r->type == REDIS_REPLY_ERROR) {
-            store_log_warn(&rd->log, "redis: SCRIPT LOAD: %.*s (using EVAL)", (int)r->len, r->str);
-        }
-        freeReplyObject(r);
-    }
-    return 0;
-}
-
-/* Connects, authenticates and loads the scripts. Returns NULL with a reason. */
-static redisContext *connect_ctx(struct rd_store *rd, char *why, size_t why_len)
-{
-    redisContext *ctx = rd->unix ? redisConnectUnixWithTimeout(rd->host, ms_tv(CONNECT_TIMEOUT_MS))
-                                 : redisConnectWithTimeout(rd->host, rd->port,
-                                                           ms_tv(CONNECT_TIMEOUT_MS));
-    redisReply *r = NULL;
-    if (!ctx) {
-        snprintf(why, why_len, "out of memory");
-        return NULL;
-    }
-    if (ctx->err) goto ioerr;
-    /* A hung server must not hang our threads forever: a call that times out fails
-     * and its connection is dropped. */
-    if (redisSetTimeout(ctx, ms_tv(COMMAND_TIMEOUT_MS)) != REDIS_OK) goto ioerr;
-    redisEnableKeepAlive(ctx);
-    if (rd->password && *rd->password) {
-        if (rd->user && *rd->user)
-            r = redisCommand(ctx, "AUTH %s %s", rd->user, rd->password);
-        else
-            r = redisCommand(ctx, "AUTH %s", rd->password);
-        if (!r) goto ioerr;
-        if (r->type == REDIS_REPLY_ERROR) {
-            snprintf(why, why_len, "AUTH: %.*s", (int)r->len, r->str);
-            goto fail;
-        }
-        freeReplyObject(r);
-        r = NULL;
-    }
-    /* PING proves the session is usable (e.g. that no password was needed). */
-    if (!(r = redisCommand(ctx, "PING"))) goto ioerr;
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(why, why_len, "%.*s", (int)r->len, r->str);
-        goto fail;
-    }
-    freeReplyObject(r);
-    r = NULL;
-    if (load_scripts(rd, ctx) != 0) goto ioerr;
-    return ctx;
-ioerr:
-    snprintf(why, why_len, "%s", ctx->errstr[0] ? ctx->errstr : "connection failed");
-fail:
-    if (r) freeReplyObject(r);
-    redisFree(ctx);
-    return NULL;
-}
-
-/* Takes a pooled connection, connected. STORE_EUNAVAILABLE while Redis is down and
- * the next attempt is not due yet, or when the attempt fails. */
-static int conn_get(struct rd_store *rd, struct rd_conn **out)
-{
-    pthread_mutex_lock(&rd->lock);
-    while (rd->nfree == 0) pthread_cond_wait(&rd->pool_cond, &rd->lock);
-    struct rd_conn *c = &rd->conns[rd->free_conns[--rd->nfree]];
-    bool stale = c->ctx && c->gen != rd->gen;
-    bool wait = rd->down && now_ms() < rd->next_try_ms;
-    pthread_mutex_unlock(&rd->lock);
-
-    if (stale) { /* made before the last outage: its socket is probably dead */
-        redisFree(c->ctx);
-        c->ctx = NULL;
-    }
-    if (!c->ctx) {
-        if (wait) goto unavailable;
-        char why[160];
-        redisContext *ctx = connect_ctx(rd, why, sizeof why);
-        if (!ctx) {
-            mark_down(rd, why);
-            goto unavailable;
-        }
-        pthread_mutex_lock(&rd->lock);
-        if (rd->down) store_log_info(&rd->log, "redis: %s: connected again", rd->host);
-        rd->down = false;
-        rd->backoff_ms = BACKOFF_MIN_MS;
-        c->ctx = ctx;
-        c->gen = rd->gen;
-        pthread_mutex_unlock(&rd->lock);
-    }
-    *out = c;
-    return STORE_OK;
-unavailable:
-    pthread_mutex_lock(&rd->lock);
-    rd->free_conns[rd->nfree++] = (int)(c - rd->conns);
-    pthread_cond_signal(&rd->pool_cond);
-    pthread_mutex_unlock(&rd->lock);
-    return STORE_EUNAVAILABLE;
-}
-
-static void conn_put(struct rd_store *rd, struct rd_conn *c)
-{
-    pthread_mutex_lock(&rd->lock);
-    rd->free_conns[rd->nfree++] = (int)(c - rd->conns);
-    pthread_cond_signal(&rd->pool_cond);
-    pthread_mutex_unlock(&rd->lock);
-}
-
-/* ---- Commands ------------------------------------------------------------------- */
-
-#define MAX_ARGS 8
-
-/* Fills argv for EVALSHA (or EVAL when the SHA is unknown or evalsha is false). */
-static int script_argv(struct rd_store *rd, int script, bool evalsha, int nkeys,
-                       const char **args, const size_t *lens, int nargs, const char **argv,
-                       size_t *argvlen, char *sha, char *nk)
-{
-    pthread_mutex_lock(&rd->lock);
-    memcpy(sha, rd->sha[script], 41);
-    pthread_mutex_unlock(&rd->lock);
-    int argc = 0;
-    if (evalsha && sha[0]) {
-        argv[argc] = "EVALSHA", argvlen[argc++] = 7;
-        argv[argc] = sha, argvlen[argc++] = 40;
-    } else {
-        argv[argc] = "EVAL", argvlen[argc++] = 4;
-        argv[argc] = SCRIPTS[script], argvlen[argc++] = strlen(SCRIPTS[script]);
-    }
-    snprintf(nk, 8, "%d", nkeys);
-    argv[argc] = nk, argvlen[argc++] = strlen(nk);
-    for (int i = 0; i < nargs; i++) argv[argc] = args[i], argvlen[argc++] = lens[i];
-    return argc;
-}
-
-static bool is_noscript(const redisReply *r)
-{
-    return r && r->type == REDIS_REPLY_ERROR && r->len >= 8 && !strncmp(r->str, "NOSCRIPT", 8);
-}
-
-/* Runs one script on c. Returns the reply (free it), or NULL when the connection
- * failed (it is then dropped). */
-static redisReply *run_script(struct rd_store *rd, struct rd_conn *c, int script, int nkeys,
-                              const char **args, const size_t *lens, int nargs)
-{
-    const char *argv[MAX_ARGS + 3];
-    size_t argvlen[MAX_ARGS + 3];
-    char sha[41], nk[8];
-    int argc = script_argv(rd, script, true, nkeys, args, lens, nargs, argv, argvlen, sha, nk);
-    redisReply *r = redisCommandArgv(c->ctx, argc, argv, argvlen);
-    if (is_noscript(r)) { /* the server's script cache was flushed (restart, failover) */
-        freeReplyObject(r);
-        argc = script_argv(rd, script, false, nkeys, args, lens, nargs, argv, argvlen, sha, nk);
-        r = redisCommandArgv(c->ctx, argc, argv, argvlen);
-    }
-    if (!r) conn_lost(rd, c);
-    return r;
-}
-
-/* Takes a connection, runs a script, gives the connection back. Returns STORE_OK
- * with *out set (free it), or an error (logged). */
 static int call_script(struct rd_store *rd, int script, int nkeys, const char **args,
                        const size_t *lens, int nargs, redisReply **out, const char *what)
 {
-    struct rd_conn *c;
-    int rc = conn_get(rd, &c);
-    if (rc != STORE_OK) return rc;
-    redisReply *r = run_script(rd, c, script, nkeys, args, lens, nargs);
-    conn_put(rd, c);
-    if (!r) return STORE_EUNAVAILABLE;
-    if (r->type == REDIS_REPLY_ERROR) {
-        rc = reply_error(rd, r, what);
-        freeReplyObject(r);
-        return rc;
-    }
-    *out = r;
-    return STORE_OK;
+    return redis_link_eval(rd->link, &scripts[script], nkeys, nargs, args, lens, out, what);
 }
 
-/* Plain command, same contract as call_script. */
 static int call_argv(struct rd_store *rd, int argc, const char **argv, const size_t *lens,
                      redisReply **out, const char *what)
 {
-    struct rd_conn *c;
-    int rc = conn_get(rd, &c);
-    if (rc != STORE_OK) return rc;
-    redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
-    if (!r) conn_lost(rd, c);
-    conn_put(rd, c);
-    if (!r) return STORE_EUNAVAILABLE;
+    return redis_link_call(rd->link, argc, argv, lens, out, what);
+}
+
+/* Appends INCR WAIT_KEY and WAIT to c: the WAIT then covers everything before. */
+static int append_wait(struct rd_store *rd, struct redis_conn *c)
+{
+    char n[16], t[16];
+    snprintf(n, sizeof n, "%d", rd->min_replicas);
+    snprintf(t, sizeof t, "%d", rd->wait_timeout_ms);
+    const char *incr[] = { "INCR", WAIT_KEY };
+    size_t il[] = { 4, strlen(WAIT_KEY) };
+    const char *wait[] = { "WAIT", n, t };
+    size_t wl[] = { 4, strlen(n), strlen(t) };
+    if (redisAppendCommandArgv(c->ctx, 2, incr, il) != REDIS_OK) return -1;
+    return redisAppendCommandArgv(c->ctx, 3, wait, wl) == REDIS_OK ? 0 : -1;
+}
+
+/* Reads the replies of append_wait. Returns 1 when the replicas confirmed, 0 when
+ * not (logged), -1 when the connection failed. */
+static int read_wait(struct rd_store *rd, struct redis_conn *c, const char *what)
+{
+    redisReply *r[2] = { NULL, NULL };
+    for (int i = 0; i < 2; i++)
+        if (redisGetReply(c->ctx, (void **)&r[i]) != REDIS_OK || !r[i]) {
+            if (r[0]) freeReplyObject(r[0]);
+            return -1;
+        }
+    long long got = r[1]->type == REDIS_REPLY_INTEGER ? r[1]->integer : -1;
+    /* e.g. -READONLY: the primary moved, which the link must hear of */
+    if (r[0]->type == REDIS_REPLY_ERROR) redis_link_reply_error(rd->link, r[0], "INCR " WAIT_KEY);
+    if (r[1]->type == REDIS_REPLY_ERROR) redis_link_reply_error(rd->link, r[1], "WAIT");
+    freeReplyObject(r[0]);
+    freeReplyObject(r[1]);
+    if (got >= rd->min_replicas) return 1;
+    if (got >= 0)
+        store_log_error(&rd->log,
+                        "redis: %s: %lld of %d replicas confirmed within %d ms; not acknowledged",
+                        what, got, rd->min_replicas, rd->wait_timeout_ms);
+    return 0;
+}
+
+#define SC_NONE (-1) /* call_replicated: args are a plain command */
+
+/* A call whose result must be on min_replicas replicas (reads and creations with
+ * RedisMinReplicas): script `script` (SC_NONE: the command in args), then WAIT, in
+ * one round trip. Same contract as call_script; when the replicas do not confirm,
+ * STORE_EUNAVAILABLE. */
+static int call_replicated(struct rd_store *rd, int script, int nkeys, const char **args,
+                           const size_t *lens, int nargs, redisReply **out, const char *what)
+{
+    if (rd->min_replicas <= 0)
+        return script == SC_NONE ? call_argv(rd, nargs, args, lens, out, what)
+                                 : call_script(rd, script, nkeys, args, lens, nargs, out, what);
+    struct redis_conn *c;
+    int rc = redis_link_get(rd->link, &c);
+    if (rc) return rc;
+    redisReply *r = NULL;
+    int confirmed = -1;
+    for (int eval = 0; eval < 2; eval++) {
+        int sent =
+            script == SC_NONE
+                ? (redisAppendCommandArgv(c->ctx, nargs, args, lens) == REDIS_OK ? 0 : -1)
+                : redis_conn_append_script(c, &scripts[script], eval, nkeys, nargs, args, lens);
+        if (sent || append_wait(rd, c) || redisGetReply(c->ctx, (void **)&r) != REDIS_OK || !r)
+            goto lost;
+        confirmed = read_wait(rd, c, what);
+        if (confirmed < 0) goto lost;
+        if (!redis_reply_noscript(r)) break;
+        freeReplyObject(r);
+        r = NULL;
+    }
+    redis_link_put(rd->link, c, false);
     if (r->type == REDIS_REPLY_ERROR) {
-        rc = reply_error(rd, r, what);
+        rc = redis_link_reply_error(rd->link, r, what);
         freeReplyObject(r);
         return rc;
     }
+    if (!confirmed) {
+        freeReplyObject(r);
+        return STORE_EUNAVAILABLE;
+    }
     *out = r;
     return STORE_OK;
+lost:
+    if (r) freeReplyObject(r);
+    redis_link_put(rd->link, c, true);
+    return STORE_EUNAVAILABLE;
 }
 
 static bool int_elem(const redisReply *r, size_t i, long long *v)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements <= i || r->element[i]->type != REDIS_REPLY_INTEGER)
+    if (r->type != REDIS_REPLY_ARRAY || r->elements <= i ||
+        r->element[i]->type != REDIS_REPLY_INTEGER)
         return false;
     *v = r->element[i]->integer;
     return true;
@@ -497,276 +330,97 @@ static int bad_reply(struct rd_store *rd, redisReply *r, const char *what)
     return STORE_EIO;
 }
 
-/* ---- Key JSON ------------------------------------------------------------------- */
+/* ---- Announcements waiting for the replicas (appender thread only) --------------- */
 
-/* Go's encoding/json string escaping: ", \, control characters, <, >, & and U+2028/9
- * escaped. Go would replace invalid UTF-8 with U+FFFD; we keep such bytes as they are
- * so that a value round-trips through our own server unchanged. */
-static size_t utf8_len(const uint8_t *s, size_t n)
+static void unconfirmed_free(struct rd_unconfirmed *u)
 {
-    uint8_t c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) len = 2, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef) len = 3, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4) len = 4, cp = c & 0x07;
-    else return 0;
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
+    free(u->chan);
+    free(u->msg);
+    free(u);
 }
 
-static char *json_string(char *o, const uint8_t *s, size_t n)
+static void unconfirmed_add(struct rd_store *rd, unsigned epoch, const char *id, size_t id_len,
+                            uint64_t offset, const uint8_t *data, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    *o++ = '"';
-    for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        if (c >= 0x80) {
-            size_t l = utf8_len(s + i, n - i);
-            if (l == 3 && s[i] == 0xe2 && s[i + 1] == 0x80 && (s[i + 2] == 0xa8 || s[i + 2] == 0xa9)) {
-                memcpy(o, s[i + 2] == 0xa8 ? "\\u2028" : "\\u2029", 6);
-                o += 6;
-            } else if (l) {
-                memcpy(o, s + i, l);
-                o += l;
-            } else {
-                *o++ = (char)c;
-                l = 1;
-            }
-            i += l;
-            continue;
-        }
-        if (c == '"' || c == '\\') {
-            *o++ = '\\';
-            *o++ = (char)c;
-        } else if (c == '\n') {
-            *o++ = '\\', *o++ = 'n';
-        } else if (c == '\r') {
-            *o++ = '\\', *o++ = 'r';
-        } else if (c == '\t') {
-            *o++ = '\\', *o++ = 't';
-        } else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
-            memcpy(o, "\\u00", 4);
-            o[4] = hex[c >> 4];
-            o[5] = hex[c & 15];
-            o += 6;
+    struct rd_unconfirmed *u = calloc(1, sizeof *u);
+    struct redis_event ev = { .kind = REDIS_EV_APPEND, .offset = offset };
+    size_t hlen;
+    uint8_t *hdr = u ? redis_event_encode(&ev, &hlen) : NULL;
+    if (u) u->chan = redis_event_channel(id, id_len, &u->chan_len);
+    if (u && hdr) u->msg = malloc(hlen + len);
+    if (!u || !hdr || !u->chan || !u->msg) {
+        /* The others find these bytes when they next catch up. */
+        store_log_error(&rd->log, "redis: out of memory keeping an announcement for the replicas");
+        free(hdr);
+        if (u) unconfirmed_free(u);
+        return;
+    }
+    memcpy(u->msg, hdr, hlen);
+    if (len) memcpy(u->msg + hlen, data, len);
+    u->msg_len = hlen + len;
+    u->epoch = epoch;
+    free(hdr);
+    if (rd->unconfirmed_tail)
+        rd->unconfirmed_tail->next = u;
+    else
+        rd->unconfirmed = u;
+    rd->unconfirmed_tail = u;
+    if (++rd->nunconfirmed > MAX_UNCONFIRMED) {
+        struct rd_unconfirmed *old = rd->unconfirmed;
+        rd->unconfirmed = old->next;
+        rd->nunconfirmed--;
+        unconfirmed_free(old);
+    }
+}
+
+/* Appends a PUBLISH of every unconfirmed announcement made on c's primary (the
+ * replicas just confirmed them) and forgets them all. Returns how many were sent. */
+static size_t publish_unconfirmed(struct rd_store *rd, struct redis_conn *c)
+{
+    size_t sent = 0, dropped = 0;
+    while (rd->unconfirmed) {
+        struct rd_unconfirmed *u = rd->unconfirmed;
+        rd->unconfirmed = u->next;
+        if (u->epoch == c->epoch) {
+            const char *argv[] = { "PUBLISH", u->chan, (const char *)u->msg };
+            size_t lens[] = { 7, u->chan_len, u->msg_len };
+            if (redisAppendCommandArgv(c->ctx, 3, argv, lens) == REDIS_OK) sent++;
         } else {
-            *o++ = (char)c;
+            dropped++;
         }
-        i++;
+        unconfirmed_free(u);
     }
-    *o++ = '"';
-    return o;
+    rd->unconfirmed_tail = NULL;
+    rd->nunconfirmed = 0;
+    if (dropped)
+        store_log_warn(&rd->log,
+                       "redis: %zu unconfirmed append(s) not announced: the primary changed since",
+                       dropped);
+    return sent;
 }
 
-/* {"Version":n,"Name":"…","Value":"…"}, as the reference's json.Marshal(Key). */
-static char *key_json(uint32_t version, const uint8_t *name, size_t name_len,
-                      const uint8_t *value, size_t value_len, size_t *out_len)
+/* Reads n replies of PUBLISH. Returns 0, or -1 when the connection failed. */
+static int read_publishes(struct redis_conn *c, size_t n)
 {
-    char *buf = malloc(64 + 6 * (name_len + value_len));
-    if (!buf) return NULL;
-    char *o = buf + sprintf(buf, "{\"Version\":%" PRIu32 ",\"Name\":", version);
-    o = json_string(o, name, name_len);
-    memcpy(o, ",\"Value\":", 9);
-    o = json_string(o + 9, value, value_len);
-    *o++ = '}';
-    *o = 0;
-    *out_len = (size_t)(o - buf);
-    return buf;
-}
-
-/* A small JSON reader for the key objects: cJSON cannot return strings holding NUL,
- * which a key value may. Field names match case-insensitively, as Go's decoder does. */
-struct jr {
-    const char *p, *end;
-};
-
-static void jr_ws(struct jr *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-static bool jr_hex4(struct jr *j, uint32_t *v)
-{
-    if (j->end - j->p < 4) return false;
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(j->p[i]);
-        if (h < 0) return false;
-        *v = *v << 4 | (uint32_t)h;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK || !r) return -1;
+        freeReplyObject(r);
     }
-    j->p += 4;
-    return true;
+    return 0;
 }
 
-static char *put_utf8(char *o, uint32_t cp)
+/* With nothing else to do: asks the replicas again about the unconfirmed appends. */
+static void confirm_unconfirmed(struct rd_store *rd)
 {
-    if (cp < 0x80) {
-        *o++ = (char)cp;
-    } else if (cp < 0x800) {
-        *o++ = (char)(0xc0 | cp >> 6);
-        *o++ = (char)(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        *o++ = (char)(0xe0 | cp >> 12);
-        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char)(0x80 | (cp & 0x3f));
-    } else {
-        *o++ = (char)(0xf0 | cp >> 18);
-        *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
-        *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
-        *o++ = (char)(0x80 | (cp & 0x3f));
+    struct redis_conn *c;
+    if (redis_link_get(rd->link, &c)) return;
+    int ok = append_wait(rd, c) ? -1 : read_wait(rd, c, "earlier appends");
+    if (ok == 1) {
+        size_t n = publish_unconfirmed(rd, c);
+        if (read_publishes(c, n)) ok = -1;
     }
-    return o;
-}
-
-/* Reads a string at j->p (the opening quote). With out non-NULL, the decoded bytes go
- * there (the caller sized it: decoded is never longer than encoded). */
-static bool jr_string(struct jr *j, char *out, size_t *out_len)
-{
-    if (j->p >= j->end || *j->p != '"') return false;
-    j->p++;
-    char *o = out;
-    while (j->p < j->end && *j->p != '"') {
-        char c = *j->p++;
-        if (c != '\\') {
-            if (o) *o++ = c;
-            continue;
-        }
-        if (j->p >= j->end) return false;
-        c = *j->p++;
-        const char *simple = strchr("\"\\/bfnrt", c);
-        if (c && simple) {
-            static const char map[] = "\"\\/\b\f\n\r\t";
-            if (o) *o++ = map[simple - "\"\\/bfnrt"];
-            continue;
-        }
-        if (c != 'u') return false;
-        uint32_t cp, lo;
-        if (!jr_hex4(j, &cp)) return false;
-        if (cp >= 0xd800 && cp <= 0xdbff && j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u') {
-            struct jr save = *j;
-            j->p += 2;
-            if (jr_hex4(j, &lo) && lo >= 0xdc00 && lo <= 0xdfff)
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            else
-                *j = save, cp = 0xfffd;
-        } else if (cp >= 0xd800 && cp <= 0xdfff) {
-            cp = 0xfffd; /* lone surrogate, as Go decodes it */
-        }
-        if (o) o = put_utf8(o, cp);
-    }
-    if (j->p >= j->end) return false;
-    j->p++;
-    if (out_len) *out_len = o ? (size_t)(o - out) : 0;
-    return true;
-}
-
-static bool jr_skip(struct jr *j, int depth);
-
-static bool jr_skip_container(struct jr *j, int depth, char close)
-{
-    j->p++;
-    jr_ws(j);
-    if (j->p < j->end && *j->p == close) return j->p++, true;
-    for (;;) {
-        if (close == '}') {
-            jr_ws(j);
-            if (!jr_string(j, NULL, NULL)) return false;
-            jr_ws(j);
-            if (j->p >= j->end || *j->p++ != ':') return false;
-        }
-        if (!jr_skip(j, depth + 1)) return false;
-        jr_ws(j);
-        if (j->p >= j->end) return false;
-        char c = *j->p++;
-        if (c == close) return true;
-        if (c != ',') return false;
-    }
-}
-
-static bool jr_skip(struct jr *j, int depth)
-{
-    jr_ws(j);
-    if (j->p >= j->end || depth > 32) return false;
-    char c = *j->p;
-    if (c == '"') return jr_string(j, NULL, NULL);
-    if (c == '{') return jr_skip_container(j, depth, '}');
-    if (c == '[') return jr_skip_container(j, depth, ']');
-    const char *start = j->p;
-    while (j->p < j->end && (strchr("+-.eE", *j->p) || (*j->p >= '0' && *j->p <= '9') ||
-                             (*j->p >= 'a' && *j->p <= 'z')))
-        j->p++;
-    return j->p > start;
-}
-
-/* Parses a stored key. On success *value is malloc'd (free it). */
-static bool parse_key_json(const char *s, size_t n, uint32_t *version, char **value, size_t *value_len)
-{
-    struct jr j = {s, s + n};
-    char *val = NULL;
-    size_t vlen = 0;
-    long long ver = 0;
-    jr_ws(&j);
-    if (j.p >= j.end || *j.p++ != '{') return false;
-    jr_ws(&j);
-    if (j.p < j.end && *j.p == '}') goto done;
-    for (;;) {
-        jr_ws(&j);
-        const char *kstart = j.p + 1;
-        if (!jr_string(&j, NULL, NULL)) goto fail;
-        size_t klen = (size_t)(j.p - kstart - 1);
-        jr_ws(&j);
-        if (j.p >= j.end || *j.p++ != ':') goto fail;
-        jr_ws(&j);
-        if (klen == 7 && !strncasecmp(kstart, "Version", 7) && j.p < j.end && *j.p != '"' &&
-            *j.p != 'n') {
-            char *endp;
-            char num[32];
-            size_t l = 0;
-            while (j.p + l < j.end && l < sizeof num - 1 && strchr("+-.eE0123456789", j.p[l])) l++;
-            memcpy(num, j.p, l);
-            num[l] = 0;
-            ver = (long long)strtod(num, &endp);
-            if (endp == num) goto fail;
-            j.p += l;
-        } else if (klen == 5 && !strncasecmp(kstart, "Value", 5) && j.p < j.end && *j.p == '"') {
-            free(val);
-            if (!(val = malloc((size_t)(j.end - j.p) + 1))) goto fail;
-            if (!jr_string(&j, val, &vlen)) goto fail;
-        } else if (!jr_skip(&j, 0)) {
-            goto fail;
-        }
-        jr_ws(&j);
-        if (j.p >= j.end) goto fail;
-        char c = *j.p++;
-        if (c == '}') break;
-        if (c != ',') goto fail;
-    }
-done:
-    if (!val && !(val = malloc(1))) return false;
-    *version = (uint32_t)ver;
-    *value = val;
-    *value_len = vlen;
-    return true;
-fail:
-    free(val);
-    return false;
+    redis_link_put(rd->link, c, ok < 0);
 }
 
 /* ---- Appender: pipelined compare-and-append ------------------------------------ */
@@ -774,77 +428,106 @@ fail:
 static void run_appends(struct rd_store *rd, struct rd_append *batch)
 {
     struct rd_append *ops[MAX_PIPELINE];
-    char *keys[MAX_PIPELINE][2];
-    size_t klen[MAX_PIPELINE][2];
+    char *keys[MAX_PIPELINE][2], *chans[MAX_PIPELINE];
+    size_t klen[MAX_PIPELINE][2], clen[MAX_PIPELINE];
+    uint8_t hdrs[MAX_PIPELINE][9];
     char explen[MAX_PIPELINE][24];
     char expstr[24];
     size_t n = 0;
-    struct rd_conn *c = NULL;
+    struct redis_conn *c = NULL;
+    /* Without replicas to wait for, the script itself announces; with, the
+     * announcement waits for their confirmation. */
+    bool in_script = rd->announce && rd->min_replicas <= 0;
     snprintf(expstr, sizeof expstr, "%" PRId64, rd->expiration > 0 ? rd->expiration : 0);
 
     for (struct rd_append *a = batch; a && n < MAX_PIPELINE; a = a->next) {
         ops[n] = a;
-        keys[n][0] = make_key("zwibbler:", a->id, a->id_len, &klen[n][0]);
-        keys[n][1] = make_key("zwibbler-keys:", a->id, a->id_len, &klen[n][1]);
+        keys[n][0] = redis_key("zwibbler:", a->id, a->id_len, &klen[n][0]);
+        keys[n][1] = redis_key("zwibbler-keys:", a->id, a->id_len, &klen[n][1]);
+        chans[n] = in_script ? redis_event_channel(a->id, a->id_len, &clen[n]) : NULL;
+        hdrs[n][0] = REDIS_EV_APPEND;
+        be_put64(hdrs[n] + 1, a->expected);
         snprintf(explen[n], sizeof explen[n], "%" PRIu64, a->expected);
-        a->rc = keys[n][0] && keys[n][1] ? RC_PENDING : STORE_ENOMEM;
+        a->rc = keys[n][0] && keys[n][1] && (chans[n] || !in_script) ? RC_PENDING : STORE_ENOMEM;
         n++;
     }
-    int rc = conn_get(rd, &c);
+    /* With replicas to wait for: 1 once they confirmed, 0 when they did not, -1 while
+     * not known (then nothing is acknowledged). */
+    int confirmed = rd->min_replicas > 0 ? -1 : 1;
+    int rc = redis_link_get(rd->link, &c);
     if (rc != STORE_OK) goto done;
 
     /* Send every append first, then read every reply: one round trip for all. Redis
      * runs them in this order, each checking its own expected length. */
-    bool evalsha = true;
-    for (int attempt = 0; attempt < 2; attempt++) {
+    for (int eval = 0; eval < 2; eval++) {
         size_t sent = 0;
         bool noscript = false;
         for (size_t i = 0; i < n; i++) {
             if (ops[i]->rc != RC_PENDING) continue; /* answered, or no memory */
-            const char *args[5] = {keys[i][0], keys[i][1], explen[i],
-                                   ops[i]->len ? (const char *)ops[i]->data : "", expstr};
-            size_t lens[5] = {klen[i][0], klen[i][1], strlen(explen[i]), ops[i]->len, strlen(expstr)};
-            const char *argv[MAX_ARGS + 3];
-            size_t argvlen[MAX_ARGS + 3];
-            char sha[41], nk[8];
-            int argc = script_argv(rd, SC_APPEND, evalsha, 2, args, lens, 5, argv, argvlen, sha, nk);
-            if (redisAppendCommandArgv(c->ctx, argc, argv, argvlen) != REDIS_OK) goto lost;
+            const char *args[7] = { keys[i][0],
+                                    keys[i][1],
+                                    explen[i],
+                                    ops[i]->len ? (const char *)ops[i]->data : "",
+                                    expstr,
+                                    chans[i],
+                                    (const char *)hdrs[i] };
+            size_t lens[7] = { klen[i][0],     klen[i][1], strlen(explen[i]), ops[i]->len,
+                               strlen(expstr), clen[i],    sizeof hdrs[i] };
+            if (redis_conn_append_script(c, &scripts[SC_APPEND], eval, 2, in_script ? 7 : 5, args,
+                                         lens))
+                goto lost;
             sent++;
         }
+        if (rd->min_replicas > 0 && append_wait(rd, c)) goto lost;
         for (size_t i = 0; i < n && sent; i++) {
             if (ops[i]->rc != RC_PENDING) continue;
             redisReply *r = NULL;
             if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK || !r) goto lost;
             sent--;
             long long status, len;
-            if (is_noscript(r)) {
+            if (redis_reply_noscript(r)) {
                 noscript = true; /* not run: stays pending for the EVAL round */
             } else if (r->type == REDIS_REPLY_ERROR) {
-                ops[i]->rc = reply_error(rd, r, "append");
+                ops[i]->rc = redis_link_reply_error(rd->link, r, "append");
             } else if (int_elem(r, 0, &status) && int_elem(r, 1, &len)) {
                 ops[i]->new_len = (uint64_t)len;
-                ops[i]->rc = status == 1 ? STORE_OK : status == 0 ? STORE_EMISMATCH : STORE_ENOTFOUND;
+                ops[i]->rc = status == 1   ? STORE_OK
+                             : status == 0 ? STORE_EMISMATCH
+                                           : STORE_ENOTFOUND;
             } else {
                 ops[i]->rc = STORE_EIO;
                 store_log_error(&rd->log, "redis: append: unexpected reply type %d", r->type);
             }
             freeReplyObject(r);
         }
+        if (rd->min_replicas > 0 && (confirmed = read_wait(rd, c, "append")) < 0) goto lost;
         if (!noscript) break;
-        evalsha = false;
     }
-    conn_put(rd, c);
+    if (rd->min_replicas > 0) {
+        /* The bytes are announced once the replicas have them: now, or later. */
+        for (size_t i = 0; i < n; i++) {
+            if (ops[i]->rc != STORE_OK || !rd->announce || !ops[i]->len) continue;
+            unconfirmed_add(rd, c->epoch, ops[i]->id, ops[i]->id_len, ops[i]->expected,
+                            ops[i]->data, ops[i]->len);
+        }
+        size_t pubs = confirmed == 1 ? publish_unconfirmed(rd, c) : 0;
+        if (read_publishes(c, pubs)) goto lost; /* the appends stand; the others catch up */
+    }
+    redis_link_put(rd->link, c, false);
     goto done;
 lost:
     /* Replies not read are unknown: those appends may or may not have been applied;
      * their callers get STORE_EUNAVAILABLE (never an ACK). */
-    conn_lost(rd, c);
-    conn_put(rd, c);
+    redis_link_put(rd->link, c, true);
 done:
     for (size_t i = 0; i < n; i++) {
+        /* Committed, but not known to be on the replicas: a failover could take it
+         * back, so no ACK. */
+        if (ops[i]->rc == STORE_OK && confirmed != 1) ops[i]->rc = STORE_EUNAVAILABLE;
         if (ops[i]->rc == RC_PENDING) ops[i]->rc = STORE_EUNAVAILABLE;
         free(keys[i][0]);
         free(keys[i][1]);
+        free(chans[i]);
     }
 }
 
@@ -853,7 +536,21 @@ static void *appender_main(void *arg)
     struct rd_store *rd = arg;
     pthread_mutex_lock(&rd->qlock);
     for (;;) {
-        while (!rd->head && !rd->stopping) pthread_cond_wait(&rd->qcond, &rd->qlock);
+        while (!rd->head && !rd->stopping) {
+            if (!rd->unconfirmed) {
+                pthread_cond_wait(&rd->qcond, &rd->qlock);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += CONFIRM_RETRY_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            if (pthread_cond_timedwait(&rd->qcond, &rd->qlock, &ts) && !rd->head && !rd->stopping) {
+                pthread_mutex_unlock(&rd->qlock);
+                confirm_unconfirmed(rd);
+                pthread_mutex_lock(&rd->qlock);
+            }
+        }
         if (!rd->head) break;
         /* Take at most MAX_PIPELINE; the rest waits for the next round. */
         struct rd_append *batch = rd->head, *last = batch;
@@ -885,24 +582,23 @@ static void rd_close(struct store *s)
         pthread_mutex_unlock(&rd->qlock);
         pthread_join(rd->appender, NULL);
     }
-    for (int i = 0; i < POOL_SIZE; i++)
-        if (rd->conns[i].ctx) redisFree(rd->conns[i].ctx);
-    pthread_mutex_destroy(&rd->lock);
-    pthread_cond_destroy(&rd->pool_cond);
+    while (rd->unconfirmed) {
+        struct rd_unconfirmed *u = rd->unconfirmed;
+        rd->unconfirmed = u->next;
+        unconfirmed_free(u);
+    }
+    redis_link_close(rd->link);
     pthread_mutex_destroy(&rd->qlock);
     pthread_cond_destroy(&rd->qcond);
     pthread_cond_destroy(&rd->donecond);
-    free(rd->host);
-    free(rd->user);
-    free(rd->password);
     free(rd);
 }
 
 static int rd_ping(struct store *s)
 {
     struct rd_store *rd = (struct rd_store *)s;
-    const char *argv[] = {"PING"};
-    size_t lens[] = {4};
+    const char *argv[] = { "PING" };
+    size_t lens[] = { 4 };
     redisReply *r;
     int rc = call_argv(rd, 1, argv, lens, &r, "ping");
     if (rc != STORE_OK) return rc;
@@ -916,20 +612,23 @@ static int rd_doc_create(struct store *s, const char *id, size_t id_len, const u
 {
     struct rd_store *rd = (struct rd_store *)s;
     size_t klen;
-    char *key = make_key("zwibbler:", id, id_len, &klen);
+    char *key = redis_key("zwibbler:", id, id_len, &klen);
     if (!key) return STORE_ENOMEM;
     char exp[24];
     snprintf(exp, sizeof exp, "%" PRId64, rd->expiration);
     /* SET NX: created only when missing, in one atomic command. */
-    const char *argv[] = {"SET", key, len ? (const char *)data : "", "NX", "EX", exp};
-    size_t lens[] = {3, klen, len, 2, 2, strlen(exp)};
+    const char *argv[] = { "SET", key, len ? (const char *)data : "", "NX", "EX", exp };
+    size_t lens[] = { 3, klen, len, 2, 2, strlen(exp) };
     redisReply *r;
-    int rc = call_argv(rd, rd->expiration > 0 ? 6 : 4, argv, lens, &r, "create");
+    int rc = call_replicated(rd, SC_NONE, 0, argv, lens, rd->expiration > 0 ? 6 : 4, &r, "create");
     free(key);
     if (rc != STORE_OK) return rc;
-    if (r->type == REDIS_REPLY_STATUS) rc = STORE_OK;
-    else if (r->type == REDIS_REPLY_NIL) rc = STORE_EEXISTS;
-    else return bad_reply(rd, r, "create");
+    if (r->type == REDIS_REPLY_STATUS)
+        rc = STORE_OK;
+    else if (r->type == REDIS_REPLY_NIL)
+        rc = STORE_EEXISTS;
+    else
+        return bad_reply(rd, r, "create");
     freeReplyObject(r);
     return rc;
 }
@@ -942,8 +641,8 @@ struct doc_keys {
 
 static int doc_keys_make(struct doc_keys *k, const char *id, size_t id_len)
 {
-    k->doc = make_key("zwibbler:", id, id_len, &k->doc_len);
-    k->keys = make_key("zwibbler-keys:", id, id_len, &k->keys_len);
+    k->doc = redis_key("zwibbler:", id, id_len, &k->doc_len);
+    k->keys = redis_key("zwibbler-keys:", id, id_len, &k->keys_len);
     return k->doc && k->keys ? STORE_OK : STORE_ENOMEM;
 }
 
@@ -962,16 +661,18 @@ static int rd_doc_length(struct store *s, const char *id, size_t id_len, uint64_
     int rc = doc_keys_make(&k, id, id_len);
     if (rc != STORE_OK) goto done;
     snprintf(exp, sizeof exp, "%" PRId64, rd->expiration);
-    const char *args[] = {k.doc, k.keys, exp};
-    size_t lens[] = {k.doc_len, k.keys_len, strlen(exp)};
+    const char *args[] = { k.doc, k.keys, exp };
+    size_t lens[] = { k.doc_len, k.keys_len, strlen(exp) };
     if ((rc = call_script(rd, SC_LENGTH, 2, args, lens, 3, &r, "length")) != STORE_OK) goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
         rc = bad_reply(rd, r, "length");
         r = NULL;
         goto done;
     }
-    if (r->integer < 0) rc = STORE_ENOTFOUND;
-    else *len = (uint64_t)r->integer;
+    if (r->integer < 0)
+        rc = STORE_ENOTFOUND;
+    else
+        *len = (uint64_t)r->integer;
 done:
     if (r) freeReplyObject(r);
     doc_keys_free(&k);
@@ -992,9 +693,9 @@ static int rd_doc_read(struct store *s, const char *id, size_t id_len, uint64_t 
     if (rc != STORE_OK) goto done;
     snprintf(exp, sizeof exp, "%" PRId64, rd->expiration);
     snprintf(off, sizeof off, "%" PRIu64, offset);
-    const char *args[] = {k.doc, k.keys, off, exp};
-    size_t lens[] = {k.doc_len, k.keys_len, strlen(off), strlen(exp)};
-    if ((rc = call_script(rd, SC_READ, 2, args, lens, 4, &r, "read")) != STORE_OK) goto done;
+    const char *args[] = { k.doc, k.keys, off, exp };
+    size_t lens[] = { k.doc_len, k.keys_len, strlen(off), strlen(exp) };
+    if ((rc = call_replicated(rd, SC_READ, 2, args, lens, 4, &r, "read")) != STORE_OK) goto done;
     if (!int_elem(r, 0, &n)) goto bad;
     if (n == -1) {
         rc = STORE_ENOTFOUND;
@@ -1031,11 +732,14 @@ static int rd_doc_append(struct store *s, const char *id, size_t id_len, uint64_
                          const uint8_t *data, size_t len, uint64_t *new_len)
 {
     struct rd_store *rd = (struct rd_store *)s;
-    struct rd_append a = {.id = id, .id_len = id_len, .expected = expected_len,
-                          .data = data, .len = len};
+    struct rd_append a = {
+        .id = id, .id_len = id_len, .expected = expected_len, .data = data, .len = len
+    };
     pthread_mutex_lock(&rd->qlock);
-    if (rd->tail) rd->tail->next = &a;
-    else rd->head = &a;
+    if (rd->tail)
+        rd->tail->next = &a;
+    else
+        rd->head = &a;
     rd->tail = &a;
     pthread_cond_signal(&rd->qcond);
     while (!a.done) pthread_cond_wait(&rd->donecond, &rd->qlock);
@@ -1051,8 +755,8 @@ static int rd_doc_delete(struct store *s, const char *id, size_t id_len)
     redisReply *r = NULL;
     int rc = doc_keys_make(&k, id, id_len);
     if (rc != STORE_OK) goto done;
-    const char *args[] = {k.doc, k.keys};
-    size_t lens[] = {k.doc_len, k.keys_len};
+    const char *args[] = { k.doc, k.keys };
+    size_t lens[] = { k.doc_len, k.keys_len };
     if ((rc = call_script(rd, SC_DELETE, 2, args, lens, 2, &r, "delete")) != STORE_OK) goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
         rc = bad_reply(rd, r, "delete");
@@ -1067,21 +771,21 @@ done:
 }
 
 static int rd_key_set(struct store *s, const char *id, size_t id_len, const uint8_t *name,
-                      size_t name_len, const uint8_t *value, size_t value_len,
-                      uint32_t old_version, uint32_t new_version)
+                      size_t name_len, const uint8_t *value, size_t value_len, uint32_t old_version,
+                      uint32_t new_version)
 {
     struct rd_store *rd = (struct rd_store *)s;
     size_t hlen, jlen;
-    char *hash = make_key("zwibbler-keys:", id, id_len, &hlen);
-    char *json = key_json(new_version, name, name_len, value, value_len, &jlen);
+    char *hash = redis_key("zwibbler-keys:", id, id_len, &hlen);
+    char *json = redis_key_json(new_version, name, name_len, value, value_len, &jlen);
     char old[16], exp[24];
     redisReply *r = NULL;
     int rc = STORE_ENOMEM;
     if (!hash || !json) goto done;
     snprintf(old, sizeof old, "%" PRIu32, old_version);
     snprintf(exp, sizeof exp, "%" PRId64, rd->expiration);
-    const char *args[] = {hash, name_len ? (const char *)name : "", old, json, exp};
-    size_t lens[] = {hlen, name_len, strlen(old), jlen, strlen(exp)};
+    const char *args[] = { hash, name_len ? (const char *)name : "", old, json, exp };
+    size_t lens[] = { hlen, name_len, strlen(old), jlen, strlen(exp) };
     if ((rc = call_script(rd, SC_KEY_SET, 1, args, lens, 5, &r, "key set")) != STORE_OK) goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
         rc = bad_reply(rd, r, "key set");
@@ -1100,10 +804,10 @@ static int rd_keys_get(struct store *s, const char *id, size_t id_len, store_key
 {
     struct rd_store *rd = (struct rd_store *)s;
     size_t hlen;
-    char *hash = make_key("zwibbler-keys:", id, id_len, &hlen);
+    char *hash = redis_key("zwibbler-keys:", id, id_len, &hlen);
     if (!hash) return STORE_ENOMEM;
-    const char *argv[] = {"HGETALL", hash};
-    size_t lens[] = {7, hlen};
+    const char *argv[] = { "HGETALL", hash };
+    size_t lens[] = { 7, hlen };
     redisReply *r;
     int rc = call_argv(rd, 2, argv, lens, &r, "keys");
     free(hash);
@@ -1115,12 +819,13 @@ static int rd_keys_get(struct store *s, const char *id, size_t id_len, store_key
         char *value;
         size_t value_len;
         if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            !parse_key_json(v->str, v->len, &version, &value, &value_len)) {
+            !redis_key_parse(v->str, v->len, &version, &value, &value_len)) {
             /* One unreadable key must not make the document unusable. */
             store_log_warn(&rd->log, "redis: keys: skipping a malformed key of a document");
             continue;
         }
-        int stop = fn(arg, (const uint8_t *)f->str, f->len, (const uint8_t *)value, value_len, version);
+        int stop =
+            fn(arg, (const uint8_t *)f->str, f->len, (const uint8_t *)value, value_len, version);
         free(value);
         if (stop) break;
     }
@@ -1134,16 +839,20 @@ static int rd_token_add(struct store *s, const char *token, size_t token_len,
     struct rd_store *rd = (struct rd_store *)s;
     size_t tlen, ulen;
     const char *user = t->user_id ? t->user_id : "";
-    char *thash = make_key("zwibbler-token:{token}:", token, token_len, &tlen);
-    char *uset = make_key("zwibbler-user:", user, strlen(user), &ulen);
+    char *thash = redis_key("zwibbler-token:{token}:", token, token_len, &tlen);
+    char *uset = redis_key("zwibbler-user:", user, strlen(user), &ulen);
     char exp[24];
     redisReply *r = NULL;
     int rc = STORE_ENOMEM;
     if (!thash || !uset) goto done;
     snprintf(exp, sizeof exp, "%" PRId64, t->expires);
-    const char *args[] = {thash, uset, t->doc_id ? t->doc_id : "", user, t->permissions, exp};
-    size_t lens[] = {tlen, ulen, t->doc_id_len, strlen(user),
-                     strnlen(t->permissions, sizeof t->permissions), strlen(exp)};
+    const char *args[] = { thash, uset, t->doc_id ? t->doc_id : "", user, t->permissions, exp };
+    size_t lens[] = { tlen,
+                      ulen,
+                      t->doc_id_len,
+                      strlen(user),
+                      strnlen(t->permissions, sizeof t->permissions),
+                      strlen(exp) };
     if ((rc = call_script(rd, SC_TOKEN_ADD, 2, args, lens, 6, &r, "token add")) != STORE_OK)
         goto done;
     if (r->type != REDIS_REPLY_INTEGER) {
@@ -1174,10 +883,10 @@ static int rd_token_get(struct store *s, const char *token, size_t token_len,
     struct rd_store *rd = (struct rd_store *)s;
     size_t tlen;
     memset(out, 0, sizeof *out);
-    char *thash = make_key("zwibbler-token:{token}:", token, token_len, &tlen);
+    char *thash = redis_key("zwibbler-token:{token}:", token, token_len, &tlen);
     if (!thash) return STORE_ENOMEM;
-    const char *args[] = {thash};
-    size_t lens[] = {tlen};
+    const char *args[] = { thash };
+    size_t lens[] = { tlen };
     redisReply *r;
     int rc = call_script(rd, SC_TOKEN_GET, 1, args, lens, 1, &r, "token get");
     free(thash);
@@ -1187,8 +896,9 @@ static int rd_token_get(struct store *s, const char *token, size_t token_len,
         return STORE_ENOTFOUND;
     }
     long long pttl, sec, usec;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 4 || r->element[0]->type != REDIS_REPLY_ARRAY ||
-        !int_elem(r, 1, &pttl) || !int_elem(r, 2, &sec) || !int_elem(r, 3, &usec))
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 4 ||
+        r->element[0]->type != REDIS_REPLY_ARRAY || !int_elem(r, 1, &pttl) ||
+        !int_elem(r, 2, &sec) || !int_elem(r, 3, &usec))
         return bad_reply(rd, r, "token get");
     if (pttl == -2) { /* expired between the two commands: cannot happen in a script */
         freeReplyObject(r);
@@ -1231,11 +941,11 @@ static int rd_user_update(struct store *s, const char *user_id, size_t user_len,
 {
     struct rd_store *rd = (struct rd_store *)s;
     size_t ulen;
-    char *uset = make_key("zwibbler-user:", user_id, user_len, &ulen);
+    char *uset = redis_key("zwibbler-user:", user_id, user_len, &ulen);
     if (!uset) return STORE_ENOMEM;
     const char *perm = permissions ? permissions : "";
-    const char *args[] = {uset, perm, user_len ? user_id : ""};
-    size_t lens[] = {ulen, strlen(perm), user_len};
+    const char *args[] = { uset, perm, user_len ? user_id : "" };
+    size_t lens[] = { ulen, strlen(perm), user_len };
     redisReply *r;
     int rc = call_script(rd, SC_USER_UPDATE, 1, args, lens, 3, &r, "update user");
     free(uset);
@@ -1254,8 +964,8 @@ static int rd_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
     if (removed) *removed = 0;
     char cursor[32] = "0";
     do {
-        const char *argv[] = {"SCAN", cursor, "MATCH", "zwibbler-user:*", "COUNT", SCAN_COUNT};
-        size_t lens[] = {4, strlen(cursor), 5, 15, 5, strlen(SCAN_COUNT)};
+        const char *argv[] = { "SCAN", cursor, "MATCH", "zwibbler-user:*", "COUNT", SCAN_COUNT };
+        size_t lens[] = { 4, strlen(cursor), 5, 15, 5, strlen(SCAN_COUNT) };
         redisReply *r;
         int rc = call_argv(rd, 6, argv, lens, &r, "sweep scan");
         if (rc != STORE_OK) return rc;
@@ -1268,8 +978,8 @@ static int rd_sweep(struct store *s, int64_t now, int64_t max_idle, uint64_t *re
         redisReply *keys = r->element[1];
         for (size_t i = 0; i < keys->elements && rc == STORE_OK; i++) {
             if (keys->element[i]->type != REDIS_REPLY_STRING) continue;
-            const char *args[] = {keys->element[i]->str};
-            size_t alens[] = {keys->element[i]->len};
+            const char *args[] = { keys->element[i]->str };
+            size_t alens[] = { keys->element[i]->len };
             redisReply *cr;
             rc = call_script(rd, SC_USER_CLEAN, 1, args, alens, 1, &cr, "sweep user");
             if (rc == STORE_OK) freeReplyObject(cr);
@@ -1296,8 +1006,8 @@ static int scan_prefix(struct rd_store *rd, const char *prefix,
     int rc = STORE_OK;
     bool stop = false;
     do {
-        const char *argv[] = {"SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT};
-        size_t lens[] = {4, strlen(cursor), 5, strlen(pattern), 5, strlen(SCAN_COUNT)};
+        const char *argv[] = { "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT };
+        size_t lens[] = { 4, strlen(cursor), 5, strlen(pattern), 5, strlen(SCAN_COUNT) };
         redisReply *r;
         rc = call_argv(rd, 6, argv, lens, &r, "list scan");
         if (rc != STORE_OK) return rc;
@@ -1317,14 +1027,18 @@ static int scan_prefix(struct rd_store *rd, const char *prefix,
         for (size_t i = 0; rc == STORE_OK && i < n; i++) {
             redisReply *k = keys->element[i];
             if (k->type != REDIS_REPLY_STRING || k->len < plen) continue;
-            if (!(names[m] = dup_bytes(k->str + plen, k->len - plen))) rc = STORE_ENOMEM;
-            else name_lens[m++] = k->len - plen;
+            if (!(names[m] = dup_bytes(k->str + plen, k->len - plen)))
+                rc = STORE_ENOMEM;
+            else
+                name_lens[m++] = k->len - plen;
         }
         freeReplyObject(r);
         for (size_t i = 0; rc == STORE_OK && i < m && !stop; i++) {
             int f = fn(rd, names[i], name_lens[i], arg);
-            if (f < 0) rc = f;
-            else stop = f > 0;
+            if (f < 0)
+                rc = f;
+            else
+                stop = f > 0;
         }
         for (size_t i = 0; i < m; i++) free(names[i]);
         free(names);
@@ -1361,13 +1075,13 @@ static int list_one_token(struct rd_store *rd, const char *token, size_t token_l
 
 static int rd_doc_list(struct store *s, store_doc_fn fn, void *arg)
 {
-    struct rd_list_arg a = {.doc_fn = fn, .arg = arg};
+    struct rd_list_arg a = { .doc_fn = fn, .arg = arg };
     return scan_prefix((struct rd_store *)s, "zwibbler:", list_one_doc, &a);
 }
 
 static int rd_token_list(struct store *s, store_token_fn fn, void *arg)
 {
-    struct rd_list_arg a = {.token_fn = fn, .arg = arg};
+    struct rd_list_arg a = { .token_fn = fn, .arg = arg };
     return scan_prefix((struct rd_store *)s, "zwibbler-token:{token}:", list_one_token, &a);
 }
 
@@ -1391,42 +1105,25 @@ static const struct store_methods rd_methods = {
     .token_list = rd_token_list,
 };
 
-int redis_parse_server(const char *server, char **host_out, int *port, bool *unix_socket)
+struct redis_link *redis_store_link(struct store *s)
 {
-    if (!server || !*server) server = "localhost:6379";
-    *port = 6379;
-    *unix_socket = !strncmp(server, "unix:", 5) || server[0] == '/';
-    if (*unix_socket) {
-        *host_out = strdup(server[0] == '/' ? server : server + 5);
-        return *host_out ? 0 : -1;
-    }
-    const char *host = server, *colon;
-    size_t hlen;
-    if (server[0] == '[') {
-        const char *close = strchr(server, ']');
-        if (!close) return -1;
-        host = server + 1;
-        hlen = (size_t)(close - host);
-        colon = close[1] == ':' ? close + 1 : NULL;
-        if (close[1] && !colon) return -1;
-    } else {
-        colon = strrchr(server, ':');
-        hlen = colon ? (size_t)(colon - server) : strlen(server);
-    }
-    if (colon) {
-        char *end;
-        long p = strtol(colon + 1, &end, 10);
-        if (*end || p <= 0 || p > 65535) return -1;
-        *port = (int)p;
-    }
-    *host_out = dup_bytes(host, hlen);
-    return *host_out ? 0 : -1;
+    if (!s || s->methods != &rd_methods) return NULL;
+    return ((struct rd_store *)s)->link;
 }
 
-/* Connects to cfg->server (default localhost:6379), authenticates with cfg->password
- * (and cfg->user, for Redis 6 ACL users) and loads the scripts. Fails when Redis
- * cannot be reached at open, so that a wrong address is a start-up error; later
- * outages are ridden out. Returns NULL with a reason in err. */
+int redis_store_announce(struct store *s)
+{
+    if (!s || s->methods != &rd_methods) return -1;
+    struct rd_store *rd = (struct rd_store *)s;
+    pthread_mutex_lock(&rd->qlock); /* the appender reads it under this lock's cover */
+    rd->announce = true;
+    pthread_mutex_unlock(&rd->qlock);
+    return 0;
+}
+
+/* Connects (through the Sentinels when configured), authenticates and checks the
+ * primary. Fails when Redis cannot be reached at open, so that a wrong address is a
+ * start-up error; later outages are ridden out. Returns NULL with a reason in err. */
 struct store *store_redis_open(const struct store_config *cfg, char *err, size_t err_len)
 {
     struct rd_store *rd = calloc(1, sizeof *rd);
@@ -1435,41 +1132,28 @@ struct store *store_redis_open(const struct store_config *cfg, char *err, size_t
         return NULL;
     }
     rd->base.methods = &rd_methods;
-    rd->log = cfg->log;
-    pthread_mutex_init(&rd->lock, NULL);
-    pthread_cond_init(&rd->pool_cond, NULL);
     pthread_mutex_init(&rd->qlock, NULL);
     pthread_cond_init(&rd->qcond, NULL);
     pthread_cond_init(&rd->donecond, NULL);
-    for (int i = 0; i < POOL_SIZE; i++) rd->free_conns[rd->nfree++] = POOL_SIZE - 1 - i;
-    rd->backoff_ms = BACKOFF_MIN_MS;
     rd->expiration = cfg->expiration > 0 ? cfg->expiration : 0;
-    if (redis_parse_server(cfg->server, &rd->host, &rd->port, &rd->unix) != 0) {
-        snprintf(err, err_len, "redis: bad server address '%s' (want host:port)", cfg->server);
+    rd->log = cfg->log;
+    rd->min_replicas = cfg->redis_min_replicas > 0 ? cfg->redis_min_replicas : 0;
+    rd->wait_timeout_ms = REDIS_WAIT_TIMEOUT_MS;
+    struct redis_link_config lc = {
+        .server = cfg->server,
+        .user = cfg->user,
+        .password = cfg->password,
+        .sentinels = cfg->redis_sentinels,
+        .master_name = cfg->redis_master_name,
+        .sentinel_password = cfg->redis_sentinel_password,
+        .log_name = "redis",
+        .log = cfg->log,
+    };
+    char why[700];
+    if (!(rd->link = redis_link_open(&lc, why, sizeof why))) {
+        snprintf(err, err_len, "redis: %s", why);
         goto fail;
     }
-    if ((cfg->user && !(rd->user = strdup(cfg->user))) ||
-        (cfg->password && !(rd->password = strdup(cfg->password)))) {
-        snprintf(err, err_len, "redis: out of memory");
-        goto fail;
-    }
-    /* hiredis writes with write(): a Redis that went away would kill the process with
-     * SIGPIPE instead of giving us EPIPE. Servers ignore it anyway; make sure. */
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) {
-        sa.sa_handler = SIG_IGN;
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = 0;
-        sigaction(SIGPIPE, &sa, NULL);
-    }
-    char why[160];
-    redisContext *ctx = connect_ctx(rd, why, sizeof why);
-    if (!ctx) {
-        if (rd->unix) snprintf(err, err_len, "redis: cannot connect to %s: %s", rd->host, why);
-        else snprintf(err, err_len, "redis: cannot connect to %s:%d: %s", rd->host, rd->port, why);
-        goto fail;
-    }
-    rd->conns[rd->free_conns[rd->nfree - 1]].ctx = ctx;
     if (pthread_create(&rd->appender, NULL, appender_main, rd) != 0) {
         snprintf(err, err_len, "redis: cannot start appender thread");
         goto fail;

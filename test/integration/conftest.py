@@ -4,6 +4,13 @@ Each server gets its own port, config file and data directory under pytest's tmp
 Its stdout+stderr go to <dir>/server.log, printed when a test fails. Servers are
 always stopped (SIGTERM, then SIGKILL after 10 s); a server that crashed by itself,
 ignored SIGTERM or exited with a failure status fails the test in teardown.
+
+Storage backend: LMDB unless the test module sets SERVER_BACKENDS, e.g.
+    SERVER_BACKENDS = ["lmdb", "sqlite", "redis"]
+which runs each of its tests once per backend (the `db_backend` parameter). With
+"redis" every test gets a private redis-server, and its servers run in cluster mode
+(the default with Redis): each server delivers through the Redis channel, as in a
+multi-server deployment.
 """
 
 import http.client
@@ -161,6 +168,7 @@ class Server:
 
 
 _pending_exits = []  # (Popen, time SIGTERM was sent, test id, Server)
+_pending_redis = []  # (redisutil.Redis, [Popen of the servers that use it])
 
 
 def _reap_pending(block=True):
@@ -184,6 +192,12 @@ def _reap_pending(block=True):
         if p.returncode not in (0, -signal.SIGTERM):
             problems.append("%s: server exited with status %s after SIGTERM\n%s"
                             % (label, p.returncode, srv.log_tail(4000)))
+    # A test's redis-server goes once its servers have exited (they use it until then).
+    for entry in list(_pending_redis):
+        r, procs = entry
+        if block or all(p.poll() is not None for p in procs):
+            _pending_redis.remove(entry)
+            r.stop()
     return problems
 
 
@@ -202,17 +216,41 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+def pytest_generate_tests(metafunc):
+    backends = getattr(metafunc.module, "SERVER_BACKENDS", None)
+    if backends and "server_factory" in metafunc.fixturenames:
+        metafunc.parametrize("db_backend", backends, indirect=True)
+
+
 @pytest.fixture
-def server_factory(request, tmp_path):
+def db_backend(request):
+    """The storage backend the test's servers use: "lmdb" unless parametrized."""
+    return getattr(request, "param", "lmdb")
+
+
+@pytest.fixture
+def server_factory(request, tmp_path, db_backend):
     """make(**config) -> a started Server with extra config keys."""
     if not os.path.exists(BIN):
         if _ENV_BIN:
             pytest.fail("ZWIBBLER_BIN=%s does not exist" % BIN)
         pytest.skip("server binary %s not built" % BIN)
     servers = []
+    backend = {}
+    redis = None
+    if db_backend == "sqlite":
+        backend = {"Database": "sqlite"}
+    elif db_backend == "redis":
+        import redisutil
+        if redisutil.REDIS is None:
+            pytest.skip("redis-server not installed")
+        redis = redisutil.Redis(tmp_path, durable=False).start()
+        backend = {"Database": "redis", "DbServer": "127.0.0.1:%d" % redis.port}
+    elif db_backend != "lmdb":
+        pytest.fail("unknown backend %r" % db_backend)
 
     def make(**extra):
-        s = Server(tmp_path, "srv%d" % len(servers), extra)
+        s = Server(tmp_path, "srv%d" % len(servers), dict(backend, **extra))
         servers.append(s)
         s.start()
         return s
@@ -220,9 +258,12 @@ def server_factory(request, tmp_path):
     yield make
 
     problems = []
+    procs = [s.proc for s in servers if s.proc is not None]
     for s in servers:
         s.stop_deferred(request.node.nodeid)
         problems += ["%s: %s" % (s.dir.name, p) for p in s.problems]
+    if redis is not None:
+        _pending_redis.append((redis, procs))
     # servers of earlier tests that have finished stopping (reported here, by name)
     problems += ["earlier test " + p for p in _reap_pending(block=False)]
     rep = getattr(request.node, "rep_call", None)

@@ -21,9 +21,9 @@ import pytest
 
 import zwclient as zw
 from conftest import free_port
+from redisutil import REDIS, Redis, wait_members, wait_numsub, wait_subscribed
 from zwclient import aiotest
 
-REDIS = shutil.which("redis-server")
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 KEY_TTL_MS = 2000
 CHUNK_RE = re.compile(rb"\[w(\d+):(\d+)\]\.*")
@@ -31,51 +31,10 @@ CHUNK_RE = re.compile(rb"\[w(\d+):(\d+)\]\.*")
 pytestmark = pytest.mark.skipif(REDIS is None, reason="redis-server not installed")
 
 
-class Redis:
-    """A private redis-server, durable (AOF, fsync always) so it can be restarted."""
-
-    def __init__(self, root):
-        self.dir = Path(root) / "redis"
-        self.dir.mkdir()
-        self.port = free_port()
-        self.proc = None
-
-    def start(self):
-        log = open(self.dir / "redis.log", "ab")
-        self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self):
-        if self.proc is None:
-            return
-        p, self.proc = self.proc, None
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
 @pytest.fixture
 def redis(tmp_path):
-    r = Redis(tmp_path)
-    r.start()
+    """A private redis-server, durable (AOF, fsync always) so it can be restarted."""
+    r = Redis(tmp_path).start()
     yield r
     r.stop()
 
@@ -188,12 +147,12 @@ async def test_writers_on_different_servers_race(cluster):
 
 
 @aiotest(timeout=30)
-async def test_broadcast_and_keys_across_servers(cluster):
+async def test_broadcast_and_keys_across_servers(cluster, redis):
     s = cluster(3)
     a = await zw.connect(s[0], "cl-keys", name="A")
     b = await zw.connect(s[1], "cl-keys", name="B")
     c = await zw.connect(s[2], "cl-keys", name="C")
-    await asyncio.sleep(0.3)  # subscriptions in place (a late one would re-send keys)
+    wait_subscribed(redis.port, "cl-keys", 3)  # broadcasts are stored nowhere
 
     await a.broadcast(b"cursor 1,2")
     for x in (b, c):
@@ -231,15 +190,67 @@ async def test_broadcast_and_keys_across_servers(cluster):
         await x.wait_keys({"presence": (2, "")})
 
 
+async def heard(c, duration=0.5):
+    """Every message c receives within `duration` (the client's view is updated)."""
+    got = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + duration
+    while True:
+        try:
+            got.append(await c.next(max(deadline - loop.time(), 0.001)))
+        except AssertionError as e:
+            if "no message within" in str(e):
+                return got
+            raise
+
+
+@pytest.mark.parametrize("lifetime", [0, 1], ids=["client-key", "session-key"])
+@aiotest(timeout=30)
+async def test_key_changes_reach_others_once_never_the_setter(cluster, redis, lifetime):
+    """PROTOCOL §4: on acceptance every *other* client gets KEY INFORMATION; the setter
+    gets only its ACK (none for equal versions), wherever the others are, also while
+    its server's subscription to the document is not in place yet."""
+    s = cluster(2)
+    doc = "cl-echo-%d" % lifetime
+    setter = await zw.connect(s[0], doc, name="S")
+    # at once after joining: the subscription is usually still on its way
+    await setter.set_key("k", "zero", old_version=0, new_version=0, lifetime=lifetime)
+    await setter.set_key("k", "one", old_version=0, new_version=1, request_id=2, lifetime=lifetime)
+    assert [m.raw for m in await heard(setter)] == [zw.exp_set_key_ack(1, 2)]
+
+    others = [await zw.connect(s[i % 2], doc, name="O%d" % i) for i in range(4)]
+    wait_subscribed(redis.port, doc, 2)
+    # at join, or when its server's snapshot came: once
+    for o, got in zip(others, await asyncio.gather(*(heard(o) for o in others))):
+        assert [m.raw for m in got] == [zw.exp_key_info([(1, "k", "one")])], o.name
+
+    await setter.set_key("k", "two", old_version=1, new_version=2, request_id=3, lifetime=lifetime)
+    await setter.set_key("k", "two'", old_version=2, new_version=2, lifetime=lifetime)
+    got = await asyncio.gather(*(heard(c) for c in [setter] + others))
+    assert [m.raw for m in got[0]] == [zw.exp_set_key_ack(1, 3)]
+    for o, msgs in zip(others, got[1:]):  # both, or only the newer (updates may be coalesced)
+        assert [m.raw for m in msgs] in (
+            [zw.exp_key_info([(2, "k", "two")]), zw.exp_key_info([(2, "k", "two'")])],
+            [zw.exp_key_info([(2, "k", "two'")])]), o.name
+
+    # another client's change reaches the first setter, once
+    await others[1].set_key("k", "three", old_version=2, new_version=3, request_id=4, lifetime=lifetime)
+    everyone = [others[1], setter] + others[:1] + others[2:]
+    got = await asyncio.gather(*(heard(c) for c in everyone))
+    assert [m.raw for m in got[0]] == [zw.exp_set_key_ack(1, 4)]
+    for o, msgs in zip(everyone[1:], got[1:]):
+        assert [m.raw for m in msgs] == [zw.exp_key_info([(3, "k", "three")])], o.name
+
+
 @aiotest(timeout=60)
-async def test_server_killed(cluster):
+async def test_server_killed(cluster, redis):
     s = cluster(3)
     doc = "cl-kill"
     w0 = await zw.connect(s[0], doc, name="W0", mode=2)
     r0 = await zw.connect(s[0], doc, name="R0", mode=1)
     w1 = await zw.connect(s[1], doc, name="W1")
     r2 = await zw.connect(s[2], doc, name="R2", mode=1)
-    await asyncio.sleep(0.3)
+    wait_subscribed(redis.port, doc, 3)
     await w0.set_key("lock", "w0", old_version=0, new_version=5)
     await w0.expect(zw.SET_KEY_ACK)
     for x in (w1, r2):
@@ -284,7 +295,7 @@ async def test_redis_restart(cluster, redis):
     await wait_keys_any(w0, {"presence": (1, "w1")})
 
     redis.stop()
-    await asyncio.sleep(1.5)  # longer than the liveness key lives (ClusterKeyTtlMs / 2)
+    await asyncio.sleep(1.5)  # an outage longer than the liveness key lives (ClusterKeyTtlMs / 2)
     redis.start()
     # sessions recover: the same connections go on writing
     await asyncio.gather(write_chunks(w0, 0, 10, rng, acked[0]), write_chunks(w1, 1, 10, rng, acked[1]))
@@ -372,14 +383,14 @@ def test_through_nginx(cluster, tmp_path):
 
 
 @aiotest(timeout=40)
-async def test_idle_webhook_once_cluster_wide(cluster):
+async def test_idle_webhook_once_cluster_wide(cluster, redis):
     from test_webhook import Listener, form, wait_request
     lst = Listener()
     try:
         s = cluster(3, Webhook=lst.url, WebhookDelayMs=800)
         a = await zw.connect(s[0], "cl-idle", name="A")
         b = await zw.connect(s[1], "cl-idle", name="B")
-        await asyncio.sleep(0.3)
+        wait_members(redis.port, "cl-idle", 2)
         await a.close()
         assert await wait_request(lst, 1.5) is None, "a client is still on another server"
         await b.close()
@@ -390,9 +401,9 @@ async def test_idle_webhook_once_cluster_wide(cluster):
 
         # a joiner on another server cancels the event scheduled by the first
         c = await zw.connect(s[2], "cl-idle", name="C")
-        await asyncio.sleep(0.3)
+        wait_members(redis.port, "cl-idle", 1)
         await c.close()
-        await asyncio.sleep(0.3)
+        wait_members(redis.port, "cl-idle", 0)  # C's server has scheduled the event
         d = await zw.connect(s[0], "cl-idle", name="D")
         assert await wait_request(lst, 1.5) is None, "a rejoin elsewhere must cancel the webhook"
         await d.close()
@@ -404,12 +415,12 @@ async def test_idle_webhook_once_cluster_wide(cluster):
 
 
 @aiotest(timeout=30)
-async def test_management_api_reaches_every_server(cluster):
+async def test_management_api_reaches_every_server(cluster, redis):
     import mgmtapi as api
     s = cluster(2, **api.SECRETS)
     a = await zw.connect(s[0], "cl-del", name="A", initial=b"x")
     b = await zw.connect(s[1], "cl-del", name="B")
-    await asyncio.sleep(0.3)
+    wait_subscribed(redis.port, "cl-del", 2)
     assert api.status(s[0], {"method": "deleteDocument", "documentID": "cl-del"}) == 200
     for c in (a, b):
         errors = await c.expect_closed()
@@ -417,8 +428,8 @@ async def test_management_api_reaches_every_server(cluster):
 
     # updateUser: a connection on another server that loses 'r' is closed
     assert api.add_token(s[0], "cl-tok", "cl-user-doc", "carol", "rw", contents="hi") == 200
-    c = await zw.connect(s[1], "cl-tok", name="C")
-    await asyncio.sleep(0.3)
+    c = await zw.connect(s[1], "cl-tok", name="C")  # joined once connect returns
+    wait_numsub(redis.port, "zwibbler-cluster", 2)  # both hear cluster-wide events
     assert api.update_user(s[0], "carol", "w") == 200
     errors = await c.expect_closed()
     assert [m.raw for m in errors] == [zw.exp_error(4)], errors

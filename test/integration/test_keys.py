@@ -9,6 +9,9 @@ from test_cluster import REDIS, cluster, redis  # noqa: F401 (fixtures)
 from zwclient import aiotest, exp_key_info, exp_set_key_ack
 
 versions = pytest.mark.parametrize("v", [2, 3])
+# Every test runs against each backend; with Redis the server is in cluster mode and
+# delivers through the Redis channel (conftest.py).
+SERVER_BACKENDS = ["lmdb", "sqlite", "redis"]
 
 
 async def trio(server, v, doc="doc"):

@@ -9,6 +9,9 @@ import zwclient as zw
 from zwclient import aiotest, exp_ack, exp_append, exp_error
 
 versions = pytest.mark.parametrize("v", [2, 3])
+# Every test runs against each backend; with Redis the server is in cluster mode and
+# delivers through the Redis channel (conftest.py).
+SERVER_BACKENDS = ["lmdb", "sqlite", "redis"]
 
 
 async def create(server, doc, data, v=3):

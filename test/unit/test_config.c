@@ -111,6 +111,15 @@ static void test_bad_values_name_the_key(void **state)
         { "MaxMessageBytes=99999999999999999999", "MaxMessageBytes" },
         { "MaxDocIdBytes=17M", "MaxDocIdBytes" },
         { "MaxDocIdBytes=0", "MaxDocIdBytes" },
+        { "RedisSentinels=10.0.0.1", "RedisSentinels" },
+        { "RedisSentinels=a:1,b", "RedisSentinels" },
+        { "RedisSentinels=a:1,,b:2", "RedisSentinels" },
+        { "RedisSentinels=:26379", "RedisSentinels" },
+        { "RedisSentinels=a:70000", "RedisSentinels" },
+        { "RedisMasterName=", "RedisMasterName" },
+        { "RedisMasterName=my master", "RedisMasterName" },
+        { "RedisMinReplicas=-1", "RedisMinReplicas" },
+        { "RedisMinReplicas=two", "RedisMinReplicas" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct config c;
@@ -120,6 +129,28 @@ static void test_bad_values_name_the_key(void **state)
         assert_non_null(strstr(err, bad[i][1]));
         config_free(&c);
     }
+}
+
+/* Redis Sentinel: none by default; a list of host:port, a name, a password, a count. */
+static void test_sentinel_keys(void **state)
+{
+    (void)state;
+    struct config c;
+    config_defaults(&c);
+    assert_null(c.redis_sentinels);
+    assert_string_equal(c.redis_master_name, "zwibbler");
+    assert_int_equal(c.redis_min_replicas, 0);
+    char err[256] = "";
+    static const char *const lines[] = {
+        "RedisSentinels = 10.0.0.1:26379, [::1]:26380,sentinel-3.internal:26379",
+        "RedisMasterName=main", "RedisSentinelPassword=p@ss", "RedisMinReplicas=2"};
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++)
+        assert_int_equal(config_parse_line(&c, lines[i], err, sizeof err), 0);
+    assert_string_equal(c.redis_sentinels, "10.0.0.1:26379, [::1]:26380,sentinel-3.internal:26379");
+    assert_string_equal(c.redis_master_name, "main");
+    assert_string_equal(c.redis_sentinel_password, "p@ss");
+    assert_int_equal(c.redis_min_replicas, 2);
+    config_free(&c);
 }
 
 static void test_unknown_key_and_garbage(void **state)
@@ -164,6 +195,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_every_reference_key),
         cmocka_unit_test(test_bad_values_name_the_key),
+        cmocka_unit_test(test_sentinel_keys),
         cmocka_unit_test(test_unknown_key_and_garbage),
         cmocka_unit_test(test_file_errors),
     };
