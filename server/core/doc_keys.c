@@ -120,9 +120,8 @@ int doc_keys_set(struct hub *h, struct doc *d, struct hub_client *c, const struc
         }
     }
     if ((w.lifetime == 0) != (k->lifetime == 0))
-        log_debug("client %llu (%s): key %.*s is held by a %s key: written as one",
-                  (unsigned long long)c->id, c->addr, (int)k->name_len, (const char *)k->name,
-                  w.lifetime ? "session" : "client");
+        client_log(c, LOG_DEBUG, "key %.*s is held by a %s key: written as one", (int)k->name_len,
+                   (const char *)k->name, w.lifetime ? "session" : "client");
     int accepted;
     if (w.lifetime == 0) {
         accepted =
@@ -132,8 +131,8 @@ int doc_keys_set(struct hub *h, struct doc *d, struct hub_client *c, const struc
                                w.old_version, w.new_version);
         accepted = rc == STORE_OK;
         if (rc && rc != STORE_EMISMATCH)
-            log_error("client %llu (%s): session key on %.*s: %s", (unsigned long long)c->id,
-                      c->addr, (int)d->id_len, d->id, store_strerror(rc));
+            client_log(c, LOG_ERROR, "session key on %.*s: %s", (int)d->id_len, d->id,
+                       store_strerror(rc));
     }
     if (accepted) hub_key_accepted(h, d, c, &w);
     return accepted;
@@ -205,7 +204,8 @@ void doc_keys_send_all(struct hub *h, struct doc *d, struct hub_client *c)
             list_key(&client, d->keys[i].name, d->keys[i].name_len, d->keys[i].value,
                      d->keys[i].value_len, d->keys[i].version);
     }
-    int rc = hub_clustered(h) ? STORE_OK : store_keys_get(h->store, d->id, d->id_len, list_key, &session);
+    int rc = hub_clustered(h) ? STORE_OK
+                              : store_keys_get(h->store, d->id, d->id_len, list_key, &session);
     if (rc) log_error("document keys of %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
     /* One entry per name. Within each list names are unique; across them a name can
      * repeat only after two servers raced (cluster mode). Client keys are few. */

@@ -1,4 +1,4 @@
-/* doc_keys: a document's keys as one namespace (PROTOCOL.md §4), for the session logic.
+/* doc_keys: a document's keys as one namespace (docs/protocol.md, Keys), for the session logic.
  *
  * A name is held by at most one key at a time: a client key (lifetime 0, in memory —
  * in Redis in cluster mode — removed when its owner leaves) or a session key (stored

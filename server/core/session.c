@@ -75,8 +75,8 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     if (rc) return bad_message(app, c, "INIT", rc);
     if (in.creation_mode > 2) {
         /* Newer clients may define more modes; the reference opens them as mode 0. */
-        log_info("client %llu (%s): INIT with unknown creation mode %u, read as 0 (possibly create)",
-                 (unsigned long long)c->id, c->addr, in.creation_mode);
+        client_log(c, LOG_INFO, "INIT with unknown creation mode %u, read as 0 (possibly create)",
+                   in.creation_mode);
         in.creation_mode = 0;
     }
     c->version = in.version;
@@ -86,10 +86,11 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     if (rc == -1) return refuse(app, c, CODEC_ERR_ACCESS_DENIED, "access denied");
     if (rc) return refuse(app, c, CODEC_ERR_UNSPECIFIED, "storage failure: cannot check access");
     if (!auth_can(&c->auth, 'r')) return refuse(app, c, CODEC_ERR_ACCESS_DENIED, "access denied");
-    if (c->auth.doc_id_len == 0) return refuse(app, c, CODEC_ERR_UNSPECIFIED, "document id is empty");
+    if (c->auth.doc_id_len == 0)
+        return refuse(app, c, CODEC_ERR_UNSPECIFIED, "document id is empty");
     if (c->auth.doc_id_len > app->cfg->max_doc_id_bytes) {
-        log_warn("client %llu (%s): document id of %zu bytes, MaxDocIdBytes is %zu",
-                 (unsigned long long)c->id, c->addr, c->auth.doc_id_len, app->cfg->max_doc_id_bytes);
+        client_log(c, LOG_WARN, "document id of %zu bytes, MaxDocIdBytes is %zu",
+                   c->auth.doc_id_len, app->cfg->max_doc_id_bytes);
         return refuse(app, c, CODEC_ERR_UNSPECIFIED, "document id is too long");
     }
 
@@ -138,7 +139,7 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     uint64_t end;
     struct message *m = hub_catch_up(h, d, c->version, start, length, &end, &rc);
     if (!m) {
-        result = rc == STORE_ERANGE    ? refuse(app, c, CODEC_ERR_INVALID_OFFSET, "invalid offset")
+        result = rc == STORE_ERANGE   ? refuse(app, c, CODEC_ERR_INVALID_OFFSET, "invalid offset")
                  : rc == STORE_ENOMEM ? refuse(app, c, CODEC_ERR_UNSPECIFIED, "out of memory")
                                       : storage_failure(app, c, "reading the document", rc);
         goto out;
@@ -147,9 +148,8 @@ static int on_init(const struct app *app, struct hub_client *c, const uint8_t *m
     hub_doc_join(h, d, c, end);
     atomic_store(&c->joined, true);
     doc_keys_send_all(h, d, c);
-    log_info("client %llu (%s): joined document %.*s (protocol %d, offset %llu, %s)",
-             (unsigned long long)c->id, c->addr, (int)d->id_len, d->id, c->version,
-             (unsigned long long)start, created ? "created" : "opened");
+    client_log(c, LOG_INFO, "joined document %.*s (protocol %d, offset %llu, %s)", (int)d->id_len,
+               d->id, c->version, (unsigned long long)start, created ? "created" : "opened");
     pthread_mutex_unlock(&d->lock);
     return KEEP;
 out:
@@ -186,8 +186,7 @@ static int on_append(const struct app *app, struct hub_client *c, const uint8_t 
     } else if (rc != STORE_OK && rc != STORE_EMISMATCH) {
         char text[128];
         snprintf(text, sizeof text, "storage failure: %s", store_strerror(rc));
-        log_error("client %llu (%s): append to %.*s: %s", (unsigned long long)c->id, c->addr,
-                  (int)d->id_len, d->id, store_strerror(rc));
+        client_log(c, LOG_ERROR, "append to %.*s: %s", (int)d->id_len, d->id, store_strerror(rc));
         hub_send(h, c, msg_error(CODEC_ERR_UNSPECIFIED, text), false);
     }
     pthread_mutex_unlock(&d->lock);
@@ -204,10 +203,11 @@ static int on_set_key(const struct app *app, struct hub_client *c, const uint8_t
     pthread_mutex_lock(&d->lock);
     int accepted = 0;
     if (k.name_len > app->cfg->max_key_name_bytes || k.value_len > app->cfg->max_key_value_bytes) {
-        log_warn("client %llu (%s): SET KEY rejected: name of %zu bytes (MaxKeyNameBytes %zu), "
-                 "value of %zu bytes (MaxKeyValueBytes %zu)", (unsigned long long)c->id, c->addr,
-                 k.name_len, app->cfg->max_key_name_bytes, k.value_len,
-                 app->cfg->max_key_value_bytes);
+        client_log(c, LOG_WARN,
+                   "SET KEY rejected: name of %zu bytes (MaxKeyNameBytes %zu), "
+                   "value of %zu bytes (MaxKeyValueBytes %zu)",
+                   k.name_len, app->cfg->max_key_name_bytes, k.value_len,
+                   app->cfg->max_key_value_bytes);
     } else if (k.name_len >= 6 && !memcmp(k.name, "admin:", 6) && !auth_can(&c->auth, 'a')) {
         accepted = 0;
     } else {
@@ -249,9 +249,7 @@ static int dispatch(const struct app *app, struct hub_client *c, const uint8_t *
     case CODEC_APPEND_V3: return on_append(app, c, msg, len);
     case CODEC_SET_KEY: return on_set_key(app, c, msg, len);
     case CODEC_BROADCAST: return on_broadcast(app, c, msg, len);
-    default:
-        client_log(c, LOG_INFO, "ignoring message of unknown type 0x%02x", type);
-        return KEEP;
+    default: client_log(c, LOG_INFO, "ignoring message of unknown type 0x%02x", type); return KEEP;
     }
 }
 

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mgmt_api.h"
+#include "respond.h"
 #include "store.h"
 #include "tls.h"
 #include "upgrade.h"
@@ -30,16 +31,7 @@ struct http_server {
 
 static void send_text(struct mg_connection *conn, int status, const char *body)
 {
-    size_t n = strlen(body);
-    mg_response_header_start(conn, status);
-    mg_response_header_add(conn, "Content-Type", "text/plain; charset=utf-8", -1);
-    char len[32];
-    snprintf(len, sizeof len, "%zu", n);
-    mg_response_header_add(conn, "Content-Length", len, -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    cors_write_headers(conn);
-    mg_response_header_send(conn);
-    mg_write(conn, body, n);
+    http_respond(conn, status, "text/plain; charset=utf-8", body, strlen(body));
 }
 
 /* 1 when the query string has a parameter called `name`, with or without a value
@@ -111,14 +103,7 @@ static int handle_metrics(struct mg_connection *conn, void *arg)
         send_text(conn, 500, "out of memory");
         return 500;
     }
-    char len[32];
-    snprintf(len, sizeof len, "%zu", n);
-    mg_response_header_start(conn, 200);
-    mg_response_header_add(conn, "Content-Type", METRICS_CONTENT_TYPE, -1);
-    mg_response_header_add(conn, "Content-Length", len, -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    mg_response_header_send(conn);
-    if (strcmp(ri->request_method, "HEAD")) mg_write(conn, body, n);
+    http_respond(conn, 200, METRICS_CONTENT_TYPE, body, n);
     free(body);
     return 200;
 }
