@@ -98,10 +98,19 @@ void hub_send_others(struct hub *h, struct doc *d, struct hub_client *except, st
         if (o != except) outq_push(h->outq, o, m, false);
 }
 
+void hub_push_append(struct hub *h, struct hub_client *o, struct message *by_version[2],
+                     uint64_t offset, const uint8_t *data, size_t len)
+{
+    int v = o->version == 2 ? 0 : 1;
+    if (!by_version[v]) by_version[v] = msg_append(o->version, offset, data, len);
+    if (by_version[v]) outq_push(h->outq, o, by_version[v], false);
+    else outq_kill(h->outq, o, WS_CLOSE_SERVER_ERROR, "out of memory encoding an append");
+    o->delivered_end = offset + len;
+}
+
 void hub_fanout_append(struct hub *h, struct doc *d, struct hub_client *writer,
                        uint64_t offset, const uint8_t *data, size_t len)
 {
-    /* Encoded at most once per protocol version (invariant 6). */
     struct message *by_version[2] = {NULL, NULL};
     for (struct hub_client *o = d->clients; o; o = o->doc_next) {
         if (o == writer) continue;
@@ -110,11 +119,7 @@ void hub_fanout_append(struct hub *h, struct doc *d, struct hub_client *writer,
             log_error("document %.*s: client %llu would miss bytes %llu-%llu; ordering bug",
                       (int)d->id_len, d->id, (unsigned long long)o->id,
                       (unsigned long long)o->delivered_end, (unsigned long long)offset);
-        o->delivered_end = offset + len;
-        int v = o->version == 2 ? 0 : 1;
-        if (!by_version[v]) by_version[v] = msg_append(o->version, offset, data, len);
-        if (by_version[v]) outq_push(h->outq, o, by_version[v], false);
-        else outq_kill(h->outq, o, WS_CLOSE_SERVER_ERROR, "out of memory encoding an append");
+        hub_push_append(h, o, by_version, offset, data, len);
     }
     message_unref(by_version[0]);
     message_unref(by_version[1]);

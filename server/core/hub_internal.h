@@ -70,6 +70,11 @@ void hub_doc_join(struct hub *h, struct doc *d, struct hub_client *c, uint64_t d
 /* Takes d->lock itself: removes c, its client keys (announced to the others). */
 void hub_doc_leave(struct hub *h, struct hub_client *c);
 
+/* With d->lock held: queues APPEND(offset, data) for member o, encoded at most once
+ * per protocol layout across one fan-out (by_version starts {NULL, NULL}; the caller
+ * drops both references after it), and moves o's delivered end past it. */
+void hub_push_append(struct hub *h, struct hub_client *o, struct message *by_version[2],
+                     uint64_t offset, const uint8_t *data, size_t len);
 /* With d->lock held: relays an accepted append to every member but `writer`, in the
  * layout of each member's protocol version, applying the delivery rule. */
 void hub_fanout_append(struct hub *h, struct doc *d, struct hub_client *writer,

@@ -140,11 +140,7 @@ int hub_deliver_append(struct hub *h, const char *id, size_t id_len, uint64_t of
             o->delivered_end = offset + len;
             continue;
         }
-        int v = o->version == 2 ? 0 : 1;
-        if (!by_version[v]) by_version[v] = msg_append(o->version, offset, data, len);
-        if (by_version[v]) outq_push(h->outq, o, by_version[v], false);
-        else outq_kill(h->outq, o, WS_CLOSE_SERVER_ERROR, "out of memory encoding an append");
-        o->delivered_end = offset + len;
+        hub_push_append(h, o, by_version, offset, data, len);
     }
     pthread_mutex_unlock(&d->lock);
     message_unref(by_version[0]);
