@@ -136,7 +136,7 @@ integration: deps $(BIN) $(EMBED_EXAMPLE) $(LIB)
 TSAN_TESTS := test_session.py test_race.py test_keys.py test_hostile.py test_slow.py test_continuation.py \
               test_wsconformance.py test_compression.py
 integration-tsan: deps $(BIN)
-	TSAN_OPTIONS="exitcode=66 halt_on_error=0 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
+	ZW_TEST_BACKENDS=lmdb TSAN_OPTIONS="exitcode=66 halt_on_error=0 second_deadlock_stack=1 $(TSAN_OPTIONS)" \
 	ZWIBBLER_BIN=$(abspath $(BIN)) /usr/bin/python3 -m pytest -q -p no:cacheprovider \
 	  $(TSAN_TESTS:%=test/integration/%)
 

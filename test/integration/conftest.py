@@ -7,7 +7,8 @@ ignored SIGTERM or exited with a failure status fails the test in teardown.
 
 Storage backend: LMDB unless the test module sets SERVER_BACKENDS, e.g.
     SERVER_BACKENDS = ["lmdb", "sqlite", "redis"]
-which runs each of its tests once per backend (the `db_backend` parameter). With
+which runs each of its tests once per backend (the `db_backend` parameter; the
+environment variable ZW_TEST_BACKENDS, e.g. "lmdb", narrows the list). With
 "redis" every test gets a private redis-server, and its servers run in cluster mode
 (the default with Redis): each server delivers through the Redis channel, as in a
 multi-server deployment.
@@ -218,6 +219,9 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_generate_tests(metafunc):
     backends = getattr(metafunc.module, "SERVER_BACKENDS", None)
+    only = os.environ.get("ZW_TEST_BACKENDS")  # e.g. "lmdb": the TSan run's choice
+    if backends and only:
+        backends = [b for b in backends if b in only.split(",")]
     if backends and "server_factory" in metafunc.fixturenames:
         metafunc.parametrize("db_backend", backends, indirect=True)
 
