@@ -182,6 +182,11 @@ async def test_stalled_client_memory_is_bounded(server_factory):
         await writer.append(struct.pack(">Q", time.monotonic_ns()) + b"m" * (chunk - 8),
                             timeout=10)
         peak = max(peak, rss_kb(pid))
+        # The reader keeps up (a busy machine must not make it the slow one): the next
+        # change waits until it has this one. The stalled client never reads.
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(reader.latencies) < i + 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.002)
     deadline = asyncio.get_running_loop().time() + 15
     while len(reader.latencies) < 1 + 48 * 4 and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
